@@ -1,0 +1,160 @@
+"""One interface over the three ways to run an HSVLT classifier: an ExecuTorch program (.pte), an ONNX file
+(.onnx) or a training checkpoint (.pt, PyTorch).
+
+    model = load_model("model.pte")          # reads model.json beside it (hsvlt.deploy.read_manifest)
+    output = model.run(batch)                # float32 N x 3 x S x S in [0, 1] (hsvlt.deploy.to_input)
+    output.probabilities                     # N x C
+    output.attention                         # N x C x h x w, or None when the file has no attention output
+
+`model.labels`, `model.thresholds` and `model.input_size` come from the manifest (a checkpoint carries them
+itself), so a caller needs nothing else to turn probabilities into label sets.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hsvlt.deploy import DeployableHSVLT, read_manifest
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+@dataclass
+class Output:
+    probabilities: np.ndarray  # N x C, float32
+    attention: np.ndarray | None = None  # N x C x h x w, float32
+
+
+class Model:
+    """What every runtime shares: the manifest's labels, thresholds and input size, and input checks."""
+
+    runtime = "?"
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path, self.manifest = path, manifest
+        self.labels: list[str] = list(manifest["labels"])
+        self.thresholds = np.asarray(manifest["thresholds"], dtype=np.float32)
+        self.input_size = int(manifest["input"]["shape"][-1])
+        self.has_attention = any(output["name"] == "attention" for output in manifest.get("outputs", []))
+
+    def check(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        expected = (3, self.input_size, self.input_size)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise ValueError(f"{self.path.name}: input must be N x {' x '.join(map(str, expected))}, "
+                             f"got {' x '.join(map(str, batch.shape))}")
+        if batch.dtype != np.float32:
+            raise ValueError(f"{self.path.name}: input must be float32 in [0, 1] (hsvlt.deploy.to_input), "
+                             f"got {batch.dtype}")
+        return np.ascontiguousarray(batch)
+
+    def run(self, batch: np.ndarray) -> Output:
+        raise NotImplementedError
+
+    def predict(self, batch: np.ndarray) -> tuple[Output, np.ndarray]:
+        """Run, and the label sets: boolean N x C, probability >= the class's threshold."""
+        output = self.run(batch)
+        return output, output.probabilities >= self.thresholds
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path.name}, {len(self.labels)} labels, {self.input_size} px)"
+
+
+def _outputs(values) -> Output:
+    values = [v.detach().float().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in values]
+    return Output(values[0].astype(np.float32), values[1].astype(np.float32) if len(values) > 1 else None)
+
+
+class ExecuTorchModel(Model):
+    """A .pte through the ExecuTorch runtime (executorch.runtime). Batches larger than the program's
+    largest batch run in chunks."""
+
+    runtime = "ExecuTorch"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        super().__init__(path, read_manifest(path))
+        from executorch.runtime import Runtime
+
+        if threads:
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+            _unsafe_reset_threadpool(threads)
+        try:
+            program = Runtime.get().load_program(path)
+            self.method = program.load_method("forward")
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(f"{path}: the ExecuTorch runtime cannot load it ({str(error).splitlines()[0]})") from None
+        self.max_batch = int(self.method.metadata.input_tensor_meta(0).sizes()[0])
+
+    def run(self, batch: np.ndarray) -> Output:
+        batch = torch.from_numpy(self.check(batch))
+        parts = [_outputs(self.method.execute([batch[i:i + self.max_batch]]))
+                 for i in range(0, len(batch), self.max_batch)]
+        attention = np.concatenate([p.attention for p in parts]) if parts[0].attention is not None else None
+        return Output(np.concatenate([p.probabilities for p in parts]), attention)
+
+
+class OnnxModel(Model):
+    """An .onnx file through ONNX Runtime (CPU)."""
+
+    runtime = "ONNX Runtime"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        super().__init__(path, read_manifest(path))
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types, all meaning "unreadable"
+            raise ValueError(f"{path}: ONNX Runtime cannot load it ({str(error).splitlines()[0][:200]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> Output:
+        return _outputs(self.session.run(None, {self.input_name: self.check(batch)}))
+
+
+class TorchModel(Model):
+    """A training checkpoint in eager PyTorch (hsvlt.deploy.DeployableHSVLT: the model exactly as trained)."""
+
+    runtime = "PyTorch"
+
+    def __init__(self, path: Path, threads: int | None = None, attention_stage: int | None = None):
+        from hsvlt.checkpoint import load_model as load_checkpoint_model
+        from hsvlt.deploy import build_manifest, file_sha256
+
+        model, checkpoint = load_checkpoint_model(path)
+        thresholds = checkpoint.get("thresholds") or [0.5] * model.num_classes
+        manifest = build_manifest(model, checkpoint["labels"], thresholds, file_sha256(path), "checkpoint",
+                                  attention_stage=attention_stage)
+        manifest["data"] = checkpoint.get("data")  # where its validation set comes from
+        super().__init__(path, manifest)
+        if threads:
+            torch.set_num_threads(threads)
+        self.module = DeployableHSVLT(model, attention_stage).eval()
+
+    @torch.inference_mode()
+    def run(self, batch: np.ndarray) -> Output:
+        output = self.module(torch.from_numpy(self.check(batch)))
+        return _outputs(output if isinstance(output, tuple) else (output,))
+
+
+def load_model(path: str | Path, threads: int | None = None, attention_stage: int | None = None) -> Model:
+    """Open a .pte, .onnx or checkpoint by its suffix. `threads` sets the runtime's CPU threads (default: the
+    runtime's own choice); `attention_stage` applies to checkpoints (exported files have it or not)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".pte":
+        return ExecuTorchModel(path, threads)
+    if suffix == ".onnx":
+        return OnnxModel(path, threads)
+    if suffix in CHECKPOINT_SUFFIXES:
+        return TorchModel(path, threads, attention_stage)
+    raise ValueError(f"{path}: unknown model type {suffix or '(no suffix)'}; expected .pte, .onnx, "
+                     f"or a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")

@@ -1,0 +1,180 @@
+"""What the exporters share: reading the checkpoint, checking the output path, tracing the deployable module,
+the manifest, validation images and the parity check against PyTorch.
+
+Every user-facing failure is an ExportError whose message is one line naming the file and the problem;
+`run_cli` prints it as `error: ...` and exits with status 1.
+"""
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hsvlt.checkpoint import CheckpointError, load_model
+from hsvlt.deploy import DeployableHSVLT, build_manifest, file_sha256, for_export, prepare_image, to_input
+from hsvlt.models.hsvlt import HSVLT
+from quant.pt2e import quiet_toolchain
+
+quiet_toolchain()
+
+
+class ExportError(ValueError):
+    """An export that cannot be done; the message is one line naming the file and the problem."""
+
+
+@dataclass
+class Source:
+    """A checkpoint opened for export."""
+
+    path: Path
+    model: HSVLT
+    checkpoint: dict
+    sha256: str
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.checkpoint["labels"])
+
+    @property
+    def thresholds(self) -> list[float]:
+        return list(self.checkpoint.get("thresholds") or [0.5] * self.model.num_classes)
+
+    @property
+    def preset(self) -> str:
+        return self.model.config.preset
+
+    @property
+    def img_size(self) -> int:
+        return self.model.config.img_size
+
+
+def load_source(path: str | Path, preset: str | None = None) -> Source:
+    """Open a checkpoint (weights_only); with `preset`, refuse a checkpoint of another preset."""
+    path = Path(path)
+    try:
+        model, checkpoint = load_model(path)
+    except CheckpointError as error:
+        raise ExportError(str(error)) from None
+    if preset is not None and model.config.preset != preset:
+        raise ExportError(f"{path}: a {model.config.preset} checkpoint, not {preset}")
+    return Source(path, model, checkpoint, file_sha256(path))
+
+
+def check_attention_stage(stage: int | None, model: HSVLT) -> int | None:
+    stages = len(model.config.widths)
+    if stage is not None and not 0 <= stage < stages:
+        raise ExportError(f"--attention-stage must be 0..{stages - 1}, got {stage}")
+    return stage
+
+
+def prepare_output(path: str | Path, suffix: str) -> Path:
+    """Check that `path` has `suffix` and that its folder exists (it is created) and can be written to."""
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise ExportError(f"{path}: output must end in {suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as error:
+        raise ExportError(f"{path}: cannot write here ({error.strerror or error})") from None
+    if path.is_dir() and suffix != ".mlpackage":
+        raise ExportError(f"{path}: is a folder")
+    return path
+
+
+def export_program(module: torch.nn.Module, img_size: int,
+                   max_batch: int | None = None) -> torch.export.ExportedProgram:
+    """torch.export of the deployable module with input "image": a dynamic batch of 1..max_batch (traced at
+    batch 2: a program traced at batch 1 is specialised to it), or a fixed batch of 1 when max_batch is None."""
+    if max_batch is None:
+        return torch.export.export(module, (torch.rand(1, 3, img_size, img_size),))
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    return torch.export.export(module, (torch.rand(2, 3, img_size, img_size),),
+                               dynamic_shapes={"image": {0: batch}})
+
+
+def deployable_program(source: Source, attention_stage: int | None,
+                       max_batch: int | None) -> torch.export.ExportedProgram:
+    """The fp32 program every exporter starts from: hsvlt.deploy.for_export, traced."""
+    return export_program(for_export(source.model, attention_stage), source.img_size, max_batch)
+
+
+def manifest_for(source: Source, artifact_format: str, precision: str, attention_stage: int | None,
+                 **extra) -> dict:
+    """hsvlt.deploy.build_manifest, plus the attention stage and where the validation set comes from
+    (export/evaluate_artifact.py), and `extra` keys."""
+    manifest = build_manifest(source.model, source.labels, source.thresholds, source.sha256, artifact_format,
+                              precision, attention_stage)
+    manifest["attention_stage"] = attention_stage
+    manifest["data"] = source.checkpoint.get("data")
+    manifest.update(extra)
+    return manifest
+
+
+def validation_images(source: Source, count: int) -> np.ndarray:
+    """`count` images of the checkpoint's validation set as model input (float32 N x 3 x S x S), prepared by
+    hsvlt.deploy.prepare_image. When that set cannot be opened here (a dataset folder on another machine),
+    generated `shapes` scenes stand in: parity needs realistic images, not these particular ones."""
+    from hsvlt.data import build_data
+
+    data = source.checkpoint.get("data") or {}
+    name = data.get("name", "shapes")
+    try:
+        bundle = build_data(name, root=data.get("root"), image_size=source.img_size, seed=data.get("seed", 0),
+                            train_size=1, val_size=max(count, data.get("val_size") or count),
+                            label_file=data.get("label_file"))
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"note: validation set of {source.path.name} unavailable ({error}); using generated shapes scenes")
+        bundle = build_data("shapes", image_size=source.img_size, train_size=1, val_size=count)
+    images = []
+    for index in range(min(count, len(bundle.val))):
+        image, _ = bundle.val.load(index)
+        images.append(prepare_image(image, source.img_size))
+    return to_input(np.stack(images))
+
+
+def reference_outputs(source: Source, images: np.ndarray, attention_stage: int | None) -> list[np.ndarray]:
+    """The trained model in eager PyTorch (hsvlt.deploy.DeployableHSVLT, no rewrites) on `images`."""
+    module = DeployableHSVLT(source.model, attention_stage).eval()
+    with torch.inference_mode():
+        outputs = module(torch.from_numpy(images))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return [o.numpy() for o in outputs]
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray, thresholds: list[float]) -> dict:
+    """Max absolute difference of probabilities, and the fraction of images whose thresholded label sets
+    are identical."""
+    thresholds = np.asarray(thresholds)
+    same = ((reference >= thresholds) == (candidate >= thresholds)).all(axis=1)
+    return {"images": int(len(reference)), "max_abs_diff": float(np.abs(reference - candidate).max()),
+            "label_set_agreement": float(same.mean())}
+
+
+def format_parity(result: dict) -> str:
+    return (f"parity with PyTorch on {result['images']} validation images: max |dp| "
+            f"{result['max_abs_diff']:.2e}, identical label sets {100 * result['label_set_agreement']:.1f}%")
+
+
+def size_mb(path: Path) -> float:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    return path.stat().st_size / 1e6
+
+
+def run_cli(main, argv=None) -> None:
+    """Call main(argv); report bad input (ExportError, CheckpointError, a missing or unreadable file: all
+    one-line ValueError / FileNotFoundError messages) as one line and exit 1."""
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0))

@@ -1,0 +1,104 @@
+"""mAP of an exported model, computed through its real runtime: the number users care about after export.
+
+    python export/evaluate_artifact.py --model model.pte                # ExecuTorch runtime
+    python export/evaluate_artifact.py --model model.onnx               # ONNX Runtime
+    python export/evaluate_artifact.py --model runs/hsvlt/best.pt       # PyTorch, for comparison
+
+The validation set is the one the source checkpoint was validated on (recorded in the manifest beside the
+file), unless --data / --root say otherwise; images go through hsvlt.deploy.prepare_image, as in training
+and in the demo. Prints mAP, CP..OF1 at the manifest's per-class thresholds and at 0.5, and the throughput.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from export.common import run_cli
+from hsvlt.data import DATASETS, build_data
+from hsvlt.deploy import prepare_image, to_input
+from hsvlt.evaluate import format_report
+from hsvlt.metrics import evaluate_scores
+
+
+def validation_set(manifest: dict, args: argparse.Namespace, img_size: int):
+    data = manifest.get("data") or {}
+    name = args.data or data.get("name") or "shapes"
+    same = name == data.get("name")
+    bundle = build_data(name, root=args.root or (data.get("root") if same else None), image_size=img_size,
+                        seed=data.get("seed", 0) if same else 0, train_size=1,
+                        val_size=args.val_size or data.get("val_size") or 1000,
+                        label_file=data.get("label_file") if same else None)
+    if bundle.labels != list(manifest["labels"]):
+        raise ValueError(f"the model's {len(manifest['labels'])} labels are not {name}'s {len(bundle.labels)}")
+    return name, bundle.val
+
+
+def evaluate(model, dataset, batch_size: int = 16, limit: int | None = None) -> dict:
+    """Run `model` (edge_demo.runtimes.Model) over `dataset`; figures at its thresholds and at 0.5."""
+    from hsvlt.data.base import BadImage
+
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    scores, targets, skipped, seconds = [], [], [], 0.0
+    for start in tqdm(range(0, count, batch_size), desc=f"{model.runtime} evaluate", leave=False):
+        images, batch_targets = [], []
+        for index in range(start, min(start + batch_size, count)):
+            try:
+                image, target = dataset.load(index)
+            except BadImage as error:
+                skipped.append(str(error))
+                continue
+            images.append(prepare_image(image, model.input_size))
+            batch_targets.append(target)
+        if not images:
+            continue
+        batch = to_input(np.stack(images))
+        started = time.perf_counter()
+        scores.append(model.run(batch).probabilities)
+        seconds += time.perf_counter() - started
+        targets += batch_targets
+    scores, targets = np.concatenate(scores), np.stack(targets)
+    return {"at_thresholds": evaluate_scores(scores, targets, model.thresholds),
+            "at_0.5": evaluate_scores(scores, targets, 0.5),
+            "images_per_s": len(scores) / max(seconds, 1e-9), "skipped": skipped}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python export/evaluate_artifact.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, type=Path, help=".pte, .onnx or checkpoint (.pt)")
+    parser.add_argument("--data", choices=DATASETS, help="dataset (default: the source checkpoint's)")
+    parser.add_argument("--root", help="dataset folder (default: the source checkpoint's)")
+    parser.add_argument("--val-size", type=int, help="generated datasets: number of validation scenes")
+    parser.add_argument("--limit", type=int, help="evaluate the first N validation images only")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per runtime call")
+    parser.add_argument("--threads", type=int, help="runtime CPU threads (default: the runtime's choice)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    from edge_demo.runtimes import load_model
+
+    args = parse_args(argv)
+    model = load_model(args.model, args.threads)
+    name, dataset = validation_set(model.manifest, args, model.input_size)
+    result = evaluate(model, dataset, args.batch_size, args.limit)
+    title = (f"{args.model.name} ({model.runtime}, {model.manifest.get('precision', 'fp32')}) on {name} validation "
+             f"({result['at_thresholds']['num_images']} images)")
+    print(format_report(result["at_0.5"], title=title + ", threshold 0.5"))
+    print(format_report(result["at_thresholds"], title="at the manifest's per-class thresholds"))
+    print(f"{result['images_per_s']:.1f} images/s")
+    if result["skipped"]:
+        print(f"skipped {len(result['skipped'])} unreadable images (first: {result['skipped'][0]})")
+    if args.json:
+        args.json.write_text(json.dumps({key: result[key] for key in ("at_thresholds", "at_0.5", "images_per_s")},
+                                        indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    run_cli(main)

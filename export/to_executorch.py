@@ -1,0 +1,163 @@
+"""Export a checkpoint to an ExecuTorch program (.pte), fp32 or int8, delegated to XNNPACK (or Core ML).
+
+    python export/to_executorch.py --ckpt runs/hsvlt/best.pt --out model.pte
+    python export/to_executorch.py --ckpt runs/hsvlt/best.pt --int8 qat.pt2 --out model_int8.pte
+    python export/to_executorch.py --ckpt best.pt --out model.pte --attention-stage 2   # + attention maps
+
+The program is hsvlt.deploy.for_export traced (input "image", float32 N x 3 x S x S in [0, 1], N = 1 or up to
+--max-batch; outputs: probabilities N x C, and with --attention-stage the label-to-pixel attention N x C x h x w).
+A manifest (labels, thresholds, input size, preset, checkpoint hash) is written beside it as model.json.
+It prints how much of the graph the delegate runs, and compares the program, run by the ExecuTorch runtime,
+with the PyTorch model on validation images.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from hsvlt.deploy import manifest_path, write_manifest
+
+from export.common import (
+    ExportError,
+    Source,
+    check_attention_stage,
+    deployable_program,
+    export_program,
+    format_parity,
+    load_source,
+    manifest_for,
+    parity,
+    prepare_output,
+    reference_outputs,
+    run_cli,
+    size_mb,
+    validation_images,
+)
+
+BACKENDS = ("xnnpack", "coreml")
+
+
+def partitioners(backend: str) -> list:
+    if backend == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return [XnnpackPartitioner()]
+    import coremltools as ct
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend, coreml_preprocess
+    from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+    # It warns that specification version 8 needs iOS 17: the deployment target chosen here, on purpose.
+    logging.getLogger(coreml_preprocess.__name__).setLevel(logging.ERROR)
+    specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=ct.target.iOS17,
+                                                 compute_precision=ct.precision.FLOAT16)
+    return [CoreMLPartitioner(compile_specs=specs)]
+
+
+def lower(program, backend: str = "xnnpack"):
+    """ExportedProgram -> (ExecuTorch program bytes, delegation summary). The summary counts the operators
+    left outside the delegate (executorch.devtools.backend_debug.get_delegation_info), not counting the
+    getitem nodes that unpack the delegate's outputs, and names the backends the subgraphs went to."""
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.lowered_backend_module import get_lowered_backend_modules
+
+    edge = to_edge_transform_and_lower(program, partitioner=partitioners(backend))
+    graph = edge.exported_program().graph_module
+    info = get_delegation_info(graph)
+    outside = {name: b.non_delegated for name, b in info.delegation_by_operator.items()
+               if b.non_delegated and name != "getitem"}
+    summary = {"subgraphs": info.num_delegated_subgraphs, "delegated_ops": info.num_delegated_nodes,
+               "ops_outside": sum(outside.values()), "outside_by_op": outside,
+               "backends": sorted({module.backend_id for module in get_lowered_backend_modules(graph)})}
+    return edge.to_executorch().buffer, summary
+
+
+def format_delegation(summary: dict, backend: str) -> str:
+    line = (f"{backend}: {summary['delegated_ops']} operators in {summary['subgraphs']} delegated subgraph(s), "
+            f"{summary['ops_outside']} outside")
+    if summary["outside_by_op"]:
+        line += " (" + ", ".join(f"{op} x{n}" for op, n in sorted(summary["outside_by_op"].items())) + ")"
+    return line
+
+
+def int8_program(path: Path, source: Source, attention_stage: int | None):
+    """The int8 program of a quantisation artifact (quant/qat.py), checked against the checkpoint."""
+    from quant.pt2e import load_artifact
+
+    program, manifest = load_artifact(path)
+    if manifest["checkpoint_sha256"] != source.sha256:
+        raise ExportError(f"{path}: was quantised from another checkpoint than {source.path}")
+    stage = manifest.get("attention_stage")
+    if attention_stage is not None and attention_stage != stage:
+        raise ExportError(f"{path}: was quantised with attention stage {stage}, not {attention_stage} "
+                          f"(run quant/qat.py with --attention-stage {attention_stage})")
+    return program, stage
+
+
+def export(source: Source, out: Path, backend: str = "xnnpack", int8: Path | None = None,
+           attention_stage: int | None = None, max_batch: int = 1, parity_images: int = 32) -> dict:
+    """Write `out` (.pte) and its manifest; returns the delegation summary and the parity figures."""
+    attention_stage = check_attention_stage(attention_stage, source.model)
+    # The Core ML delegate is built for one input shape; XNNPACK plans memory for the largest batch, so a
+    # program for one image at a time (a camera) is exported for exactly that.
+    max_batch = 1 if backend == "coreml" else max_batch
+    dynamic = None if max_batch == 1 else max_batch
+    if int8 is not None:
+        program, attention_stage = int8_program(Path(int8), source, attention_stage)
+        program = export_program(program.module(), source.img_size, dynamic)
+    else:
+        program = deployable_program(source, attention_stage, dynamic)
+    buffer, summary = lower(program, backend)
+    out.write_bytes(buffer)
+    # The Core ML delegate computes in float16 (partitioners).
+    precision = "int8" if int8 is not None else ("fp16" if backend == "coreml" else "fp32")
+    write_manifest(out, manifest_for(source, "executorch-" + backend, precision, attention_stage,
+                                    max_batch=max_batch))
+    print(f"wrote {out} ({size_mb(out):.2f} MB, {precision}) and {manifest_path(out).name}")
+    print(format_delegation(summary, backend))
+    result = {"delegation": summary, "parity": None}
+    from executorch.runtime import Runtime
+
+    if backend == "coreml" and not Runtime.get().backend_registry.is_available("CoreMLBackend"):
+        print("parity check skipped: this ExecuTorch runtime has no Core ML backend (macOS and iOS only)")
+        return result
+    if parity_images:
+        from edge_demo.runtimes import ExecuTorchModel
+
+        images = validation_images(source, parity_images)
+        reference = reference_outputs(source, images, attention_stage)[0]
+        result["parity"] = parity(reference, ExecuTorchModel(out).run(images).probabilities, source.thresholds)
+        print(format_parity(result["parity"]))
+    return result
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python export/to_executorch.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
+    parser.add_argument("--out", required=True, type=Path, help="output program, e.g. model.pte")
+    parser.add_argument("--int8", type=Path, help="int8 program made by quant/qat.py from this checkpoint (.pt2)")
+    parser.add_argument("--backend", default="xnnpack", choices=BACKENDS,
+                        help="delegate: xnnpack (CPU, every platform) or coreml (Apple; runs on macOS / iOS)")
+    parser.add_argument("--attention-stage", type=int,
+                        help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
+    parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
+    parser.add_argument("--max-batch", type=int, default=1,
+                        help="largest batch the program accepts (xnnpack; memory grows with it; larger batches "
+                             "run in chunks through edge_demo.runtimes)")
+    parser.add_argument("--parity-images", type=int, default=32,
+                        help="validation images to compare with PyTorch on (0: skip)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    source = load_source(args.ckpt, args.preset)
+    out = prepare_output(args.out, ".pte")
+    if args.int8 is not None and not args.int8.is_file():
+        raise ExportError(f"{args.int8}: int8 artifact not found")
+    return export(source, out, args.backend, args.int8, args.attention_stage, args.max_batch, args.parity_images)
+
+
+if __name__ == "__main__":
+    run_cli(main)

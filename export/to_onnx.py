@@ -1,0 +1,80 @@
+"""Export a checkpoint to ONNX (for Android, desktop and web runtimes), checked with ONNX Runtime.
+
+    python export/to_onnx.py --ckpt runs/hsvlt/best.pt --out model.onnx [--attention-stage 2]
+
+The graph is hsvlt.deploy.for_export exported by torch.onnx (dynamo=True) with a dynamic batch: input
+"image" float32 N x 3 x S x S in [0, 1], output "probabilities" N x C (and "attention" N x C x h x w). A
+manifest is written beside it (model.json). The file is validated by the ONNX checker, then run by ONNX
+Runtime and compared with the PyTorch model on validation images.
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from export.common import (
+    Source,
+    check_attention_stage,
+    format_parity,
+    load_source,
+    manifest_for,
+    parity,
+    prepare_output,
+    reference_outputs,
+    run_cli,
+    size_mb,
+    validation_images,
+)
+from hsvlt.deploy import for_export, manifest_path, write_manifest
+
+OPSET = 18
+
+
+def export(source: Source, out: Path, attention_stage: int | None = None, parity_images: int = 32) -> dict:
+    """Write `out` (.onnx, weights inside the file) and its manifest; returns the parity figures."""
+    import onnx
+
+    attention_stage = check_attention_stage(attention_stage, source.model)
+    module = for_export(source.model, attention_stage)
+    example = torch.rand(2, 3, source.img_size, source.img_size)
+    outputs = ["probabilities"] + (["attention"] if attention_stage is not None else [])
+    program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET, input_names=["image"],
+                                output_names=outputs, dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
+                                verbose=False)
+    program.save(str(out), external_data=False)
+    onnx.checker.check_model(str(out), full_check=True)
+    write_manifest(out, manifest_for(source, "onnx", "fp32", attention_stage, opset=OPSET))
+    print(f"wrote {out} ({size_mb(out):.2f} MB) and {manifest_path(out).name}")
+    result = {"parity": None}
+    if parity_images:
+        from edge_demo.runtimes import OnnxModel
+
+        images = validation_images(source, parity_images)
+        reference = reference_outputs(source, images, attention_stage)[0]
+        result["parity"] = parity(reference, OnnxModel(out).run(images).probabilities, source.thresholds)
+        print(format_parity(result["parity"]) + " (ONNX Runtime)")
+    return result
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python export/to_onnx.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
+    parser.add_argument("--out", required=True, type=Path, help="output file, e.g. model.onnx")
+    parser.add_argument("--attention-stage", type=int,
+                        help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
+    parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
+    parser.add_argument("--parity-images", type=int, default=32,
+                        help="validation images to compare with PyTorch on (0: skip)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    source = load_source(args.ckpt, args.preset)
+    return export(source, prepare_output(args.out, ".onnx"), args.attention_stage, args.parity_images)
+
+
+if __name__ == "__main__":
+    run_cli(main)

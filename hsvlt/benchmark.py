@@ -1,0 +1,126 @@
+"""Throughput of every preset on this machine: `python -m hsvlt.benchmark`.
+
+For each preset at its own input size: training images/s (forward, backward, AdamW step), data-loading
+images/s (the training pipeline on `shapes`: generation, augmentation, collation, with --workers processes),
+inference images/s (batch --batch-size) and batch-1 latency, parameters and GFLOPs of one image.
+The last column says whether data loading keeps up with training (it must, for hsvlt_nano at 224).
+"""
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from hsvlt.data.base import to_model_input
+from hsvlt.data.loader import train_loader
+from hsvlt.data.shapes import CLASSES, ShapesDataset
+from hsvlt.data.transforms import train_transform
+from hsvlt.distributed import configure_cpu
+from hsvlt.labels import load_label_set
+from hsvlt.losses import BCELoss
+from hsvlt.models import PRESETS, create_model
+
+DEFAULT_PRESETS = ["hsvlt_nano", "hsvlt_lite0", "hsvlt_tiny", "hsvlt_small"]
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def timed(function, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def measure(preset: str, batch_size: int, steps: int, workers: int) -> dict:
+    size = PRESETS[preset].img_size
+    embeddings = torch.from_numpy(load_label_set("shapes").embeddings)
+    model = create_model(preset, embeddings)
+    images = torch.rand(batch_size, 3, size, size)
+    targets = (torch.rand(batch_size, len(CLASSES)) < 0.25).float()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = BCELoss()
+
+    def train_step():
+        loss = loss_fn(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    train_step()  # warm-up
+    train_times = timed(train_step, steps)
+
+    model.eval()
+    one = images[:1]
+    with torch.no_grad():
+        model(images)
+        infer_times = timed(lambda: model(images), steps)
+        latency = timed(lambda: model(one), max(steps, 5))
+        with FlopCounterMode(display=False) as counter:
+            model(one)
+
+    dataset = ShapesDataset("train", (steps + 2) * batch_size, size)
+    loader, sampler = train_loader(dataset, train_transform(size, 1.0, 0), batch_size, workers, seed=0)
+    sampler.set_epoch(0)
+    batches = iter(loader)
+    next(batches)  # worker start-up
+    started = time.perf_counter()
+    loaded = sum(len(batch["images"]) for _, batch in zip(range(steps), batches))
+    data_rate = loaded / (time.perf_counter() - started)
+    del batches, loader
+
+    train_rate = batch_size / float(np.median(train_times))
+    return {
+        "preset": preset,
+        "size": size,
+        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+        "GFLOPs": counter.get_total_flops() / 1e9,
+        "train_img_s": train_rate,
+        "data_img_s": data_rate,
+        "infer_img_s": batch_size / float(np.median(infer_times)),
+        "latency_ms": 1000 * float(np.median(latency)),
+        "data_keeps_up": data_rate >= train_rate,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    header = "| preset | px | params (M) | GFLOPs | train img/s | data img/s | infer img/s | batch-1 ms | data keeps up |"
+    lines = [header, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['preset']} | {r['size']} | {r['params_M']:.1f} | {r['GFLOPs']:.2f} | "
+                     f"{r['train_img_s']:.1f} | {r['data_img_s']:.0f} | {r['infer_img_s']:.1f} | "
+                     f"{r['latency_ms']:.1f} | {'yes' if r['data_keeps_up'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m hsvlt.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS, choices=sorted(PRESETS))
+    parser.add_argument("--batch-size", type=int, default=8, help="batch for training and inference")
+    parser.add_argument("--steps", type=int, default=5, help="timed repetitions of each measurement")
+    parser.add_argument("--workers", type=int, default=1, help="data-loading processes (as in training)")
+    args = parser.parse_args(argv)
+    configure_cpu()
+    rows = [measure(preset, args.batch_size, args.steps, args.workers)
+            for preset in tqdm(args.presets, desc="presets")]
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch_size}")
+    print(format_table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

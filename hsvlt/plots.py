@@ -1,0 +1,26 @@
+"""Training curves as a PNG."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(history: list[dict], path: str | Path) -> None:
+    """Loss (train and validation) and validation mAP / CF1 / OF1 per epoch."""
+    epochs = [entry["epoch"] for entry in history]
+    figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [entry["train_loss"] for entry in history], "o-", label="train")
+    loss_axis.plot(epochs, [entry["val_loss"] for entry in history], "o-", label="validation")
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
+    for key in ("mAP", "CF1", "OF1"):
+        score_axis.plot(epochs, [entry[key] for entry in history], "o-", label=key)
+    score_axis.set(xlabel="epoch", ylabel="percent", title="validation")
+    for axis in (loss_axis, score_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,447 @@
+"""Train HSVLT: `python -m hsvlt.train` (one process) or `torchrun --nproc_per_node N -m hsvlt.train` (DDP).
+
+With no arguments it trains hsvlt_nano on the built-in `shapes` data on the CPU in about 12 minutes
+(2 cores) and prints the validation figures. Everything a run produces lands in --out:
+
+    last.pt        full training state, rewritten atomically every epoch and every --checkpoint-minutes
+    best.pt        weights of the best epoch by validation mAP, with per-class thresholds (for the exporters)
+    log.jsonl      one line per epoch; curves.png: loss and mAP per epoch
+    metrics.json   the best epoch's mAP, CP, CR, CF1, OP, OR, OF1 (percent) and the thresholds
+
+A run that stops for any reason continues exactly where it stopped with `--resume`.
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from hsvlt import distributed
+from hsvlt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hsvlt.data import DATASETS, build_data
+from hsvlt.data.base import to_model_input
+from hsvlt.data.loader import eval_loader, train_loader
+from hsvlt.data.transforms import eval_transform, train_transform
+from hsvlt.evaluate import autocast, format_report, predict
+from hsvlt.losses import build_loss
+from hsvlt.metrics import calibrate_thresholds, evaluate_scores
+from hsvlt.models import PRESETS, create_model
+from hsvlt.models.hsvlt import FUSIONS
+from hsvlt.plots import plot_curves
+
+# Defaults that depend on the dataset: the built-in data is sized to train in ~12 minutes on 2 CPU cores;
+# its scenes are generated, so they need no crop (a crop would cut objects out and make labels wrong).
+DATA_DEFAULTS = {
+    "shapes": dict(img_size=128, epochs=12, batch_size=32, crop_scale=1.0, randaugment=0),
+    "fashion-mosaic": dict(img_size=128, epochs=12, batch_size=32, crop_scale=1.0, randaugment=0),
+    "real": dict(img_size=None, epochs=40, batch_size=32, crop_scale=0.7, randaugment=2),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m hsvlt.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default="shapes", choices=DATASETS, help="dataset (default: built-in shapes)")
+    data.add_argument("--root", help="dataset folder (voc: holds VOCdevkit; coco: annotations/ and train2014/; "
+                                     "nuswide: see hsvlt/data/nuswide.py; csv: train.csv and val.csv; "
+                                     "fashion-mosaic: the Fashion-MNIST IDX files, default "
+                                     "/usr/share/datasets/fashion-mnist)")
+    data.add_argument("--label-file", help="csv data: label embeddings made by `python -m hsvlt.labels` "
+                                           "(default: computed now, needs the text extra)")
+    data.add_argument("--train-size", type=int, default=12000, help="shapes, fashion-mosaic: training scenes")
+    data.add_argument("--val-size", type=int, default=1000, help="shapes, fashion-mosaic: validation scenes")
+    data.add_argument("--img-size", type=int, help="training and validation input size "
+                                                   "(default: 128 for shapes and fashion-mosaic, else the preset's)")
+    data.add_argument("--crop-scale", type=float, help="random resized crop keeps this area fraction or more "
+                                                       "(default: 1.0 for shapes and fashion-mosaic, 0.7 otherwise)")
+    data.add_argument("--randaugment", type=int, help="RandAugment-style ops per image "
+                                                            "(default: 0 shapes and fashion-mosaic, 2 real)")
+    data.add_argument("--workers", type=int, default=1, help="data-loading processes per training process")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="hsvlt_nano", choices=sorted(PRESETS), help="preset")
+    model.add_argument("--heads", type=int, help="attention heads (default: the preset's, 1)")
+    model.add_argument("--drop-path", type=float, help="stochastic depth rate (default: the preset's)")
+    model.add_argument("--visual-feedback", action="store_true",
+                       help="let the visual map attend to the label tokens too (zero-initialised)")
+    model.add_argument("--fusion", default="ivla", choices=FUSIONS,
+                       help="ivla: HSVLT; ablation baselines: late (label queries after the last stage only), "
+                            "none (global pooling and a linear head); see hsvlt/models/baselines.py")
+    model.add_argument("--aggregate-stages", type=int, nargs="+", metavar="I",
+                       help="stages (0-3) whose multi-modal features feed the head (default: all; 3: no CSA)")
+    model.add_argument("--pretrained", help="ImageNet backbone weights: a ConvNeXt checkpoint (original or timm "
+                                            "layout); 'imagenet' for the packaged EfficientNet-Lite0 weights "
+                                            "(the default of hsvlt_lite0)")
+    model.add_argument("--no-pretrained", action="store_true", help="train hsvlt_lite0 from scratch")
+    model.add_argument("--freeze-stages", type=int, default=0, help="freeze the backbone of the first N stages")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, help="epochs (default: 12 for shapes, 40 otherwise)")
+    optim.add_argument("--batch-size", type=int, help="images per step per process (default: 32)")
+    optim.add_argument("--lr", type=float, help="peak AdamW learning rate (default: 1e-3 from scratch, "
+                                                "1e-4 with --pretrained)")
+    optim.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr x this "
+                                                               "(default: 1 from scratch, 0.1 with --pretrained)")
+    optim.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decoupled weight decay")
+    optim.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up length")
+    optim.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"],
+                       help="after warm-up: cosine decay, or the paper's ReduceLROnPlateau on val mAP")
+    optim.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better mAP "
+                                                               "(0: never; the paper used 4)")
+    optim.add_argument("--loss", default="bce", choices=["bce", "asl"], help="BCE, or ASL (gamma- 1, clip 0.05)")
+    optim.add_argument("--clip-grad", type=float, default=5.0, help="gradient norm clip (0: off)")
+    optim.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off); "
+                                                              "validation and best.pt use the EMA weights")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=Path("runs/hsvlt"), help="output folder")
+    run.add_argument("--resume", nargs="?", const="last", help="continue from OUT/last.pt (or the given file)")
+    run.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                     help="also save last.pt inside an epoch this often (0: only at epoch ends)")
+    run.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and augmentation")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda)")
+    run.add_argument("--no-amp", action="store_true", help="on CUDA, train in float32 instead of bf16 autocast")
+    args = parser.parse_args(argv)
+
+    defaults = DATA_DEFAULTS.get(args.data, DATA_DEFAULTS["real"])
+    for key in ("epochs", "batch_size", "crop_scale", "randaugment"):
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+    args.img_size = args.img_size or defaults["img_size"] or PRESETS[args.model].img_size
+    if args.pretrained and args.no_pretrained:
+        parser.error("--pretrained and --no-pretrained contradict each other")
+    if args.pretrained is None and not args.no_pretrained and PRESETS[args.model].backbone == "efficientnet_lite0":
+        args.pretrained = "imagenet"
+    args.lr = args.lr or (1e-4 if args.pretrained else 1e-3)
+    if args.backbone_lr_scale is None:
+        args.backbone_lr_scale = 0.1 if args.pretrained else 1.0
+    return args
+
+
+@dataclass
+class TrainState:
+    """Everything besides the modules that --resume needs."""
+
+    epoch: int = 0  # epochs completed
+    skip: int = 0  # samples of the current epoch already trained on (this rank)
+    best_map: float = -1.0
+    best_epoch: int = -1
+    stale_epochs: int = 0
+    history: list | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def backbone_parameter(name: str) -> bool:
+    """The visual backbone's weights: what an ImageNet checkpoint initialises (stem, downsampling and the
+    visual update of every IVLA block)."""
+    return ".downsample." in f".{name}" or ".visual." in name
+
+
+def stage_of(name: str) -> int:
+    return int(name.split(".")[1]) if name.startswith("stages.") else -1
+
+
+def freeze_batch_norm_statistics(model: torch.nn.Module, frozen_stages: int) -> None:
+    """Put the batch norms of frozen backbone stages in eval mode (call after model.train()): frozen weights
+    keep their ImageNet running statistics instead of drifting with each batch."""
+    for name, module in model.named_modules():
+        if (isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and backbone_parameter(name)
+                and stage_of(name) < frozen_stages):
+            module.eval()
+
+
+def parameter_groups(model: torch.nn.Module, args) -> list[dict]:
+    """AdamW groups: backbone vs the rest (own learning rates), and no weight decay on 1-D tensors
+    (norms, biases, layer scales). Frozen stages' backbone weights are left out entirely."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        backbone = backbone_parameter(name)
+        if backbone and stage_of(name) < args.freeze_stages:
+            parameter.requires_grad_(False)
+            continue
+        groups.setdefault((backbone, parameter.ndim > 1), []).append(parameter)
+    return [
+        {"params": params, "lr": args.lr * (args.backbone_lr_scale if backbone else 1.0),
+         "weight_decay": args.weight_decay if decay else 0.0}
+        for (backbone, decay), params in sorted(groups.items())
+    ]
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, cosine: bool):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if not cosine:
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def plain_args(args) -> dict:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+class Trainer:
+    def __init__(self, args, runtime: distributed.Runtime):
+        self.args, self.runtime = args, runtime
+        self.out = args.out
+        torch.manual_seed(args.seed)
+        self.data = build_data(args.data, args.root, args.img_size, args.seed, args.train_size, args.val_size,
+                               args.label_file)
+        overrides = {"img_size": args.img_size, "visual_feedback": args.visual_feedback, "fusion": args.fusion}
+        if args.aggregate_stages:
+            overrides["aggregate_stages"] = tuple(args.aggregate_stages)
+        if args.heads:
+            overrides["num_heads"] = args.heads
+        if args.drop_path is not None:
+            overrides["drop_path"] = args.drop_path
+        self.model = create_model(args.model, torch.from_numpy(self.data.embeddings), **overrides)
+        self.model.init_head_bias(torch.from_numpy(self.data.train.prevalence()))
+        if args.pretrained:
+            from hsvlt.models.pretrained import load_pretrained
+
+            report = load_pretrained(self.model, args.pretrained)
+            if runtime.is_main:
+                print(report)
+        self.model.to(runtime.device)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+                    if args.ema else None)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args), lr=args.lr)
+        self.net = (DistributedDataParallel(self.model, device_ids=[runtime.device.index]
+                                            if runtime.device.type == "cuda" else None)
+                    if runtime.distributed else self.model)
+
+        self.loader, self.sampler = train_loader(
+            self.data.train, train_transform(args.img_size, args.crop_scale, args.randaugment), args.batch_size,
+            args.workers, args.seed, runtime.rank, runtime.world_size)
+        self.val_loader = eval_loader(self.data.val, eval_transform(args.img_size), 2 * args.batch_size,
+                                      args.workers, runtime.rank, runtime.world_size)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(self.data.train)} training images is less than one batch of "
+                             f"{args.batch_size} per process")
+        warmup = int(args.warmup_epochs * self.steps_per_epoch)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(args.epochs * self.steps_per_epoch, warmup, args.schedule == "cosine"))
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.1,
+                                                                  patience=1)
+        self.warmup_steps = warmup
+        self.loss_fn = build_loss(args.loss)
+        self.state = TrainState(history=[])
+        self.skipped = {"train": {}, "validation": {}}  # split -> {dataset index: why it could not be read}
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def checkpoint(self, **extra) -> dict:
+        return {
+            "config": self.model.config.to_dict(),
+            "labels": self.data.labels,
+            "model": self.eval_model().state_dict(),
+            "data": {"name": self.args.data, "root": self.args.root, "seed": self.args.seed,
+                     "train_size": self.args.train_size, "val_size": self.args.val_size,
+                     "label_file": self.args.label_file},
+            **extra,
+        }
+
+    def save_last(self) -> None:
+        if not self.runtime.is_main:
+            return
+        train_state = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            "rng": rng_state(),
+            "progress": self.state.to_dict(),
+            "args": plain_args(self.args),
+        }
+        save_checkpoint(self.checkpoint(epoch=self.state.epoch, train_state=train_state), self.out / "last.pt")
+
+    def resume(self, path: Path) -> None:
+        checkpoint = load_checkpoint(path)
+        if "train_state" not in checkpoint:
+            raise CheckpointError(f"{path}: holds no training state (use last.pt to resume)")
+        if checkpoint["config"] != self.model.config.to_dict():
+            raise CheckpointError(f"{path}: was trained with another model config than these arguments give")
+        train_state = checkpoint["train_state"]
+        self.model.load_state_dict(train_state["model"])
+        if self.ema is not None:
+            if train_state["ema"] is None:
+                raise CheckpointError(f"{path}: was trained without --ema")
+            self.ema.load_state_dict(train_state["ema"])
+        self.optimizer.load_state_dict(train_state["optimizer"])
+        self.schedule.load_state_dict(train_state["schedule"])
+        self.plateau.load_state_dict(train_state["plateau"])
+        self.state = TrainState(**train_state["progress"])
+        if train_state["progress"]["skip"] and self.runtime.world_size != train_state["args"].get("world_size", 1):
+            raise CheckpointError(f"{path}: saved mid-epoch by {train_state['args'].get('world_size')} processes; "
+                                  f"resume with the same number")
+        set_rng_state(train_state["rng"])
+
+    # ---- one epoch ---------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict:
+        self.net.train()
+        freeze_batch_norm_statistics(self.model, self.args.freeze_stages)
+        self.sampler.set_epoch(epoch, self.state.skip)
+        total, count, started = 0.0, 0, time.perf_counter()
+        last_save = time.monotonic()
+        progress = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.args.epochs}", leave=False,
+                        disable=not self.runtime.is_main)
+        for batch in progress:
+            self.skipped["train"].update(batch["bad"])
+            if batch["images"] is None:
+                continue
+            images = to_model_input(batch["images"], self.runtime.device)
+            targets = batch["targets"].to(self.runtime.device, non_blocking=True)
+            with autocast(self.runtime.device, enabled=not self.args.no_amp):
+                logits = self.net(images)
+            loss = self.loss_fn(logits.float(), targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.args.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip_grad)
+            self.optimizer.step()
+            if self.args.schedule == "cosine" or self.schedule.last_epoch < self.warmup_steps:
+                self.schedule.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            total += loss.item() * len(images)
+            count += len(images)
+            self.state.skip += self.args.batch_size
+            progress.set_postfix(loss=f"{total / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            minutes = self.args.checkpoint_minutes
+            if minutes and time.monotonic() - last_save > 60 * minutes:
+                self.save_last()
+                last_save = time.monotonic()
+        elapsed = time.perf_counter() - started
+        loss_sum, image_count = (sum(x) for x in zip(*distributed.gather_objects((total, count), self.runtime)))
+        return {"train_loss": loss_sum / max(image_count, 1), "images_per_s": image_count / elapsed}
+
+    def validate(self):
+        predictions = predict(self.eval_model(), self.val_loader, self.runtime, self.loss_fn)
+        self.skipped["validation"].update(predictions.skipped)
+        return predictions, evaluate_scores(predictions.scores, predictions.targets)
+
+    # ---- the run -----------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        args, state = self.args, self.state
+        if self.runtime.is_main:
+            params = sum(p.numel() for p in self.model.parameters()) / 1e6
+            print(f"{args.model} ({params:.1f}M params) on {args.data}: {len(self.data.train)} train / "
+                  f"{len(self.data.val)} val images at {args.img_size}px, {args.epochs} epochs, "
+                  f"{self.runtime.world_size} x {self.runtime.device.type}")
+        for epoch in range(state.epoch, args.epochs):
+            train_log = self.train_epoch(epoch)
+            predictions, result = self.validate()
+            state.epoch, state.skip = epoch + 1, 0
+            log = {"epoch": epoch + 1, **train_log, "val_loss": predictions.loss,
+                   "lr": self.optimizer.param_groups[0]["lr"],
+                   **{key: result[key] for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")}}
+            state.history.append(log)
+            improved = result["mAP"] > state.best_map
+            if improved:
+                state.best_map, state.best_epoch, state.stale_epochs = result["mAP"], epoch + 1, 0
+                thresholds = calibrate_thresholds(predictions.scores, predictions.targets)
+                self.best = {"metrics": result, "thresholds": thresholds.tolist(), "epoch": epoch + 1}
+                if self.runtime.is_main:
+                    save_checkpoint(self.checkpoint(**self.best), self.out / "best.pt")
+            else:
+                state.stale_epochs += 1
+            if args.schedule == "plateau" and self.schedule.last_epoch >= self.warmup_steps:
+                self.plateau.step(result["mAP"])
+            self.save_last()
+            if self.runtime.is_main:
+                self.write_logs()
+                tqdm.write(f"epoch {epoch + 1:3d}  loss {log['train_loss']:.4f}  val loss {log['val_loss']:.4f}  "
+                           f"mAP {log['mAP']:6.2f}  CF1 {log['CF1']:6.2f}  OF1 {log['OF1']:6.2f}  "
+                           f"{log['images_per_s']:.0f} img/s" + ("  *" if improved else ""))
+                self.report_skipped()
+            if args.patience and state.stale_epochs >= args.patience:
+                if self.runtime.is_main:
+                    print(f"no better mAP for {args.patience} epochs: stopping early")
+                break
+        return self.finish()
+
+    def write_logs(self) -> None:
+        lines = "".join(json.dumps(entry) + "\n" for entry in self.state.history)
+        temporary = self.out / ".log.jsonl.tmp"
+        temporary.write_text(lines)
+        temporary.replace(self.out / "log.jsonl")
+        plot_curves(self.state.history, self.out / "curves.png")
+
+    def report_skipped(self) -> None:
+        counts = {split: len(bad) for split, bad in self.skipped.items()}
+        if sum(counts.values()):
+            first = next(reason for bad in self.skipped.values() for reason in bad.values())
+            print(f"skipped {sum(counts.values())} unreadable images (train {counts['train']}, validation "
+                  f"{counts['validation']}; first: {first})")
+
+    def finish(self) -> dict:
+        best = load_checkpoint(self.out / "best.pt") if self.runtime.is_main else None
+        summary = None
+        if self.runtime.is_main:
+            summary = {"epoch": best["epoch"],
+                       **{key: best["metrics"][key] for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")},
+                       "top3": best["metrics"]["top3"], "AP": best["metrics"]["AP"],
+                       "labels": self.data.labels, "thresholds": best["thresholds"]}
+            (self.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            print(format_report(best["metrics"], title=f"best epoch {best['epoch']} of {self.args.model} on "
+                                                       f"{self.args.data} validation ({len(self.data.val)} images)"))
+            print(f"wrote {self.out}/best.pt, last.pt, metrics.json, log.jsonl, curves.png")
+        return summary
+
+
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    try:
+        runtime = distributed.setup(args.device)
+        args.world_size = runtime.world_size
+        if runtime.is_main:
+            args.out.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(args, runtime)
+        if args.resume:
+            path = args.out / "last.pt" if args.resume == "last" else Path(args.resume)
+            trainer.resume(path)
+            if runtime.is_main:
+                print(f"resumed from {path} at epoch {trainer.state.epoch + 1}")
+        return trainer.fit()
+    except (CheckpointError, ValueError, FileNotFoundError, FloatingPointError) as error:
+        sys.exit(f"error: {error}")
+    finally:
+        distributed.teardown()
+
+
+if __name__ == "__main__":
+    main()

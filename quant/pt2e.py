@@ -1,0 +1,227 @@
+"""PT2E static int8 quantisation of the deployable HSVLT (torchao.quantization.pt2e + ExecuTorch's
+XNNPACKQuantizer): int8 weights per output channel, int8 activations per tensor, a dynamic batch dimension.
+It is the one int8 format that lowers to both XNNPACK and Core ML (DESIGN.md section 3).
+
+    graph = capture(model, qat=True)                      # hsvlt.deploy.for_export(..., logits=True), traced
+    prepared = prepare(graph, qat=True)                   # fake-quantised; train it (quant/qat.py) or calibrate
+    program = to_program(convert(prepared), img_size)     # int8 program: images -> probabilities
+    save_artifact(program, "qat.pt2", manifest)           # what export/to_executorch.py --int8 takes
+
+Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_FLOAT_LAYERS, was chosen
+from `python quant/report.py --float-study` (docs/QUANT.md).
+
+Why PT2E and not torchao's eager QAT (quantize_ with QATConfig): the eager flow's int8 configurations are
+Int8DynamicActivationInt8Weight / Int8DynamicActivationIntxWeight, whose activations are quantised at run
+time. Dynamic activation quantisation does not convert to Core ML (DESIGN.md section 3), and on XNNPACK it
+only covers linear layers (convolutions, the bulk of both backbones, stay fp32), so it cannot give the single
+int8 artifact that both targets take; PT2E static quantisation covers convolutions, linears, adds and
+multiplies and lowers to both.
+"""
+
+import copy
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from hsvlt.deploy import for_export, manifest_path, read_manifest, write_manifest
+from hsvlt.models.hsvlt import HSVLT
+from hsvlt.rewrites import ChannelNorm, ExportHead, LabelAttention, PixelAttention, Rewrites, TokenNorm
+
+
+def quiet_toolchain() -> None:
+    """Silence what the toolchain says at import and on every call that tells a user nothing: optional native
+    libraries absent on this platform (torchao, coremltools), untested-version notices, deprecations inside
+    the libraries. The scripts of quant/ and export/ call it before importing any of them."""
+    for name in ("torchao", "coremltools", "torch.utils._pytree", "torch._export", "torch.export", "torch.onnx",
+                 "onnxscript", "executorch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+ARTIFACT_SUFFIX = ".pt2"
+MAX_BATCH = 64
+
+
+def _inside(node: torch.fx.Node, *classes: type) -> bool:
+    """Whether `node` was traced inside a module of one of `classes` (the graph names module types by their
+    qualified names)."""
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes}
+    return any(kind in names or kind in classes for _, kind in node.meta.get("nn_module_stack", {}).values())
+
+
+def _module_paths(node: torch.fx.Node) -> list[str]:
+    return [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+
+
+def _is_residual_add(node: torch.fx.Node) -> bool:
+    """An add of two computed tensors (a residual or a gate), not a bias or a constant."""
+    if node.target != torch.ops.aten.add.Tensor:
+        return False
+    inputs = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+    return len(inputs) == 2 and all(a.op == "call_function" for a in inputs)
+
+
+# Layer groups that can stay float (--float-layers). Each is a test on a node of the captured graph (the
+# module it came from, or its kind).
+FLOAT_LAYERS = {
+    # LayerNorm statistics (the mean and variance 1 x 1 convs / linears of ChannelNorm and TokenNorm).
+    "norms": lambda node: _inside(node, ChannelNorm, TokenNorm),
+    # Attention: the layers that compute the softmax inputs (scores) and mix its outputs.
+    "attention": lambda node: _inside(node, LabelAttention, PixelAttention),
+    # The CSA head: concatenation, per-class weights and the sum (the last layer).
+    "head": lambda node: _inside(node, ExportHead),
+    # The first layer: the stem convolution on the raw image.
+    "stem": lambda node: any(path.startswith("downsample.0.0") for path in _module_paths(node)),
+    # Residual and gate adds (sums of two computed tensors).
+    "residual": _is_residual_add,
+}
+# Everything int8 by default. Measured (PTQ, contended CPU): on an hsvlt_lite0 checkpoint (shapes, 128 px,
+# 200 validation images) no float group changed validation mAP beyond noise (all int8 46.5, norms float 46.3,
+# attention 46.7, head 46.6, stem 45.4, all five 45.7); keeping the norms float made the int8 program 14%
+# slower (lite0, 128 px) and 12% (hsvlt_nano's layout, 96 px), one core. With the norms int8 the ConvNeXt
+# layout lowers to two XNNPACK subgraphs instead of one, still with no operator outside. hsvlt_nano's own
+# study: `python quant/report.py --ckpt NANO/best.pt --float-study`.
+DEFAULT_FLOAT_LAYERS: tuple[str, ...] = ()
+
+
+def quantizer(float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS, qat: bool = True):
+    """XNNPACKQuantizer: symmetric int8, weights per channel; nodes of `float_layers` stay float."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    unknown = set(float_layers) - set(FLOAT_LAYERS)
+    if unknown:
+        raise ValueError(f"unknown float layers {sorted(unknown)}; choose from {', '.join(FLOAT_LAYERS)}")
+    tests = [FLOAT_LAYERS[name] for name in float_layers]
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
+    return XNNPACKQuantizer().set_global(config).set_filter_function(
+        lambda node: not any(test(node) for test in tests))
+
+
+def example_images(img_size: int, batch: int = 2) -> torch.Tensor:
+    return torch.rand(batch, 3, img_size, img_size)
+
+
+def capture(model: HSVLT, qat: bool, attention_stage: int | None = None) -> torch.fx.GraphModule:
+    """hsvlt.deploy.for_export(model) with logits out, traced with a dynamic batch (example batch 2: a graph
+    traced at batch 1 is specialised to it). For QAT, batch norm is left unfolded and traced in training
+    mode, so that prepare_qat_pt2e simulates its folding while it trains; post-training quantisation takes
+    the folded graph."""
+    module = for_export(model, attention_stage, Rewrites(batch_norm=not qat), logits=True)
+    module.train(qat)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = example_images(model.config.img_size)
+    return torch.export.export(module, (example,), dynamic_shapes={"image": {0: batch}}).module()
+
+
+def prepare(graph: torch.fx.GraphModule, qat: bool,
+            float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS) -> torch.fx.GraphModule:
+    """Insert observers (PTQ) or fake quantisers (QAT)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    prepare_fn = prepare_qat_pt2e if qat else prepare_pt2e
+    return prepare_fn(graph, quantizer(float_layers, qat))
+
+
+def train_mode(prepared: torch.fx.GraphModule, training: bool) -> None:
+    """model.train() / model.eval() for a captured graph (batch norm and dropout nodes)."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+    (move_exported_model_to_train if training else move_exported_model_to_eval)(prepared)
+
+
+def freeze_observers(prepared: torch.fx.GraphModule) -> None:
+    """Stop updating quantisation ranges (the fake quantisers keep quantising with the ranges they have)."""
+    from torchao.quantization.pt2e import disable_observer
+
+    prepared.apply(disable_observer)
+
+
+BATCH_NORM_TRAINING_ARG = {torch.ops.aten._native_batch_norm_legit.default: 5,
+                           torch.ops.aten.batch_norm.default: 5}
+
+
+def freeze_batch_norm(prepared: torch.fx.GraphModule) -> int:
+    """Normalise with the running statistics and stop updating them (call after every train_mode(True)).
+    Returns the number of batch norms frozen."""
+    frozen = 0
+    for node in prepared.graph.nodes:
+        index = BATCH_NORM_TRAINING_ARG.get(node.target)
+        if index is not None and node.args[index]:
+            node.args = node.args[:index] + (False,) + node.args[index + 1:]
+            frozen += 1
+    prepared.recompile()
+    return frozen
+
+
+def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A converted (int8 q/dq) copy of `prepared`, in eval mode; `prepared` can go on training."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    converted = convert_pt2e(copy.deepcopy(prepared))
+    train_mode(converted, False)
+    drop_unused_tensors(converted)
+    return converted
+
+
+def drop_unused_tensors(graph: torch.fx.GraphModule) -> None:
+    """Delete the parameters and buffers no node reads any more (the float weights that conversion replaced
+    by int8 constants): they would otherwise be saved with the program, and its reload fails on them."""
+    used = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
+    for name, _ in list(graph.named_parameters()) + list(graph.named_buffers()):
+        if name not in used:
+            *path, leaf = name.split(".")
+            delattr(graph.get_submodule(".".join(path)), leaf)
+
+
+def append_sigmoid(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Turn the logits output (the first) of the converted graph into probabilities, in place. (Wrapping the
+    graph in a module instead gives a program whose nested parameters do not survive reloading.)"""
+    output = next(node for node in converted.graph.nodes if node.op == "output")
+    values = output.args[0]
+    first = values[0] if isinstance(values, (tuple, list)) else values
+    with converted.graph.inserting_before(output):
+        probabilities = converted.graph.call_function(torch.ops.aten.sigmoid.default, (first,))
+    if isinstance(values, (tuple, list)):
+        output.args = (type(values)([probabilities, *values[1:]]),)
+    else:
+        output.args = (probabilities,)
+    converted.recompile()
+    return converted
+
+
+def to_program(converted: torch.fx.GraphModule, img_size: int) -> torch.export.ExportedProgram:
+    """The int8 program the exporters take: images in [0, 1] (dynamic batch) -> probabilities (a copy of
+    `converted` gets the sigmoid)."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    return torch.export.export(append_sigmoid(copy.deepcopy(converted)), (example_images(img_size),),
+                               dynamic_shapes=({0: batch},))
+
+
+def save_artifact(program: torch.export.ExportedProgram, path: str | Path, manifest: dict) -> None:
+    """X.pt2 (torch.export.save) and the manifest X.json beside it."""
+    path = Path(path)
+    torch.export.save(program, path)
+    write_manifest(path, manifest)
+
+
+def load_artifact(path: str | Path) -> tuple[torch.export.ExportedProgram, dict]:
+    """(program, manifest) of an artifact written by save_artifact; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: int8 artifact not found")
+    manifest = read_manifest(path)
+    if manifest.get("precision") != "int8" or "checkpoint_sha256" not in manifest:
+        raise ValueError(f"{manifest_path(path)}: not the manifest of an int8 artifact (made by quant/qat.py)")
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  (registers the quantize / dequantize ops)
+
+    try:
+        program = torch.export.load(path)
+    except Exception as error:  # torch.export.load raises many types for a file it cannot read
+        raise ValueError(f"{path}: not a torch.export program ({str(error).splitlines()[0][:200]})") from None
+    return program, manifest

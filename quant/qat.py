@@ -1,0 +1,238 @@
+"""Quantisation-aware training (PT2E, torchao) of a trained checkpoint -> an int8 program for the exporters.
+
+    python quant/qat.py --ckpt runs/hsvlt/best.pt --epochs 3 --out qat.pt2
+    python quant/qat.py --ckpt runs/hsvlt/best.pt --ptq --out ptq.pt2          # calibration only (baseline)
+    python export/to_executorch.py --ckpt runs/hsvlt/best.pt --int8 qat.pt2 --out model_int8.pte
+
+The checkpoint's deployable module (hsvlt.deploy.for_export: normalisation inside, label-only computations as
+constants) is traced with a dynamic batch and fake-quantised (quant/pt2e.py: int8 weights per channel, int8
+activations). QAT fine-tunes it on the checkpoint's training set: quantisation ranges stop moving after
+--freeze-observers-after epochs and batch-norm statistics after --freeze-bn-after; after every epoch the
+converted int8 model is evaluated on the validation set and the best one is kept. The result is X.pt2 (the
+int8 torch.export program, images in [0, 1] -> probabilities) and its manifest X.json.
+"""
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hsvlt.checkpoint import CheckpointError, load_model
+from hsvlt.data import DATASETS, build_data
+from hsvlt.data.base import to_model_input
+from hsvlt.data.loader import eval_loader, train_loader
+from hsvlt.data.transforms import eval_transform, train_transform
+from hsvlt.deploy import build_manifest, file_sha256, for_export
+from hsvlt.losses import build_loss
+from hsvlt.metrics import evaluate_scores
+from hsvlt.train import DATA_DEFAULTS
+from quant.pt2e import (
+    ARTIFACT_SUFFIX,
+    DEFAULT_FLOAT_LAYERS,
+    FLOAT_LAYERS,
+    capture,
+    convert,
+    freeze_batch_norm,
+    freeze_observers,
+    prepare,
+    quiet_toolchain,
+    save_artifact,
+    to_program,
+    train_mode,
+)
+
+quiet_toolchain()
+
+
+def open_data(checkpoint: dict, img_size: int, args: argparse.Namespace):
+    """The checkpoint's own training and validation sets (as hsvlt.evaluate rebuilds them), or --data's."""
+    trained_on = checkpoint.get("data") or {}
+    name = args.data or trained_on.get("name", "shapes")
+    same = name == trained_on.get("name")
+    bundle = build_data(name, root=args.root or (trained_on.get("root") if same else None), image_size=img_size,
+                        seed=trained_on.get("seed", 0) if same else 0,
+                        train_size=args.train_size or trained_on.get("train_size") or 8000,
+                        val_size=args.val_size or trained_on.get("val_size") or 1000,
+                        label_file=trained_on.get("label_file") if same else None)
+    if bundle.labels != list(checkpoint["labels"]):
+        raise ValueError(f"{args.ckpt}: trained on other labels than {name}'s")
+    return name, bundle
+
+
+def batches(loader, limit: int | None = None):
+    """(images float N x 3 x S x S in [0, 1], targets) of a loader, skipping unreadable images."""
+    for step, batch in enumerate(loader):
+        if limit is not None and step >= limit:
+            return
+        if batch["images"] is not None:
+            yield to_model_input(batch["images"], torch.device("cpu")).contiguous(), batch["targets"]
+
+
+def logits_of(outputs) -> torch.Tensor:
+    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+
+@torch.no_grad()
+def validation_map(module, loader, desc: str) -> float:
+    """mAP (percent) of a module returning logits, over the validation loader."""
+    scores, targets = [], []
+    for images, batch_targets in tqdm(batches(loader), total=len(loader), desc=desc, leave=False):
+        scores.append(torch.sigmoid(logits_of(module(images))).numpy())
+        targets.append(batch_targets.numpy())
+    return evaluate_scores(np.concatenate(scores), np.concatenate(targets))["mAP"]
+
+
+@torch.no_grad()
+def calibrate(prepared, loader, images: int) -> None:
+    seen = 0
+    for batch, _ in tqdm(batches(loader), total=math.ceil(images / loader.batch_size), desc="calibrate",
+                         leave=False):
+        prepared(batch)
+        seen += len(batch)
+        if seen >= images:
+            break
+
+
+def train_epoch(prepared, loader, optimizer, schedule, loss_fn, max_steps: int | None, desc: str) -> float:
+    total, count = 0.0, 0
+    steps = len(loader) if max_steps is None else min(max_steps, len(loader))
+    progress = tqdm(batches(loader, max_steps), total=steps, desc=desc, leave=False)
+    for images, targets in progress:
+        loss = loss_fn(logits_of(prepared(images)), targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"QAT loss became {loss.item()}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total, count = total + loss.item() * len(images), count + len(images)
+        progress.set_postfix(loss=f"{total / count:.3f}")
+    return total / max(count, 1)
+
+
+def post_training(prepared, train, val, args: argparse.Namespace):
+    """Calibrate the observers on training images, convert: (int8 graph, its mAP)."""
+    calibrate(prepared, train, args.calibration_images)
+    graph = convert(prepared)
+    return graph, validation_map(graph, val, "int8 validate")
+
+
+def quantization_aware(prepared, train, sampler, val, args: argparse.Namespace):
+    """Train with fake quantisation; after each epoch convert and validate; keep the best epoch.
+    Returns (int8 graph, its mAP, its epoch, per-epoch log)."""
+    parameters = [p for p in prepared.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
+    steps = args.epochs * (len(train) if args.max_steps is None else min(args.max_steps, len(train)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
+    loss_fn = build_loss(args.loss)
+    best_graph, best_map, best_epoch, log = None, -1.0, -1, []
+    for epoch in range(args.epochs):
+        started = time.perf_counter()
+        train_mode(prepared, True)
+        if epoch >= args.freeze_bn_after:
+            freeze_batch_norm(prepared)
+        if epoch >= args.freeze_observers_after:
+            freeze_observers(prepared)
+        sampler.set_epoch(epoch)
+        loss = train_epoch(prepared, train, optimizer, schedule, loss_fn, args.max_steps,
+                           f"QAT epoch {epoch + 1}/{args.epochs}")
+        converted = convert(prepared)
+        int8_map = validation_map(converted, val, "int8 validate")
+        improved = int8_map > best_map
+        if improved:
+            best_graph, best_map, best_epoch = converted, int8_map, epoch + 1
+        log.append({"epoch": epoch + 1, "loss": loss, "int8_mAP": int8_map, "seconds": time.perf_counter() - started})
+        tqdm.write(f"epoch {epoch + 1}  loss {loss:.4f}  int8 mAP {int8_map:6.2f}" + ("  *" if improved else ""))
+    return best_graph, best_map, best_epoch, log
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Quantise and write the artifact; returns the figures (fp32 and int8 validation mAP, per-epoch log)."""
+    torch.manual_seed(args.seed)
+    model, checkpoint = load_model(args.ckpt)
+    img_size = model.config.img_size
+    float_layers = tuple(name for name in args.float_layers.split(",") if name)
+    name, bundle = open_data(checkpoint, img_size, args)
+    val = eval_loader(bundle.val, eval_transform(img_size), args.batch_size, args.workers)
+    defaults = DATA_DEFAULTS["shapes" if name == "shapes" else "real"]
+    qat = not args.ptq
+    transform = (train_transform(img_size, defaults["crop_scale"], defaults["randaugment"]) if qat
+                 else eval_transform(img_size))
+    train, sampler = train_loader(bundle.train, transform, args.batch_size, args.workers, args.seed)
+    if len(train) == 0:
+        raise ValueError(f"{len(bundle.train)} training images is less than one batch of {args.batch_size}")
+
+    fp32_map = validation_map(for_export(model, args.attention_stage, logits=True), val, "fp32 validate")
+    print(f"fp32 {model.config.preset}: validation mAP {fp32_map:.2f} ({len(bundle.val)} images)")
+    prepared = prepare(capture(model, qat, args.attention_stage), qat, float_layers)
+    if qat:
+        graph, int8_map, best_epoch, log = quantization_aware(prepared, train, sampler, val, args)
+    else:
+        (graph, int8_map), best_epoch, log = post_training(prepared, train, val, args), 0, []
+        print(f"PTQ int8 ({args.calibration_images} calibration images): validation mAP {int8_map:.2f}")
+    manifest = build_manifest(model, checkpoint["labels"], checkpoint.get("thresholds") or [0.5] * model.num_classes,
+                              file_sha256(args.ckpt), "torch.export", "int8", args.attention_stage)
+    manifest.update({
+        "attention_stage": args.attention_stage, "data": checkpoint.get("data"),
+        "quantization": {"method": "qat" if qat else "ptq", "float_layers": list(float_layers),
+                         "epochs": args.epochs if qat else 0, "best_epoch": best_epoch,
+                         "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log},
+    })
+    save_artifact(to_program(graph, img_size), args.out, manifest)
+    print(f"wrote {args.out} (int8, validation mAP {int8_map:.2f} vs fp32 {fp32_map:.2f}) and its manifest")
+    return manifest["quantization"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python quant/qat.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, type=Path, help="trained fp32 checkpoint (best.pt)")
+    parser.add_argument("--out", required=True, type=Path, help="int8 artifact to write, e.g. qat.pt2")
+    parser.add_argument("--ptq", action="store_true", help="post-training quantisation: calibrate, no training")
+    parser.add_argument("--epochs", type=int, default=3, help="QAT epochs")
+    parser.add_argument("--lr", type=float, default=5e-5, help="peak AdamW learning rate (cosine decay)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step")
+    parser.add_argument("--loss", default="bce", choices=["bce", "asl"], help="training loss")
+    parser.add_argument("--freeze-bn-after", type=int, default=1,
+                        help="epochs after which batch-norm statistics freeze")
+    parser.add_argument("--freeze-observers-after", type=int, default=2,
+                        help="epochs after which quantisation ranges freeze")
+    parser.add_argument("--max-steps", type=int, help="at most this many steps per epoch (quick runs)")
+    parser.add_argument("--calibration-images", type=int, default=512, help="--ptq: training images to calibrate on")
+    parser.add_argument("--float-layers", default=",".join(DEFAULT_FLOAT_LAYERS),
+                        help=f"comma-separated layer groups kept in float, from: {', '.join(FLOAT_LAYERS)} "
+                             f"(default: none, everything int8; see quant/pt2e.py)")
+    parser.add_argument("--attention-stage", type=int,
+                        help="keep the attention output of this stage (0-3) in the program, for the demo")
+    parser.add_argument("--data", choices=DATASETS, help="dataset (default: the checkpoint's)")
+    parser.add_argument("--root", help="dataset folder (default: the checkpoint's)")
+    parser.add_argument("--train-size", type=int, help="generated datasets: training scenes (default: checkpoint's)")
+    parser.add_argument("--val-size", type=int, help="generated datasets: validation scenes (default: checkpoint's)")
+    parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the data order and augmentation")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.out.suffix != ARTIFACT_SUFFIX:
+        sys.exit(f"error: {args.out}: output must end in {ARTIFACT_SUFFIX}")
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        sys.exit(f"error: {args.out}: cannot write here ({error.strerror or error})")
+    try:
+        return run(args)
+    except (CheckpointError, ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The int8 evidence: fp32 vs PTQ int8 vs QAT int8, each measured as an ExecuTorch program through the
+ExecuTorch runtime on the checkpoint's validation set; written to docs/QUANT.md (+ .png).
+
+    python -m hsvlt.train --model hsvlt_nano --out runs/nano
+    python -m hsvlt.train --model hsvlt_lite0 --pretrained imagenet --out runs/lite0
+    python quant/report.py --ckpt runs/nano/best.pt runs/lite0/best.pt
+    python quant/report.py --ckpt runs/nano/best.pt --float-study     # which layers should stay float
+
+For each checkpoint: quant/qat.py --ptq and quant/qat.py (QAT, --qat-epochs), both exported with
+export/to_executorch.py --int8 and evaluated by export/evaluate_artifact.py's code, next to the fp32 program.
+--float-study quantises (PTQ) with each group of quant.pt2e.FLOAT_LAYERS kept in float, one at a time and
+all together, and reports the converted model's validation mAP: the measurement behind
+quant.pt2e.DEFAULT_FLOAT_LAYERS.
+"""
+
+import argparse
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from export.common import load_source, run_cli, size_mb
+from quant.pt2e import DEFAULT_FLOAT_LAYERS, FLOAT_LAYERS
+
+STUDY = [()] + [(name,) for name in FLOAT_LAYERS] + [tuple(FLOAT_LAYERS)]
+
+
+def qat_args(checkpoint: Path, out: Path, args: argparse.Namespace, *extra: str) -> list[str]:
+    common = ["--ckpt", str(checkpoint), "--out", str(out), "--workers", str(args.workers)]
+    if args.val_size:
+        common += ["--val-size", str(args.val_size)]
+    if args.train_size:
+        common += ["--train-size", str(args.train_size)]
+    return common + list(extra)
+
+
+def runtime_map(source, program: Path, int8: Path | None, args: argparse.Namespace) -> tuple[float, float]:
+    """(validation mAP through the ExecuTorch runtime, .pte size in MB) of the fp32 or int8 program."""
+    from edge_demo.runtimes import ExecuTorchModel
+    from export import to_executorch
+    from export.evaluate_artifact import evaluate, validation_set
+
+    to_executorch.export(source, program, int8=int8, parity_images=0)
+    model = ExecuTorchModel(program)
+    namespace = argparse.Namespace(data=None, root=None, val_size=args.val_size)
+    _, dataset = validation_set(model.manifest, namespace, model.input_size)
+    return evaluate(model, dataset)["at_0.5"]["mAP"], size_mb(program)
+
+
+def compare(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> dict:
+    from quant import qat
+
+    source = load_source(checkpoint)
+    stem = f"{source.preset}_{checkpoint.parent.name}"
+    print(f"{checkpoint}: PTQ")
+    qat.run(qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_ptq.pt2", args, "--ptq")))
+    print(f"{checkpoint}: QAT, {args.qat_epochs} epochs")
+    extra = ["--epochs", str(args.qat_epochs)] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
+    figures = qat.run(qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_qat.pt2", args, *extra)))
+    row = {"preset": source.preset, "checkpoint": str(checkpoint), "qat_epochs": args.qat_epochs,
+           "qat_best_epoch": figures["best_epoch"]}
+    for key, int8 in (("fp32", None), ("ptq", workdir / f"{stem}_ptq.pt2"), ("qat", workdir / f"{stem}_qat.pt2")):
+        row[f"{key}_mAP"], row[f"{key}_mb"] = runtime_map(source, workdir / f"{stem}_{key}.pte", int8, args)
+    return row
+
+
+def study(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> list[tuple[tuple, float, float]]:
+    """(float layers, PTQ int8 mAP, fp32 mAP) per STUDY entry, from the converted model (eager)."""
+    from quant import qat
+
+    rows = []
+    for layers in STUDY:
+        figures = qat.run(qat.parse_args(qat_args(checkpoint, workdir / "study.pt2", args, "--ptq",
+                                                  "--float-layers", ",".join(layers))))
+        rows.append((layers, figures["val_mAP_int8"], figures["val_mAP_fp32"]))
+    return rows
+
+
+def write_report(path: Path, command: str, rows: list[dict], studies: dict, args: argparse.Namespace) -> None:
+    text = ["# Int8 quantisation", "",
+            f"Measured {date.today().isoformat()} by `{command}`. mAP (percent) on each checkpoint's validation "
+            f"set, every model an ExecuTorch XNNPACK program run by the ExecuTorch runtime "
+            f"(export/evaluate_artifact.py). PTQ: {', '.join(DEFAULT_FLOAT_LAYERS) or 'nothing'} "
+            f"kept float (quant.pt2e.DEFAULT_FLOAT_LAYERS), calibrated on 512 training images; QAT: "
+            f"{args.qat_epochs} epochs of quant/qat.py, best epoch kept. Size: the .pte file.", ""]
+    if rows:
+        text += ["| preset | fp32 mAP | PTQ int8 mAP | QAT int8 mAP | QAT - fp32 | fp32 MB | int8 MB | int8 / fp32 |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            text.append(f"| {r['preset']} | {r['fp32_mAP']:.2f} | {r['ptq_mAP']:.2f} | {r['qat_mAP']:.2f} | "
+                        f"{r['qat_mAP'] - r['fp32_mAP']:+.2f} | {r['fp32_mb']:.2f} | {r['qat_mb']:.2f} | "
+                        f"{100 * r['qat_mb'] / r['fp32_mb']:.0f}% |")
+        text += ["", "Target: QAT int8 within 1.0 mAP point of fp32, and better than PTQ.", "",
+                 f"![mAP]({path.with_suffix('.png').name})", ""]
+    for checkpoint, entries in studies.items():
+        text += [f"## Which layers stay float ({checkpoint}, PTQ, converted model)", "",
+                 "| float layers | int8 mAP | fp32 mAP |", "|---|---:|---:|"]
+        text += [f"| {', '.join(layers) or '(none: everything int8)'} | {int8:.2f} | {fp32:.2f} |"
+                 for layers, int8, fp32 in entries]
+        text.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(text))
+    if rows:
+        plot(rows, path.with_suffix(".png"))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(rows))
+    for i, (key, name) in enumerate((("fp32", "fp32"), ("ptq", "PTQ int8"), ("qat", "QAT int8"))):
+        axis.bar(x + 0.27 * i, [r[f"{key}_mAP"] for r in rows], 0.27, label=name)
+    axis.set_xticks(x + 0.27, [r["preset"] for r in rows])
+    axis.set(ylabel="validation mAP (%)", title="int8 through ExecuTorch")
+    axis.legend()
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python quant/report.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", nargs="+", required=True, type=Path, help="trained fp32 checkpoints (best.pt)")
+    parser.add_argument("--qat-epochs", type=int, default=3, help="QAT epochs")
+    parser.add_argument("--max-steps", type=int, help="at most this many QAT steps per epoch (quick runs)")
+    parser.add_argument("--float-study", action="store_true", help="only the float-layer study (PTQ)")
+    parser.add_argument("--train-size", type=int, help="generated data: training scenes for QAT / calibration")
+    parser.add_argument("--val-size", type=int, help="generated data: validation scenes")
+    parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    parser.add_argument("--out", type=Path, default=Path("docs/QUANT.md"), help="report to write (and .png)")
+    parser.add_argument("--workdir", type=Path, help="keep the artifacts here (default: a temporary folder)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    command = "python quant/report.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    rows, studies = [], {}
+    with tempfile.TemporaryDirectory(prefix="hsvlt_quant_") as temporary:
+        workdir = args.workdir or Path(temporary)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for checkpoint in args.ckpt:
+            if args.float_study:
+                studies[str(checkpoint)] = study(checkpoint, args, workdir)
+            else:
+                rows.append(compare(checkpoint, args, workdir))
+    write_report(args.out, command.strip(), rows, studies, args)
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    run_cli(main)

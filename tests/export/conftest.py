@@ -1,0 +1,32 @@
+"""A tiny trained-looking checkpoint (hsvlt_pico at 32 px, the 10 `shapes` labels) for the exporter tests."""
+
+import pytest
+import torch
+
+from hsvlt.checkpoint import save_checkpoint
+from hsvlt.labels import load_label_set
+from hsvlt.models import create_model
+
+IMG_SIZE = 32
+
+
+def make_checkpoint(path, preset: str = "hsvlt_pico", img_size: int = IMG_SIZE, seed: int = 0):
+    """Random weights, spread so that probabilities differ between images and sit around the thresholds
+    (a freshly initialised model answers its prior for every image, which would make parity trivial)."""
+    labels = load_label_set("shapes")
+    torch.manual_seed(seed)
+    model = create_model(preset, torch.from_numpy(labels.embeddings), img_size=img_size)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("gamma") or "language_gate.gate.2" in name:
+                parameter.normal_(0.0, 0.3)
+        model.head.weight.mul_(8.0)
+    save_checkpoint({"config": model.config.to_dict(), "labels": list(labels.names), "model": model.state_dict(),
+                     "thresholds": [0.5] * len(labels.names),
+                     "data": {"name": "shapes", "seed": 0, "train_size": 64, "val_size": 16}}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")

@@ -1,0 +1,79 @@
+"""Bad input gives one line naming the file and the problem."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_demo.runtimes import load_model
+from export import to_coreml, to_executorch, to_onnx
+from export.common import ExportError
+
+EXPORTERS = {"executorch": (to_executorch, ".pte"), "onnx": (to_onnx, ".onnx"), "coreml": (to_coreml, ".mlpackage")}
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTERS))
+def test_missing_checkpoint(name, tmp_path):
+    module, suffix = EXPORTERS[name]
+    with pytest.raises(ExportError, match="missing.pt: checkpoint not found"):
+        module.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / f"model{suffix}")])
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTERS))
+def test_checkpoint_of_another_preset(name, checkpoint, tmp_path):
+    module, suffix = EXPORTERS[name]
+    with pytest.raises(ExportError, match="a hsvlt_pico checkpoint, not hsvlt_lite0"):
+        module.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / f"model{suffix}"), "--preset", "hsvlt_lite0"])
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTERS))
+def test_unwritable_output(name, checkpoint, tmp_path):
+    module, suffix = EXPORTERS[name]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ExportError, match="cannot write here"):
+        module.main(["--ckpt", str(checkpoint), "--out", str(blocker / f"model{suffix}")])
+
+
+def test_wrong_suffix_and_bad_attention_stage(checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="must end in .pte"):
+        to_executorch.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "model.onnx")])
+    with pytest.raises(ExportError, match="attention-stage must be 0..3"):
+        to_onnx.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "model.onnx"), "--attention-stage", "4"])
+
+
+def test_not_a_checkpoint(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ExportError, match="junk.pt: not a readable checkpoint"):
+        to_onnx.main(["--ckpt", str(junk), "--out", str(tmp_path / "model.onnx")])
+
+
+def test_command_line_prints_one_line(tmp_path):
+    script = Path(__file__).parents[2] / "export" / "to_executorch.py"
+    done = subprocess.run([sys.executable, str(script), "--ckpt", str(tmp_path / "gone.pt"),
+                           "--out", str(tmp_path / "model.pte")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'gone.pt'}: checkpoint not found"
+    assert "Traceback" not in done.stderr
+
+
+def test_runtime_adapter_errors(checkpoint, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pte: model file not found"):
+        load_model(tmp_path / "nothing.pte")
+    text = tmp_path / "model.txt"
+    text.write_text("x")
+    with pytest.raises(ValueError, match="unknown model type .txt"):
+        load_model(text)
+    lonely = tmp_path / "lonely.onnx"
+    lonely.write_bytes(b"\x00")
+    with pytest.raises(FileNotFoundError, match="lonely.json: manifest not found"):
+        load_model(lonely)
+    import numpy as np
+
+    model = load_model(checkpoint)
+    with pytest.raises(ValueError, match="input must be N x 3 x 32 x 32"):
+        model.run(np.zeros((1, 3, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="must be float32"):
+        model.run(np.zeros((1, 3, 32, 32), np.uint8))
