@@ -1,7 +1,7 @@
 """One interface over the three ways to run an HSVLT classifier: an ExecuTorch program (.pte), an ONNX file
 (.onnx) or a training checkpoint (.pt, PyTorch).
 
-    model = load_model("model.pte")          # reads model.json beside it (hsvlt.deploy.read_manifest)
+    model = load_model("model.pte")          # reads model.pte.json beside it (hsvlt.deploy.read_manifest)
     output = model.run(batch)                # float32 N x 3 x S x S in [0, 1] (hsvlt.deploy.to_input)
     output.probabilities                     # N x C
     output.attention                         # N x C x h x w, or None when the file has no attention output

@@ -7,7 +7,7 @@
 Input "image": an RGB image of the model's size (Core ML scales pixels by 1/255; the model normalises
 inside). Output "probabilities": one per label, float32; with --attention-stage also "attention" (labels x
 h x w). The user metadata holds the label names, per-label thresholds, preset and the whole manifest (JSON),
-so an app needs nothing else; model.json is also written beside the package.
+so an app needs nothing else; model.mlpackage.json is also written beside the package.
 
 Core ML compiles and predicts on Apple platforms only. Elsewhere the saved package is reloaded without
 compiling and its interface, metadata and operations are checked; on macOS it also predicts on validation

@@ -6,7 +6,7 @@
 
 The program is hsvlt.deploy.for_export traced (input "image", float32 N x 3 x S x S in [0, 1], N = 1 or up to
 --max-batch; outputs: probabilities N x C, and with --attention-stage the label-to-pixel attention N x C x h x w).
-A manifest (labels, thresholds, input size, preset, checkpoint hash) is written beside it as model.json.
+A manifest (labels, thresholds, input size, preset, checkpoint hash) is written beside it as model.pte.json.
 It prints how much of the graph the delegate runs, and compares the program, run by the ExecuTorch runtime,
 with the PyTorch model on validation images.
 """

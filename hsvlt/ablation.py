@@ -78,7 +78,7 @@ CLAIMS = (
     ("lite0", "an ImageNet-pretrained edge backbone compares with the from-scratch model"),
 )
 # Sizes of a full study (the defaults) and of --quick (a smoke test of the pipeline, numbers mean nothing).
-FULL = dict(model="hsvlt_nano", img_size=128, train_size=3000, val_size=500, test_size=1000, epochs=5,
+FULL = dict(model="hsvlt_nano", img_size=96, train_size=3000, val_size=500, test_size=1000, epochs=5,
             latency_runs=30)
 QUICK = dict(model="hsvlt_pico", img_size=64, train_size=96, val_size=32, test_size=48, epochs=1, latency_runs=3)
 

@@ -130,9 +130,10 @@ def build_manifest(
 
 
 def manifest_path(artifact: str | Path) -> Path:
-    """model.pte -> model.json (for a directory such as model.mlpackage, model.json beside it)."""
+    """model.pte -> model.pte.json beside it (model.onnx -> model.onnx.json, model.mlpackage ->
+    model.mlpackage.json): exports of one model to several formats in one folder keep their own manifests."""
     artifact = Path(artifact)
-    return artifact.with_name(artifact.name.rsplit(".", 1)[0] + ".json")
+    return artifact.with_name(artifact.name + ".json")
 
 
 def write_manifest(artifact: str | Path, manifest: dict) -> Path:

@@ -244,10 +244,12 @@ def folded_projections(attention: Attention) -> tuple[torch.Tensor, torch.Tensor
 
 class LabelAttention(nn.Module):
     """Label tokens attend to the pixels of a B x d x H x W map; returns B x C x d and the attention
-    B x heads x C x HW. Projections folded onto the label side (folded_projections), and with them the
+    B x C x heads x HW. Projections folded onto the label side (folded_projections), and with them the
     affine parts of the label and pixel pre-norms: a pixel-side bias adds the same score to every pixel
     (softmax ignores it) and, as attention weights sum to 1, a constant to the output. With `keys` (h C d,
-    precomputed from constant labels) the scores are a 1 x 1 conv of the map."""
+    precomputed from constant labels) the scores are a 1 x 1 conv of the map. Rows are ordered label-major,
+    (C h): every reshape is then a view (a transpose before a reshape of a dynamic batch leaves an
+    undelegated view_copy)."""
 
     def __init__(self, attention: Attention, label_affine, pixel_affine, keys: torch.Tensor | None = None):
         super().__init__()
@@ -262,7 +264,7 @@ class LabelAttention(nn.Module):
             weight = query_key.permute(0, 2, 1).reshape(self.heads * dim, dim)  # L -> B C (h d): L QK_h
             self.query_key, self.score_kernel = fold_input_affine(linear_from(weight), label_weight, label_bias), None
         else:
-            keys = torch.einsum("hcd,hde->hce", keys, query_key)  # (labels) QK_h diag(w_pixel)
+            keys = torch.einsum("hcd,hde->che", keys, query_key)  # (labels) QK_h diag(w_pixel), C h d
             self.query_key, self.score_kernel = None, constant(keys.reshape(-1, dim)[:, :, None, None])
 
     def forward(self, labels: torch.Tensor | None, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,50 +274,51 @@ class LabelAttention(nn.Module):
         if self.score_kernel is not None:
             scores = F.conv2d(visual, self.score_kernel).reshape(-1, self.score_kernel.shape[0], height * width)
         else:
-            classes = labels.shape[1]
-            keys = self.query_key(labels).reshape(-1, classes, self.heads, dim).transpose(1, 2)  # B h C d
-            scores = torch.bmm(keys.reshape(-1, self.heads * classes, dim), pixels)  # B (h C) HW
+            keys = self.query_key(labels).reshape(-1, labels.shape[1] * self.heads, dim)  # B (C h) d
+            scores = torch.bmm(keys, pixels)  # B (C h) HW
         attention = scores.softmax(dim=-1)
         classes = attention.shape[1] // self.heads
-        mixed = torch.bmm(attention, pixels.transpose(1, 2))  # B (h C) d
-        mixed = mixed.reshape(-1, self.heads, classes, dim).transpose(1, 2).reshape(-1, classes, self.heads * dim)
-        return self.value_out(mixed), attention.reshape(-1, self.heads, classes, height * width)
+        mixed = torch.bmm(attention, pixels.transpose(1, 2)).reshape(-1, classes, self.heads * dim)  # B C (h d)
+        return self.value_out(mixed), attention.reshape(-1, classes, self.heads, height * width)
 
 
 class TokenAttention(nn.Module):
-    """The model's own Attention over the flattened map (the `attention` rewrite switched off)."""
+    """The model's own Attention over the flattened map (the `attention` rewrite switched off); its attention
+    is returned as LabelAttention's, B x C x heads x HW."""
 
     def __init__(self, attention: Attention):
         super().__init__()
         self.attention = attention
 
     def forward(self, labels: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.attention(labels, visual.flatten(2).transpose(1, 2))
+        attended, attention = self.attention(labels, visual.flatten(2).transpose(1, 2))  # B C d, B h C HW
+        return attended, attention.transpose(1, 2)
 
 
 class PixelAttention(nn.Module):
     """Visual feedback: the pixels of B x d x H x W attend to label tokens B x C x d; returns the update,
     B x d x H x W. Projections folded onto the label side, K'_h = L QK_h^T and V'_h = L VO_h, with the label
-    pre-norm's affine part."""
+    pre-norm's affine part. One linear layer per head, concatenated head-major (B (h C) d) so that the
+    softmax over labels runs on the last axis without a transpose before a reshape (which leaves an
+    undelegated view_copy with a dynamic batch)."""
 
     def __init__(self, attention: Attention, label_affine):
         super().__init__()
         query_key, value_out = folded_projections(attention)
         self.heads, dim = attention.num_heads, attention.query.in_features
-        self.keys = fold_input_affine(linear_from(query_key.reshape(self.heads * dim, dim)), *label_affine)
-        self.values = fold_input_affine(linear_from(value_out.permute(0, 2, 1).reshape(self.heads * dim, dim)),
-                                        *label_affine)
+        self.keys = nn.ModuleList(fold_input_affine(linear_from(qk), *label_affine) for qk in query_key)
+        self.values = nn.ModuleList(fold_input_affine(linear_from(vo.T), *label_affine) for vo in value_out)
         self.bias = constant(attention.proj.bias.view(1, dim, 1, 1))
+
+    @staticmethod
+    def per_head(layers: nn.ModuleList, labels: torch.Tensor) -> torch.Tensor:  # B C d -> B (h C) d
+        return torch.cat([layer(labels) for layer in layers], dim=1) if len(layers) > 1 else layers[0](labels)
 
     def forward(self, visual: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         dim, height, width = visual.shape[1:]
         classes = labels.shape[1]
-
-        def per_head(x: torch.Tensor) -> torch.Tensor:  # B C (h d) -> B (h C) d
-            return x.reshape(-1, classes, self.heads, dim).transpose(1, 2).reshape(-1, self.heads * classes, dim)
-
         pixels = visual.reshape(-1, dim, height * width).transpose(1, 2)  # B HW d
-        keys, values = per_head(self.keys(labels)), per_head(self.values(labels))
+        keys, values = self.per_head(self.keys, labels), self.per_head(self.values, labels)
         scores = torch.bmm(pixels, keys.transpose(1, 2)).reshape(-1, height * width, self.heads, classes)  # B HW h C
         attention = scores.softmax(dim=-1).reshape(-1, height * width, self.heads * classes)
         update = torch.bmm(values.transpose(1, 2), attention.transpose(1, 2))  # B d HW, summed over heads
@@ -373,7 +376,7 @@ class ExportIVLABlock(nn.Module):
         visual = self.visual(visual)  # B d H W
         pixels = self.pixel_norm(visual)
         if self.constant_labels:
-            attended, attention = self.cross_attention(None, pixels)  # B C d, B h C HW
+            attended, attention = self.cross_attention(None, pixels)  # B C d, B C h HW
             labels, language = self.labels, self.language
         else:
             queries = self.label_norm(labels)
@@ -455,9 +458,9 @@ class ExportHSVLT(nn.Module):
 
     @staticmethod
     def mean_over_heads(attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """B h C HW -> B C h w. With several heads the mean is a 1 x 1 conv (mean.dim over heads is not
-        delegated)."""
-        heads, classes = attention.shape[1:3]
+        """B C heads HW -> B C h w. With several heads the mean is an average pooling over the heads axis
+        (mean.dim over heads is not delegated)."""
+        classes, heads = attention.shape[1:3]
         if heads > 1:
-            attention = F.conv2d(attention, attention.new_full((1, heads, 1, 1), 1.0 / heads))
+            attention = F.avg_pool2d(attention, (heads, 1))  # B C 1 HW
         return attention.reshape(-1, classes, *size)

@@ -8,7 +8,7 @@ It is the one int8 format that lowers to both XNNPACK and Core ML (DESIGN.md sec
     save_artifact(program, "qat.pt2", manifest)           # what export/to_executorch.py --int8 takes
 
 Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_FLOAT_LAYERS, was chosen
-from `python quant/report.py --float-study` (docs/QUANT.md).
+from `python quant/report.py --float-study` (docs/QUANT_FLOAT_LAYERS.md).
 
 Why PT2E and not torchao's eager QAT (quantize_ with QATConfig): the eager flow's int8 configurations are
 Int8DynamicActivationInt8Weight / Int8DynamicActivationIntxWeight, whose activations are quantised at run
@@ -204,7 +204,7 @@ def to_program(converted: torch.fx.GraphModule, img_size: int) -> torch.export.E
 
 
 def save_artifact(program: torch.export.ExportedProgram, path: str | Path, manifest: dict) -> None:
-    """X.pt2 (torch.export.save) and the manifest X.json beside it."""
+    """X.pt2 (torch.export.save) and the manifest X.pt2.json beside it."""
     path = Path(path)
     torch.export.save(program, path)
     write_manifest(path, manifest)

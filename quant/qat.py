@@ -9,7 +9,7 @@ constants) is traced with a dynamic batch and fake-quantised (quant/pt2e.py: int
 activations). QAT fine-tunes it on the checkpoint's training set: quantisation ranges stop moving after
 --freeze-observers-after epochs and batch-norm statistics after --freeze-bn-after; after every epoch the
 converted int8 model is evaluated on the validation set and the best one is kept. The result is X.pt2 (the
-int8 torch.export program, images in [0, 1] -> probabilities) and its manifest X.json.
+int8 torch.export program, images in [0, 1] -> probabilities) and its manifest X.pt2.json.
 """
 
 import argparse

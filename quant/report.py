@@ -10,7 +10,7 @@ For each checkpoint: quant/qat.py --ptq and quant/qat.py (QAT, --qat-epochs), bo
 export/to_executorch.py --int8 and evaluated by export/evaluate_artifact.py's code, next to the fp32 program.
 --float-study quantises (PTQ) with each group of quant.pt2e.FLOAT_LAYERS kept in float, one at a time and
 all together, and reports the converted model's validation mAP: the measurement behind
-quant.pt2e.DEFAULT_FLOAT_LAYERS.
+quant.pt2e.DEFAULT_FLOAT_LAYERS, written to docs/QUANT_FLOAT_LAYERS.md.
 """
 
 import argparse
@@ -77,21 +77,28 @@ def study(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> list[tup
 
 
 def write_report(path: Path, command: str, rows: list[dict], studies: dict, args: argparse.Namespace) -> None:
-    text = ["# Int8 quantisation", "",
-            f"Measured {date.today().isoformat()} by `{command}`. mAP (percent) on each checkpoint's validation "
-            f"set, every model an ExecuTorch XNNPACK program run by the ExecuTorch runtime "
-            f"(export/evaluate_artifact.py). PTQ: {', '.join(DEFAULT_FLOAT_LAYERS) or 'nothing'} "
-            f"kept float (quant.pt2e.DEFAULT_FLOAT_LAYERS), calibrated on 512 training images; QAT: "
-            f"{args.qat_epochs} epochs of quant/qat.py, best epoch kept. Size: the .pte file.", ""]
+    measured = f"Measured {date.today().isoformat()} by `{command}`."
     if rows:
-        text += ["| preset | fp32 mAP | PTQ int8 mAP | QAT int8 mAP | QAT - fp32 | fp32 MB | int8 MB | int8 / fp32 |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        text = ["# Int8 quantisation", "",
+                f"{measured} mAP (percent) on each checkpoint's validation set, every model an ExecuTorch XNNPACK "
+                f"program run by the ExecuTorch runtime (export/evaluate_artifact.py). PTQ: "
+                f"{', '.join(DEFAULT_FLOAT_LAYERS) or 'nothing'} kept float (quant.pt2e.DEFAULT_FLOAT_LAYERS), "
+                f"calibrated on up to 512 training images; QAT: {args.qat_epochs} epochs of quant/qat.py"
+                f"{f' (at most {args.max_steps} steps each)' if args.max_steps else ''}, best epoch kept. "
+                f"Size: the .pte file.", "",
+                "| preset | fp32 mAP | PTQ int8 mAP | QAT int8 mAP | QAT - fp32 | fp32 MB | int8 MB | int8 / fp32 |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             text.append(f"| {r['preset']} | {r['fp32_mAP']:.2f} | {r['ptq_mAP']:.2f} | {r['qat_mAP']:.2f} | "
                         f"{r['qat_mAP'] - r['fp32_mAP']:+.2f} | {r['fp32_mb']:.2f} | {r['qat_mb']:.2f} | "
                         f"{100 * r['qat_mb'] / r['fp32_mb']:.0f}% |")
         text += ["", "Target: QAT int8 within 1.0 mAP point of fp32, and better than PTQ.", "",
                  f"![mAP]({path.with_suffix('.png').name})", ""]
+    else:
+        text = ["# Int8: which layers stay float", "",
+                f"{measured} Post-training quantisation (quant/qat.py --ptq, up to 512 calibration images) with "
+                f"each group of quant.pt2e.FLOAT_LAYERS kept float, one at a time and all together; mAP (percent) "
+                f"of the converted model (PyTorch, quantise / dequantise graph) on the validation set.", ""]
     for checkpoint, entries in studies.items():
         text += [f"## Which layers stay float ({checkpoint}, PTQ, converted model)", "",
                  "| float layers | int8 mAP | fp32 mAP |", "|---|---:|---:|"]
@@ -134,13 +141,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, help="generated data: training scenes for QAT / calibration")
     parser.add_argument("--val-size", type=int, help="generated data: validation scenes")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
-    parser.add_argument("--out", type=Path, default=Path("docs/QUANT.md"), help="report to write (and .png)")
+    parser.add_argument("--out", type=Path, help="report to write (and .png); default docs/QUANT.md, with "
+                                                 "--float-study docs/QUANT_FLOAT_LAYERS.md")
     parser.add_argument("--workdir", type=Path, help="keep the artifacts here (default: a temporary folder)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    args.out = args.out or Path("docs/QUANT_FLOAT_LAYERS.md" if args.float_study else "docs/QUANT.md")
     command = "python quant/report.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows, studies = [], {}
     with tempfile.TemporaryDirectory(prefix="hsvlt_quant_") as temporary:

@@ -201,12 +201,18 @@ def _draw_object(image: np.ndarray, obj: ShapeObject, size: int) -> None:
     cv2.fillPoly(image, contours, obj.color, cv2.LINE_AA, shift=SUBPIXEL_BITS)
 
 
+def draw_objects(image: np.ndarray, spec: SceneSpec) -> None:
+    """Draw the scene's objects onto `image` (size x size x 3 RGB), in place: over a scene rendered without
+    objects, this gives exactly render_scene(spec)."""
+    for obj in spec.objects:
+        _draw_object(image, obj, image.shape[0])
+
+
 def render_scene(spec: SceneSpec, size: int) -> np.ndarray:
     """Draw a scene as a size x size x 3 uint8 RGB image."""
     image = _background(spec, size)
     _clutter(image, spec)
-    for obj in spec.objects:
-        _draw_object(image, obj, size)
+    draw_objects(image, spec)
     return image
 
 

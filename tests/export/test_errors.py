@@ -68,7 +68,7 @@ def test_runtime_adapter_errors(checkpoint, tmp_path):
         load_model(text)
     lonely = tmp_path / "lonely.onnx"
     lonely.write_bytes(b"\x00")
-    with pytest.raises(FileNotFoundError, match="lonely.json: manifest not found"):
+    with pytest.raises(FileNotFoundError, match="lonely.onnx.json: manifest not found"):
         load_model(lonely)
     import numpy as np
 

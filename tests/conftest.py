@@ -1,4 +1,4 @@
-"""A tiny trained-looking checkpoint (hsvlt_pico at 32 px, the 10 `shapes` labels) for the quantisation tests."""
+"""Shared by the export, quantisation and demo tests: tiny checkpoints (hsvlt_pico, the 10 `shapes` labels)."""
 
 import pytest
 import torch
@@ -7,10 +7,8 @@ from hsvlt.checkpoint import save_checkpoint
 from hsvlt.labels import load_label_set
 from hsvlt.models import create_model
 
-IMG_SIZE = 32
 
-
-def make_checkpoint(path, preset: str = "hsvlt_pico", img_size: int = IMG_SIZE, seed: int = 0):
+def make_checkpoint(path, preset: str = "hsvlt_pico", img_size: int = 32, seed: int = 0):
     """Random weights, spread so that probabilities differ between images and sit around the thresholds
     (a freshly initialised model answers its prior for every image, which would make parity trivial)."""
     labels = load_label_set("shapes")
@@ -28,5 +26,12 @@ def make_checkpoint(path, preset: str = "hsvlt_pico", img_size: int = IMG_SIZE, 
 
 
 @pytest.fixture(scope="session")
+def checkpoint_maker():
+    """make_checkpoint(path, preset="hsvlt_pico", img_size=32, seed=0) -> path."""
+    return make_checkpoint
+
+
+@pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
+    """hsvlt_pico at 32 px."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
