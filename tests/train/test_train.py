@@ -191,3 +191,12 @@ def test_torchrun_two_cpu_processes_with_gloo(tmp_path):
     evaluated = tmp_path / "e.json"
     evaluate_main(["--ckpt", str(out / "best.pt"), "--json", str(evaluated), "--workers", "0"])
     assert json.loads(evaluated.read_text())["mAP"] == pytest.approx(best["metrics"]["mAP"], abs=1e-4)
+
+
+def test_compare_tabulates_a_finished_run(trained, capsys):
+    from hsvlt.compare import main as compare_main
+
+    out, summary = trained
+    compare_main([str(out), "--runs", "2"])
+    row = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert row[:3] == [out.name, "hsvlt_pico", "2"] and float(row[3]) == pytest.approx(summary["mAP"], abs=0.01)

@@ -1,0 +1,60 @@
+"""Compare finished training runs: `python -m hsvlt.compare RUN_DIR [RUN_DIR ...]`.
+
+For each run folder written by `python -m hsvlt.train --out RUN_DIR`: preset, best validation mAP, training
+images/s (median over epochs, as logged), and batch-1 CPU latency of its best.pt at its training size and at
+224 px (median of --runs calls, the runs' models interleaved so that machine load hits them alike).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hsvlt.checkpoint import CheckpointError, load_model
+from hsvlt.distributed import configure_cpu
+
+
+def batch1_latency_ms(models: list[torch.nn.Module], sizes: list[int], runs: int, warmup: int = 5) -> list[float]:
+    inputs = [torch.rand(1, 3, size, size) for size in sizes]
+    times: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for step in range(warmup + runs):
+            for model, images, spent in zip(models, inputs, times):
+                started = time.perf_counter()
+                model(images)
+                if step >= warmup:
+                    spent.append(1000 * (time.perf_counter() - started))
+    return [statistics.median(spent) for spent in times]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hsvlt.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders holding best.pt and log.jsonl")
+    parser.add_argument("--runs", dest="calls", type=int, default=30, help="timed calls per model")
+    args = parser.parse_args(argv)
+    configure_cpu()
+    try:
+        loaded = [load_model(run / "best.pt") for run in args.runs]
+        logs = [[json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] for run in args.runs]
+    except (CheckpointError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    models = [model for model, _ in loaded]
+    own_sizes = [model.config.img_size for model in models]
+    at_own = batch1_latency_ms(models, own_sizes, args.calls)
+    at_224 = batch1_latency_ms(models, [224] * len(models), args.calls)
+    print(f"{torch.get_num_threads()} threads")
+    print(f"{'run':<16} {'preset':<12} {'epochs':>6} {'val mAP':>7} {'train img/s':>11} {'ms b1 @own px':>14} "
+          f"{'ms b1 @224':>10}")
+    for run, (model, state), log, own, full in zip(args.runs, loaded, logs, at_own, at_224):
+        speed = statistics.median(entry["images_per_s"] for entry in log)
+        print(f"{run.name:<16} {model.config.preset:<12} {len(log):>6} {state['metrics']['mAP']:7.2f} {speed:11.1f} "
+              f"{own:9.1f} @{model.config.img_size:<3} {full:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
