@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hsvlt import distributed
 from hsvlt.checkpoint import CheckpointError, load_model
+from hsvlt.compare import batch1_latency_ms
 from hsvlt.data.base import MultiLabelDataset
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
@@ -174,19 +174,6 @@ def count_gflops(model: torch.nn.Module, img_size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def cpu_latency_ms(model: torch.nn.Module, img_size: int, runs: int) -> float:
-    """Median wall time of one batch-1 forward pass in eager PyTorch fp32, after 3 warm-up passes."""
-    image = torch.rand(1, 3, img_size, img_size)
-    times = []
-    with torch.inference_mode():
-        for i in range(runs + 3):
-            started = time.perf_counter()
-            model(image)
-            if i >= 3:
-                times.append(1e3 * (time.perf_counter() - started))
-    return statistics.median(times)
-
-
 def mean_ap(scores: np.ndarray, targets: np.ndarray) -> float:
     aps = average_precisions(scores, targets)
     return float(100 * np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
@@ -247,7 +234,7 @@ def score_variant(variant: Variant, args, folder: Path, runtime, test, sizes, ed
         **{f"AP_{name}": float(value) for name, value in zip(SIZE_BUCKETS, by_size)},
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "GFLOPs": count_gflops(model, args.img_size),
-        "latency_ms": cpu_latency_ms(model, args.img_size, args.latency_runs),
+        "latency_ms": batch1_latency_ms([model], [args.img_size], args.latency_runs, warmup=3)[0],
     }
 
 

@@ -30,7 +30,7 @@ from hsvlt.data.transforms import eval_transform, train_transform
 from hsvlt.deploy import build_manifest, file_sha256, for_export
 from hsvlt.losses import build_loss
 from hsvlt.metrics import evaluate_scores
-from hsvlt.train import DATA_DEFAULTS
+from hsvlt.train import data_defaults
 from quant.pt2e import (
     ARTIFACT_SUFFIX,
     DEFAULT_FLOAT_LAYERS,
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
     float_layers = tuple(name for name in args.float_layers.split(",") if name)
     name, bundle = open_data(checkpoint, img_size, args)
     val = eval_loader(bundle.val, eval_transform(img_size), args.batch_size, args.workers)
-    defaults = DATA_DEFAULTS["shapes" if name == "shapes" else "real"]
+    defaults = data_defaults(name)
     qat = not args.ptq
     transform = (train_transform(img_size, defaults["crop_scale"], defaults["randaugment"]) if qat
                  else eval_transform(img_size))
