@@ -11,6 +11,8 @@ rewrites, both lower to one subgraph with nothing outside it.
     batch_norm       BatchNorm folded into the conv before it (EfficientNet-Lite0).
     layer_norm       XNNPACK 1.5 delegates no LayerNorm. Channel statistics are computed by a 1 x 1 conv with
                      weights 1/C (mean.dim is delegated only over H and W), the rest is sub, mul and rsqrt;
+                     the variance is clamped to eps before rsqrt (a no-op in float, where the conv adds eps;
+                     int8 rounds small variances to 0, and rsqrt(0) made QAT's loss NaN);
                      the affine part folds into the next 1 x 1 / unpadded conv, the layer scale into the last
                      one. The ConvNeXt block runs channels-first with 1 x 1 convs (no permutes).
     depthwise        XNNPACK's fast depthwise kernels take at most 25 taps; a 7 x 7 one (49) falls to a slow
@@ -71,12 +73,13 @@ class ChannelNorm(nn.Module):
         super().__init__()
         self.register_buffer("average", torch.full((1, width, 1, 1), 1.0 / width))
         self.register_buffer("eps", torch.full((1,), eps))  # added as the variance conv's bias
+        self.min_variance = eps
         self.weight = None if weight is None else constant(weight.view(1, width, 1, 1))
         self.bias = None if bias is None else constant(bias.view(1, width, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # B C H W -> B C H W
         centred = x - F.conv2d(x, self.average)
-        x = centred * torch.rsqrt(F.conv2d(centred * centred, self.average, self.eps))
+        x = centred * torch.rsqrt(F.conv2d(centred * centred, self.average, self.eps).clamp(min=self.min_variance))
         return x if self.weight is None else x * self.weight + self.bias
 
 
@@ -184,12 +187,13 @@ class TokenNorm(nn.Module):
         super().__init__()
         self.register_buffer("average", torch.full((1, width), 1.0 / width))
         self.register_buffer("eps", torch.full((1,), eps))  # added as the variance layer's bias
+        self.min_variance = eps
         self.weight = None if weight is None else constant(weight)
         self.bias = None if bias is None else constant(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # ... d -> ... d
         centred = x - F.linear(x, self.average)
-        x = centred * torch.rsqrt(F.linear(centred * centred, self.average, self.eps))
+        x = centred * torch.rsqrt(F.linear(centred * centred, self.average, self.eps).clamp(min=self.min_variance))
         return x if self.weight is None else x * self.weight + self.bias
 
 

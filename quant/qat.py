@@ -208,7 +208,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--calibration-images", type=int, default=512, help="--ptq: training images to calibrate on")
     parser.add_argument("--float-layers", default=",".join(DEFAULT_FLOAT_LAYERS),
                         help=f"comma-separated layer groups kept in float, from: {', '.join(FLOAT_LAYERS)} "
-                             f"(default: none, everything int8; see quant/pt2e.py)")
+                             f"(default: {','.join(DEFAULT_FLOAT_LAYERS)}, measured in quant/pt2e.py; "
+                             '"" for all int8)')
     parser.add_argument("--attention-stage", type=int,
                         help="keep the attention output of this stage (0-3) in the program, for the demo")
     parser.add_argument("--data", choices=DATASETS, help="dataset (default: the checkpoint's)")

@@ -47,7 +47,7 @@ def runtime_map(source, program: Path, int8: Path | None, args: argparse.Namespa
     return evaluate(model, dataset)["at_0.5"]["mAP"], size_mb(program)
 
 
-def compare(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> dict:
+def compare(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, workdir: Path) -> dict:
     from quant import qat
 
     source = load_source(checkpoint)
@@ -56,9 +56,11 @@ def compare(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> dict:
     qat.run(qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_ptq.pt2", args, "--ptq")))
     print(f"{checkpoint}: QAT, {args.qat_epochs} epochs")
     extra = ["--epochs", str(args.qat_epochs)] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
-    figures = qat.run(qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_qat.pt2", args, *extra)))
+    extra += ["--lr", str(qat_lr)] if qat_lr else []
+    qat_run = qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_qat.pt2", args, *extra))
+    figures = qat.run(qat_run)
     row = {"preset": source.preset, "checkpoint": str(checkpoint), "qat_epochs": args.qat_epochs,
-           "qat_best_epoch": figures["best_epoch"]}
+           "qat_lr": qat_run.lr, "qat_best_epoch": figures["best_epoch"]}
     for key, int8 in (("fp32", None), ("ptq", workdir / f"{stem}_ptq.pt2"), ("qat", workdir / f"{stem}_qat.pt2")):
         row[f"{key}_mAP"], row[f"{key}_mb"] = runtime_map(source, workdir / f"{stem}_{key}.pte", int8, args)
     return row
@@ -84,12 +86,14 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, args
                 f"program run by the ExecuTorch runtime (export/evaluate_artifact.py). PTQ: "
                 f"{', '.join(DEFAULT_FLOAT_LAYERS) or 'nothing'} kept float (quant.pt2e.DEFAULT_FLOAT_LAYERS), "
                 f"calibrated on up to 512 training images; QAT: {args.qat_epochs} epochs of quant/qat.py"
-                f"{f' (at most {args.max_steps} steps each)' if args.max_steps else ''}, best epoch kept. "
-                f"Size: the .pte file.", "",
-                "| preset | fp32 mAP | PTQ int8 mAP | QAT int8 mAP | QAT - fp32 | fp32 MB | int8 MB | int8 / fp32 |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                f"{f' (at most {args.max_steps} steps each)' if args.max_steps else ''} at the peak learning rate "
+                f"in the table, best epoch kept. Size: the .pte file.", "",
+                "| preset | fp32 mAP | PTQ int8 mAP | QAT int8 mAP | QAT lr | QAT - fp32 | fp32 MB | int8 MB | "
+                "int8 / fp32 |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             text.append(f"| {r['preset']} | {r['fp32_mAP']:.2f} | {r['ptq_mAP']:.2f} | {r['qat_mAP']:.2f} | "
+                        f"{r['qat_lr']:g} | "
                         f"{r['qat_mAP'] - r['fp32_mAP']:+.2f} | {r['fp32_mb']:.2f} | {r['qat_mb']:.2f} | "
                         f"{100 * r['qat_mb'] / r['fp32_mb']:.0f}% |")
         text += ["", "Target: QAT int8 within 1.0 mAP point of fp32, and better than PTQ.", "",
@@ -137,6 +141,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ckpt", nargs="+", required=True, type=Path, help="trained fp32 checkpoints (best.pt)")
     parser.add_argument("--qat-epochs", type=int, default=3, help="QAT epochs")
     parser.add_argument("--max-steps", type=int, help="at most this many QAT steps per epoch (quick runs)")
+    parser.add_argument("--qat-lr", type=float, nargs="+", help="QAT peak learning rate: one for all checkpoints, "
+                                                                "or one per --ckpt (default: quant/qat.py's)")
     parser.add_argument("--float-study", action="store_true", help="only the float-layer study (PTQ)")
     parser.add_argument("--train-size", type=int, help="generated data: training scenes for QAT / calibration")
     parser.add_argument("--val-size", type=int, help="generated data: validation scenes")
@@ -144,7 +150,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="report to write (and .png); default docs/QUANT.md, with "
                                                  "--float-study docs/QUANT_FLOAT_LAYERS.md")
     parser.add_argument("--workdir", type=Path, help="keep the artifacts here (default: a temporary folder)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.qat_lr and len(args.qat_lr) not in (1, len(args.ckpt)):
+        parser.error(f"--qat-lr: give one rate or one per checkpoint ({len(args.ckpt)})")
+    if args.qat_lr and len(args.qat_lr) == 1:
+        args.qat_lr *= len(args.ckpt)
+    return args
 
 
 def main(argv=None) -> None:
@@ -155,11 +166,11 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="hsvlt_quant_") as temporary:
         workdir = args.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
-        for checkpoint in args.ckpt:
+        for checkpoint, qat_lr in zip(args.ckpt, args.qat_lr or [None] * len(args.ckpt)):
             if args.float_study:
                 studies[str(checkpoint)] = study(checkpoint, args, workdir)
             else:
-                rows.append(compare(checkpoint, args, workdir))
+                rows.append(compare(checkpoint, qat_lr, args, workdir))
     write_report(args.out, command.strip(), rows, studies, args)
     print(args.out.read_text())
 

@@ -87,7 +87,7 @@ def test_quick_and_full_defaults_and_variant_choice():
     quick = parse_args(["--quick"])
     assert quick.model == "hsvlt_pico" and str(quick.doc).startswith("runs/ablation-quick")
     full = parse_args([])
-    assert full.model == "hsvlt_nano" and str(full.doc) == "docs/RESULTS.md" and full.img_size == 96
+    assert full.model == "hsvlt_nano" and str(full.doc) == "docs/RESULTS.md" and full.img_size == 64
     assert [v.key for v in full.variant_list][:5] == ["hsvlt", "no-csa", "no-ivla", "late", "feedback"]
     chosen = parse_args(["--variants", "late", "hsvlt"])
     assert [v.key for v in chosen.variant_list] == ["hsvlt", "late"]  # table order

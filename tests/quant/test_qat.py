@@ -46,7 +46,7 @@ def test_qat_keeps_the_best_epoch_and_records_it(qat_artifact):
     _, figures = qat_artifact
     assert figures["method"] == "qat" and [e["epoch"] for e in figures["log"]] == [1, 2]
     assert figures["val_mAP_int8"] == max(e["int8_mAP"] for e in figures["log"])
-    assert figures["float_layers"] == []  # the default: everything int8
+    assert figures["float_layers"] == ["norms"]  # the default: LayerNorm statistics float
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -112,6 +112,19 @@ def test_float_layers_stay_float(checkpoint):
                       and any("ChannelNorm" in str(kind) for _, kind in n.meta.get("nn_module_stack", {}).values())]
         dequantised = ["dequantize" in str(getattr(n.args[1], "target", "")) for n in norm_convs]
         assert norm_convs and any(dequantised) == int8_norms, float_layers
+
+
+def test_quantised_variance_of_zero_stays_finite():
+    """int8 rounds the small variances of a tensor with a wide range to 0: the norms clamp before rsqrt, so
+    fake quantisation (QAT) gives finite outputs where rsqrt(0) used to give inf and a NaN loss."""
+    from hsvlt.rewrites import ChannelNorm, TokenNorm
+
+    for norm, example in ((TokenNorm(8, 1e-6), torch.randn(2, 5, 8)), (ChannelNorm(8, 1e-6), torch.randn(2, 8, 4, 4))):
+        graph = torch.export.export(norm, (example,)).module()
+        prepared = prepare(graph, qat=True)
+        tokens = example.clone()
+        tokens[0] *= 1e6  # one sample's variance sets the scale; the other's rounds to 0
+        assert torch.isfinite(prepared(tokens)).all(), type(norm).__name__
 
 
 def test_observer_and_batch_norm_freezing():

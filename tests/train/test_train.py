@@ -18,7 +18,7 @@ from hsvlt.evaluate import main as evaluate_main
 from hsvlt.train import main as train_main
 
 TINY = ["--model", "hsvlt_pico", "--img-size", "64", "--train-size", "64", "--val-size", "33",
-        "--batch-size", "16", "--workers", "0", "--warmup-epochs", "0.5"]
+        "--batch-size", "16", "--workers", "0", "--warmup-epochs", "0.5", "--low-res-epochs", "1"]
 
 
 def train(out, *extra):
@@ -38,6 +38,7 @@ def test_a_run_writes_every_artifact(trained):
         assert (out / name).is_file(), name
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [1, 2]
+    assert [entry["img_size"] for entry in log] == [56, 64]  # progressive resizing: 5/6 of 64 px, then 64
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "thresholds", "labels"):
         assert key in metrics
