@@ -120,7 +120,8 @@ class InMemoryDataset(MultiLabelDataset):
         self.source = dataset
         first, _ = dataset.load(0)
         self.images = np.empty((len(dataset), *first.shape), dtype=np.uint8)
-        for i in tqdm(range(len(dataset)), desc=desc, leave=False, mininterval=1.0):
+        self.images[0] = first
+        for i in tqdm(range(1, len(dataset)), desc=desc, leave=False, mininterval=1.0):
             self.images[i] = dataset.load(i)[0]
         self.target_matrix = dataset.targets()
 
