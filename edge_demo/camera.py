@@ -21,7 +21,6 @@ preprocess, infer, overlay; nothing is written) and prints a table.
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from edge_demo.overlay import draw, peak
 from edge_demo.runtimes import load_model
 from edge_demo.smoothing import LabelSmoother
 from edge_demo.sources import ImageSource, Source, SourceError, open_source
+from hsvlt.cli import exit_on_bad_input
 from hsvlt.deploy import preprocess_frame
 from quant.pt2e import quiet_toolchain
 
@@ -254,11 +254,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     """Run the demo; bad input (model, source, output folder, a camera that goes away) is reported in one line
     and exits with status 1."""
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (SourceError, ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    return exit_on_bad_input(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.common import Source, cpu_threads, load_source, run_cli, size_mb
+from export.common import Source, cpu_threads, load_source, size_mb
 from hsvlt.checkpoint import save_checkpoint
+from hsvlt.cli import exit_on_bad_input
 from hsvlt.models import PRESETS, create_model
 
 PEAK_GFLOPS = 157.0  # this CPU: 2 cores x 32 fp32 FLOP/cycle (AVX2 FMA) x 2.45 GHz (DESIGN.md section 3)
@@ -321,4 +322,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    exit_on_bad_input(main)

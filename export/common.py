@@ -2,11 +2,10 @@
 the manifest, validation images and the parity check against PyTorch.
 
 Every user-facing failure is an ExportError whose message is one line naming the file and the problem;
-`run_cli` prints it as `error: ...` and exits with status 1.
+the commands print it as `error: ...` and exit with status 1 (hsvlt.cli).
 """
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,15 +164,6 @@ def size_mb(path: Path) -> float:
     if path.is_dir():
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
     return path.stat().st_size / 1e6
-
-
-def run_cli(main, argv=None) -> None:
-    """Call main(argv); report bad input (ExportError, CheckpointError, a missing or unreadable file: all
-    one-line ValueError / FileNotFoundError messages) as one line and exit 1."""
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
 
 
 def cpu_threads() -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from export.common import run_cli
+from hsvlt.cli import exit_on_bad_input
 from hsvlt.data import DATASETS, build_data
 from hsvlt.deploy import prepare_image, to_input
 from hsvlt.evaluate import format_report
@@ -101,4 +101,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    exit_on_bad_input(main)

@@ -34,10 +34,10 @@ from export.common import (
     parity,
     prepare_output,
     reference_outputs,
-    run_cli,
     size_mb,
     validation_images,
 )
+from hsvlt.cli import exit_on_bad_input
 from hsvlt.deploy import manifest_path, write_manifest
 
 # Operations that hold or apply int8 weights in an ML program (iOS 16/17 and iOS 18 forms).
@@ -223,4 +223,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    exit_on_bad_input(main)

@@ -15,8 +15,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from hsvlt.deploy import manifest_path, write_manifest
-
 from export.common import (
     ExportError,
     Source,
@@ -29,10 +27,11 @@ from export.common import (
     parity,
     prepare_output,
     reference_outputs,
-    run_cli,
     size_mb,
     validation_images,
 )
+from hsvlt.cli import exit_on_bad_input
+from hsvlt.deploy import manifest_path, write_manifest
 
 BACKENDS = ("xnnpack", "coreml")
 
@@ -160,4 +159,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    exit_on_bad_input(main)

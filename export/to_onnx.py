@@ -22,10 +22,10 @@ from export.common import (
     parity,
     prepare_output,
     reference_outputs,
-    run_cli,
     size_mb,
     validation_images,
 )
+from hsvlt.cli import exit_on_bad_input
 from hsvlt.deploy import for_export, manifest_path, write_manifest
 
 OPSET = 18
@@ -77,4 +77,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    exit_on_bad_input(main)

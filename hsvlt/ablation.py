@@ -33,7 +33,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hsvlt import distributed
-from hsvlt.checkpoint import CheckpointError, load_model
+from hsvlt.checkpoint import load_model
+from hsvlt.cli import exit_on_bad_input
 from hsvlt.compare import batch1_latency_ms
 from hsvlt.data.base import MultiLabelDataset
 from hsvlt.data.loader import eval_loader
@@ -450,11 +451,7 @@ def run(args) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_bad_input(run, parse_args(argv))
 
 
 if __name__ == "__main__":

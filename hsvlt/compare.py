@@ -8,13 +8,13 @@ images/s (median over epochs, as logged), and batch-1 CPU latency of its best.pt
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from hsvlt.checkpoint import CheckpointError, load_model
+from hsvlt.checkpoint import load_model
+from hsvlt.cli import exit_on_bad_input
 from hsvlt.distributed import configure_cpu
 
 
@@ -31,6 +31,13 @@ def batch1_latency_ms(models: list[torch.nn.Module], sizes: list[int], runs: int
     return [statistics.median(spent) for spent in times]
 
 
+def read_runs(runs: list[Path]) -> tuple[list, list[list[dict]]]:
+    """(model, checkpoint) of each run's best.pt and the entries of its log.jsonl."""
+    loaded = [load_model(run / "best.pt") for run in runs]
+    logs = [[json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] for run in runs]
+    return loaded, logs
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hsvlt.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,11 +45,7 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", dest="calls", type=int, default=30, help="timed calls per model")
     args = parser.parse_args(argv)
     configure_cpu()
-    try:
-        loaded = [load_model(run / "best.pt") for run in args.runs]
-        logs = [[json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] for run in args.runs]
-    except (CheckpointError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    loaded, logs = exit_on_bad_input(read_runs, args.runs)
     models = [model for model, _ in loaded]
     own_sizes = [model.config.img_size for model in models]
     at_own = batch1_latency_ms(models, own_sizes, args.calls)

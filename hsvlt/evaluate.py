@@ -7,7 +7,6 @@ Without --data, the checkpoint's own validation set is used (for `shapes`, the s
 import argparse
 import contextlib
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import torch
 from tqdm import tqdm
 
 from hsvlt import distributed
-from hsvlt.checkpoint import CheckpointError, load_model
+from hsvlt.checkpoint import load_model
+from hsvlt.cli import exit_on_bad_input
 from hsvlt.data import DATASETS, build_data
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader
@@ -32,10 +32,18 @@ class Predictions:
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (index, reason) of unreadable images
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (unless disabled); full precision on the CPU."""
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def uses_bf16(device: torch.device, enabled: bool = True, cpu: bool = False) -> bool:
+    """Whether `autocast` computes in bf16: on CUDA (unless disabled); on the CPU only with `cpu` (training) and
+    where the CPU has native bf16 (AVX512-BF16 or AMX; emulated bf16 is slower than float32). Evaluation keeps
+    the CPU in float32, the precision of the exported models."""
+    native_cpu = cpu and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return enabled and (device.type == "cuda" or native_cpu)
+
+
+def autocast(device: torch.device, enabled: bool = True, cpu: bool = False):
+    """bf16 autocast where `uses_bf16`, else full precision."""
+    if uses_bf16(device, enabled, cpu):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -144,11 +152,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_bad_input(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,16 @@ class AsymmetricLoss(nn.Module):
         return -((loss_pos + loss_neg) * mask).sum() / logits.shape[0]
 
 
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Binary KL divergence from the teacher's per-class probabilities to the student's, summed over classes and
+    averaged over the batch like the losses above; 0 when the student matches the teacher. Every class counts,
+    ignored ones included: the teacher has an opinion on each."""
+    teacher = torch.sigmoid(teacher_logits.float())
+    cross_entropy = F.binary_cross_entropy_with_logits(student_logits.float(), teacher, reduction="sum")
+    teacher_entropy = F.binary_cross_entropy_with_logits(teacher_logits.float(), teacher, reduction="sum")
+    return (cross_entropy - teacher_entropy) / student_logits.shape[0]
+
+
 def build_loss(name: str) -> nn.Module:
     losses = {"bce": BCELoss, "asl": AsymmetricLoss}
     if name not in losses:

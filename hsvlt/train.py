@@ -14,12 +14,10 @@ A run that stops for any reason continues exactly where it stopped with `--resum
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -27,11 +25,12 @@ from tqdm import tqdm
 
 from hsvlt import distributed
 from hsvlt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hsvlt.cli import exit_on_bad_input
 from hsvlt.data import DATASETS, build_data
 from hsvlt.data.base import InMemoryDataset, to_model_input
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
-from hsvlt.evaluate import autocast, format_report, predict
+from hsvlt.evaluate import autocast, format_report, predict, uses_bf16
 from hsvlt.losses import build_loss
 from hsvlt.metrics import calibrate_thresholds, evaluate_scores
 from hsvlt.models import PRESETS, create_model
@@ -39,12 +38,13 @@ from hsvlt.models.hsvlt import FUSIONS
 from hsvlt.plots import plot_curves
 
 # Defaults that depend on the dataset. The generated datasets need no crop (a crop would cut objects out and
-# make labels wrong). On shapes (12000 x 6 epochs, 96 px), peak lr 2e-3 with a 0.3-epoch warm-up reached val
-# mAP 92.3 against 88.1 for 1e-3 with a 1-epoch warm-up; 5 epochs (the default) reach 87.9 in ~16 minutes on
-# 2 CPU cores. `lr` is the from-scratch rate. Measured and not taken (one core each, val mAP): 80 px for all
-# 6 epochs 89.1; lr 3e-3 49.2 after 2 of 5 epochs (lr 2e-3: 67.3); progressive resizing, 10000 scenes x 6
-# epochs, 4 at 80 px then 2 at 96 px, 84.8.
-GENERATED_DATA_DEFAULTS = dict(img_size=96, train_size=12000, epochs=5, batch_size=32, crop_scale=1.0,
+# make labels wrong). The shapes default (12000 scenes x 6 epochs at 88 px, bf16 autocast) reached val mAP 90.7
+# in 13.2 minutes on 2 cores of an AVX512-BF16 EPYC. Measured and not taken there (val mAP, minutes): float32
+# 96 px x 5 epochs 87.9 (~16), x 6 92.3 (~19); float32 88 px x 6 90.5 (16.6); bf16 96 px x 6 91.1 (15.9);
+# 80 px x 6 89.1; peak lr 3e-3 49.2 after 2 of 5 epochs (2e-3: 67.3) and 1e-3 with a 1-epoch warm-up 88.1
+# (96 px x 6); progressive resizing, 10000 scenes x 6 epochs, 4 at 80 px then 2 at 96 px, 84.8.
+# `lr` is the from-scratch rate.
+GENERATED_DATA_DEFAULTS = dict(img_size=88, train_size=12000, epochs=6, batch_size=32, crop_scale=1.0,
                                randaugment=0, lr=2e-3, warmup_epochs=0.3)
 DATA_DEFAULTS = {
     "shapes": GENERATED_DATA_DEFAULTS,
@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--train-size", type=int, help="shapes, fashion-mosaic: training scenes (default: 12000)")
     data.add_argument("--val-size", type=int, default=1000, help="shapes, fashion-mosaic: validation scenes")
     data.add_argument("--img-size", type=int, help="training and validation input size "
-                                                   "(default: 96 for shapes and fashion-mosaic, else the preset's)")
+                                                   "(default: 88 for shapes and fashion-mosaic, else the preset's)")
     data.add_argument("--crop-scale", type=float, help="random resized crop keeps this area fraction or more "
                                                        "(default: 1.0 for shapes and fashion-mosaic, 0.7 otherwise)")
     data.add_argument("--randaugment", type=int, help="RandAugment-style ops per image "
@@ -104,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--freeze-stages", type=int, default=0, help="freeze the backbone of the first N stages")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, help="epochs (default: 5 for shapes and fashion-mosaic, 40 otherwise)")
+    optim.add_argument("--epochs", type=int, help="epochs (default: 6 for shapes and fashion-mosaic, 40 otherwise)")
     optim.add_argument("--batch-size", type=int, help="images per step per process (default: 32)")
     optim.add_argument("--lr", type=float, help="peak AdamW learning rate (default from scratch: 2e-3 "
                                                 "for shapes and fashion-mosaic, 1e-3 otherwise; 1e-4 with --pretrained)")
@@ -129,7 +129,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="also save last.pt inside an epoch this often (0: only at epoch ends)")
     run.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and augmentation")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda)")
-    run.add_argument("--no-amp", action="store_true", help="on CUDA, train in float32 instead of bf16 autocast")
+    run.add_argument("--no-amp", action="store_true", help="train in float32 instead of bf16 autocast (on CUDA, and on CPUs with native "
+                                                        "bf16: AVX512-BF16 or AMX)")
     args = parser.parse_args(argv)
 
     defaults = data_defaults(args.data)
@@ -353,7 +354,7 @@ class Trainer:
                 continue
             images = to_model_input(batch["images"], self.runtime.device)
             targets = batch["targets"].to(self.runtime.device, non_blocking=True)
-            with autocast(self.runtime.device, enabled=not self.args.no_amp):
+            with autocast(self.runtime.device, enabled=not self.args.no_amp, cpu=True):
                 logits = self.net(images)
             loss = self.loss_fn(logits.float(), targets)
             if not torch.isfinite(loss):
@@ -391,7 +392,8 @@ class Trainer:
             params = sum(p.numel() for p in self.model.parameters()) / 1e6
             print(f"{args.model} ({params:.1f}M params) on {args.data}: {len(self.data.train)} train / "
                   f"{len(self.data.val)} val images at {args.img_size}px, {args.epochs} epochs, "
-                  f"{self.runtime.world_size} x {self.runtime.device.type}")
+                  f"{self.runtime.world_size} x {self.runtime.device.type}, "
+                  f"{'bf16 autocast' if uses_bf16(self.runtime.device, not args.no_amp, cpu=True) else 'float32'}")
         for epoch in range(state.epoch, args.epochs):
             train_log = self.train_epoch(epoch)
             predictions, result = self.validate()
@@ -453,22 +455,24 @@ class Trainer:
         return summary
 
 
-def main(argv=None) -> dict | None:
-    args = parse_args(argv)
-    try:
-        runtime = distributed.setup(args.device)
-        args.world_size = runtime.world_size
+def run(args: argparse.Namespace) -> dict | None:
+    """Join the process group (under torchrun), build the trainer, resume if asked, train."""
+    runtime = distributed.setup(args.device)
+    args.world_size = runtime.world_size
+    if runtime.is_main:
+        args.out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(args, runtime)
+    if args.resume:
+        path = args.out / "last.pt" if args.resume == "last" else Path(args.resume)
+        trainer.resume(path)
         if runtime.is_main:
-            args.out.mkdir(parents=True, exist_ok=True)
-        trainer = Trainer(args, runtime)
-        if args.resume:
-            path = args.out / "last.pt" if args.resume == "last" else Path(args.resume)
-            trainer.resume(path)
-            if runtime.is_main:
-                print(f"resumed from {path} at epoch {trainer.state.epoch + 1}")
-        return trainer.fit()
-    except (CheckpointError, ValueError, FileNotFoundError, FloatingPointError) as error:
-        sys.exit(f"error: {error}")
+            print(f"resumed from {path} at epoch {trainer.state.epoch + 1}")
+    return trainer.fit()
+
+
+def main(argv=None) -> dict | None:
+    try:
+        return exit_on_bad_input(run, parse_args(argv))
     finally:
         distributed.teardown()
 

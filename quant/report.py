@@ -19,7 +19,8 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from export.common import load_source, run_cli, size_mb
+from export.common import load_source, size_mb
+from hsvlt.cli import exit_on_bad_input
 from quant.pt2e import DEFAULT_FLOAT_LAYERS, FLOAT_LAYERS
 
 STUDY = [()] + [(name,) for name in FLOAT_LAYERS] + [tuple(FLOAT_LAYERS)]
@@ -176,4 +177,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    exit_on_bad_input(main)

@@ -20,8 +20,13 @@ from pathlib import Path
 
 import torch
 
-from hsvlt.models.efficientnet_lite import (UNUSED_BY_HSVLT, checkpoint_filter, hsvlt_key_prefixes,
-                                            imagenet_weights_path, unit_scale_stages)
+from hsvlt.models.efficientnet_lite import (
+    UNUSED_BY_HSVLT,
+    checkpoint_filter,
+    hsvlt_key_prefixes,
+    imagenet_weights_path,
+    unit_scale_stages,
+)
 from hsvlt.models.hsvlt import HSVLT
 
 

@@ -6,9 +6,16 @@ from skimage import data as photos
 from hsvlt.checkpoint import load_model
 from hsvlt.deploy import DeployableHSVLT, prepare_image, to_input
 from hsvlt.models import create_model
-from hsvlt.models.efficientnet_lite import (LITE0_WIDTHS, UNUSED_BY_HSVLT, EfficientNetLite0, checkpoint_filter,
-                                            fold_batch_norm, hsvlt_key_prefixes, imagenet_weights_path,
-                                            unit_scale_stages)
+from hsvlt.models.efficientnet_lite import (
+    LITE0_WIDTHS,
+    UNUSED_BY_HSVLT,
+    EfficientNetLite0,
+    checkpoint_filter,
+    fold_batch_norm,
+    hsvlt_key_prefixes,
+    imagenet_weights_path,
+    unit_scale_stages,
+)
 from hsvlt.models.pretrained import load_pretrained
 from hsvlt.train import main, parse_args
 

@@ -1,6 +1,7 @@
 """quant/: PT2E QAT and PTQ on a tiny model, the int8 artifact, and its lowering."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def qat_artifact(checkpoint, tmp_path_factory):
     # A learning rate this small keeps the weights where they are: the int8 model is then comparable with the
     # fp32 checkpoint (the schedule, freezing, per-epoch conversion and best-epoch choice all still run).
     figures = quantise(checkpoint, out, "--epochs", "2", "--max-steps", "3", "--freeze-observers-after", "1",
-                       "--lr", "1e-7")
+                       "--lr", "1e-7", "--distill", "0.5")
     return out, figures
 
 
@@ -47,6 +48,7 @@ def test_qat_keeps_the_best_epoch_and_records_it(qat_artifact):
     assert figures["method"] == "qat" and [e["epoch"] for e in figures["log"]] == [1, 2]
     assert figures["val_mAP_int8"] == max(e["int8_mAP"] for e in figures["log"])
     assert figures["float_layers"] == ["norms"]  # the default: LayerNorm statistics float
+    assert figures["distill"] == 0.5 and all(math.isfinite(e["loss"]) for e in figures["log"])
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -160,12 +162,15 @@ def test_fake_quantised_graph_trains():
     assert losses[-1] < 0.9 * losses[0], losses  # without gradients it would not move at all
 
 
-@pytest.mark.parametrize("problem", ["missing checkpoint", "wrong suffix"])
+@pytest.mark.parametrize("problem", ["missing checkpoint", "wrong suffix", "distill weight"])
 def test_command_line_errors_are_one_line(problem, checkpoint, tmp_path):
     ckpt = tmp_path / "gone.pt" if problem == "missing checkpoint" else checkpoint
-    out = tmp_path / ("qat.pt2" if problem == "missing checkpoint" else "qat.pte")
-    expected = f"error: {ckpt}: checkpoint not found" if problem == "missing checkpoint" else \
-        f"error: {out}: output must end in .pt2"
+    out = tmp_path / ("qat.pte" if problem == "wrong suffix" else "qat.pt2")
+    extra, expected = {
+        "missing checkpoint": ([], f"error: {ckpt}: checkpoint not found"),
+        "wrong suffix": ([], f"error: {out}: output must end in .pt2"),
+        "distill weight": (["--distill", "1.5"], "error: --distill 1.5: must be between 0 and 1"),
+    }[problem]
     with pytest.raises(SystemExit) as exit_info:
-        qat.main(["--ckpt", str(ckpt), "--out", str(out)])
+        qat.main(["--ckpt", str(ckpt), "--out", str(out), *extra])
     assert str(exit_info.value.code) == expected
