@@ -129,8 +129,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="also save last.pt inside an epoch this often (0: only at epoch ends)")
     run.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and augmentation")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda)")
-    run.add_argument("--no-amp", action="store_true", help="train in float32 instead of bf16 autocast (on CUDA, and on CPUs with native "
-                                                        "bf16: AVX512-BF16 or AMX)")
+    run.add_argument("--no-amp", action="store_true",
+                     help="train in float32 instead of bf16 autocast (on CUDA, and on CPUs with native bf16: "
+                          "AVX512-BF16 or AMX)")
     args = parser.parse_args(argv)
 
     defaults = data_defaults(args.data)

@@ -209,8 +209,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="QAT epochs")
     parser.add_argument("--lr", type=float, default=5e-5, help="peak AdamW learning rate (cosine decay)")
     # Distillation from the fp32 model is the usual QAT aid; on shapes (an hsvlt_nano of fp32 mAP 87.94, 3 x 150
-    # steps, lr 2e-4) it
-    # measured no better than the labels alone (int8 mAP 88.11 at weight 0.5 vs 88.14 at 0), so it is off.
+    # steps, lr 2e-4) it measured no better than the labels alone (int8 mAP 88.11 at weight 0.5 vs 88.14 at 0),
+    # so it is off.
     parser.add_argument("--distill", type=float, default=0.0,
                         help="weight in [0, 1] of distillation from the fp32 checkpoint (binary KL to its "
                              "probabilities); the labels' loss gets 1 - this (default: 0)")
