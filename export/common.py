@@ -1,4 +1,4 @@
-"""What the exporters share: reading the checkpoint, checking the output path, tracing the deployable module,
+"""What the exporters share: reading the checkpoint, tracing the deployable module,
 the manifest, validation images and the parity check against PyTorch.
 
 Every user-facing failure is an ExportError whose message is one line naming the file and the problem;
@@ -6,7 +6,6 @@ the commands print it as `error: ...` and exit with status 1 (hsvlt.cli).
 """
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,22 +67,6 @@ def check_attention_stage(stage: int | None, model: HSVLT) -> int | None:
     if stage is not None and not 0 <= stage < stages:
         raise ExportError(f"--attention-stage must be 0..{stages - 1}, got {stage}")
     return stage
-
-
-def prepare_output(path: str | Path, suffix: str) -> Path:
-    """Check that `path` has `suffix` and that its folder exists (it is created) and can be written to."""
-    path = Path(path)
-    if path.suffix.lower() != suffix:
-        raise ExportError(f"{path}: output must end in {suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
-            pass
-    except OSError as error:
-        raise ExportError(f"{path}: cannot write here ({error.strerror or error})") from None
-    if path.is_dir() and suffix != ".mlpackage":
-        raise ExportError(f"{path}: is a folder")
-    return path
 
 
 def export_program(module: torch.nn.Module, img_size: int,

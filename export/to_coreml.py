@@ -32,12 +32,11 @@ from export.common import (
     load_source,
     manifest_for,
     parity,
-    prepare_output,
     reference_outputs,
     size_mb,
     validation_images,
 )
-from hsvlt.cli import exit_on_bad_input
+from hsvlt.cli import exit_on_bad_input, prepare_output
 from hsvlt.deploy import manifest_path, write_manifest
 
 # Operations that hold or apply int8 weights in an ML program (iOS 16/17 and iOS 18 forms).

@@ -20,12 +20,11 @@ from export.common import (
     load_source,
     manifest_for,
     parity,
-    prepare_output,
     reference_outputs,
     size_mb,
     validation_images,
 )
-from hsvlt.cli import exit_on_bad_input
+from hsvlt.cli import exit_on_bad_input, prepare_output
 from hsvlt.deploy import for_export, manifest_path, write_manifest
 
 OPSET = 18

@@ -45,7 +45,7 @@ def timed(function, repeats: int) -> list[float]:
     return times
 
 
-def measure(preset: str, batch_size: int, steps: int, workers: int) -> dict:
+def measure(preset: str, batch_size: int, steps: int, workers: int, bf16: bool) -> dict:
     size = PRESETS[preset].img_size
     embeddings = torch.from_numpy(load_label_set("shapes").embeddings)
     model = create_model(preset, embeddings)
@@ -55,7 +55,7 @@ def measure(preset: str, batch_size: int, steps: int, workers: int) -> dict:
     loss_fn = BCELoss()
 
     def train_step():  # as hsvlt.train steps: bf16 autocast where the CPU has native bf16
-        with autocast(CPU, cpu=True):
+        with autocast(CPU, bf16):
             logits = model(images)
         loss = loss_fn(logits.float(), targets)
         optimizer.zero_grad(set_to_none=True)
@@ -118,9 +118,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes (as in training)")
     args = parser.parse_args(argv)
     configure_cpu()
-    rows = [measure(preset, args.batch_size, args.steps, args.workers)
+    bf16 = uses_bf16(CPU, cpu=True)
+    rows = [measure(preset, args.batch_size, args.steps, args.workers, bf16)
             for preset in tqdm(args.presets, desc="presets")]
-    precision = "bf16 autocast" if uses_bf16(CPU, cpu=True) else "float32"
+    precision = "bf16 autocast" if bf16 else "float32"
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch_size}, "
           f"training in {precision}, inference in float32")
     print(format_table(rows))

@@ -6,6 +6,8 @@ Commands run their work through `exit_on_bad_input`; called as functions (tests)
 """
 
 import sys
+import tempfile
+from pathlib import Path
 
 BAD_INPUT = (ValueError, FileNotFoundError, FloatingPointError)
 
@@ -16,3 +18,20 @@ def exit_on_bad_input(work, *args):
         return work(*args)
     except BAD_INPUT as error:
         sys.exit(f"error: {error}")
+
+
+def prepare_output(path: str | Path, suffix: str) -> Path:
+    """Check that the output file `path` ends in `suffix` (any case, as the readers accept it) and that its folder
+    exists (it is created) and can be written to; raises ValueError naming the file."""
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise ValueError(f"{path}: output must end in {suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as error:
+        raise ValueError(f"{path}: cannot write here ({error.strerror or error})") from None
+    if path.is_dir() and suffix != ".mlpackage":
+        raise ValueError(f"{path}: is a folder")
+    return path

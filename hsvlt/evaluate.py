@@ -40,23 +40,22 @@ def uses_bf16(device: torch.device, enabled: bool = True, cpu: bool = False) -> 
     return enabled and (device.type == "cuda" or native_cpu)
 
 
-def autocast(device: torch.device, enabled: bool = True, cpu: bool = False):
-    """bf16 autocast where `uses_bf16`, else full precision."""
-    if uses_bf16(device, enabled, cpu):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on `device` when `bf16` (decided once by `uses_bf16`), else full precision."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 @torch.no_grad()
 def predict(model, loader, runtime: distributed.Runtime, loss_fn=None, progress: bool = True) -> Predictions:
     """Run `model` over a (sharded) loader and gather every rank's results, ordered by dataset index."""
     model.eval()
+    bf16 = uses_bf16(runtime.device)
     indices, scores, targets, losses, skipped = [], [], [], [], []
     for batch in tqdm(loader, desc="validate", leave=False, disable=not (progress and runtime.is_main)):
         skipped += batch["bad"]
         if batch["images"] is None:
             continue
-        with autocast(runtime.device):
+        with autocast(runtime.device, bf16):
             logits = model(to_model_input(batch["images"], runtime.device)).float()
         batch_targets = batch["targets"].to(runtime.device)
         if loss_fn is not None:

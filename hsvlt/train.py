@@ -233,6 +233,7 @@ def plain_args(args) -> dict:
 class Trainer:
     def __init__(self, args, runtime: distributed.Runtime):
         self.args, self.runtime = args, runtime
+        self.bf16 = uses_bf16(runtime.device, not args.no_amp, cpu=True)  # the training steps' precision
         self.out = args.out
         torch.manual_seed(args.seed)
         self.data = build_data(args.data, args.root, args.img_size, args.seed, args.train_size, args.val_size,
@@ -355,7 +356,7 @@ class Trainer:
                 continue
             images = to_model_input(batch["images"], self.runtime.device)
             targets = batch["targets"].to(self.runtime.device, non_blocking=True)
-            with autocast(self.runtime.device, enabled=not self.args.no_amp, cpu=True):
+            with autocast(self.runtime.device, self.bf16):
                 logits = self.net(images)
             loss = self.loss_fn(logits.float(), targets)
             if not torch.isfinite(loss):
@@ -394,7 +395,7 @@ class Trainer:
             print(f"{args.model} ({params:.1f}M params) on {args.data}: {len(self.data.train)} train / "
                   f"{len(self.data.val)} val images at {args.img_size}px, {args.epochs} epochs, "
                   f"{self.runtime.world_size} x {self.runtime.device.type}, "
-                  f"{'bf16 autocast' if uses_bf16(self.runtime.device, not args.no_amp, cpu=True) else 'float32'}")
+                  f"{'bf16 autocast' if self.bf16 else 'float32'}")
         for epoch in range(state.epoch, args.epochs):
             train_log = self.train_epoch(epoch)
             predictions, result = self.validate()

@@ -10,12 +10,15 @@ It is the one int8 format that lowers to both XNNPACK and Core ML (DESIGN.md sec
 Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_FLOAT_LAYERS (the LayerNorm
 statistics), comes from the measurements written beside it.
 
-Why PT2E and not torchao's eager QAT (quantize_ with QATConfig): the eager flow's int8 configurations are
-Int8DynamicActivationInt8Weight / Int8DynamicActivationIntxWeight, whose activations are quantised at run
-time. Dynamic activation quantisation does not convert to Core ML (DESIGN.md section 3), and on XNNPACK it
-only covers linear layers (convolutions, the bulk of both backbones, stay fp32), so it cannot give the single
-int8 artifact that both targets take; PT2E static quantisation covers convolutions, linears, adds and
-multiplies and lowers to both.
+Why PT2E and not torchao's eager QAT (quantize_ with QATConfig, quant/eager.py): measured side by side by
+`python quant/report.py --eager-study` (docs/QUANT_EAGER.md; shapes checkpoints, 3 x 150 QAT steps each), the
+eager flow's programs score a little higher (hsvlt_nano 91.06 vs 90.81 mAP, hsvlt_lite0 98.29 vs 98.10) but run
+about 2x (nano) and 3x (lite0) slower than PT2E's, are 1.3x and 3.3x larger, and split into 40 and 14 XNNPACK
+subgraphs with 90 and 26 operators outside. Its int8 configurations quantise activations at run time and cover
+linear layers only (convolutions stay float), its quantised weights cannot be folded by the export-time
+rewrites, and dynamic activation quantisation does not convert to Core ML (DESIGN.md section 3). PT2E static
+quantisation covers convolutions, linears, adds and multiplies and gives the one int8 artifact that XNNPACK
+and Core ML both take.
 """
 
 import copy

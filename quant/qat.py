@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from hsvlt.checkpoint import load_model
-from hsvlt.cli import exit_on_bad_input
+from hsvlt.cli import exit_on_bad_input, prepare_output
 from hsvlt.data import DATASETS, build_data
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader, train_loader
@@ -161,25 +161,32 @@ def quantization_aware(prepared, teacher, train, sampler, val, args: argparse.Na
     return best_graph, best_map, best_epoch, log
 
 
+def loaders(checkpoint: dict, img_size: int, args: argparse.Namespace, augment: bool):
+    """(training loader, its sampler, validation loader) of the checkpoint's data; training images augmented as
+    in training when `augment` (QAT), as for evaluation otherwise (calibration)."""
+    name, bundle = open_data(checkpoint, img_size, args)
+    val = eval_loader(bundle.val, eval_transform(img_size), args.batch_size, args.workers)
+    defaults = data_defaults(name)
+    transform = (train_transform(img_size, defaults["crop_scale"], defaults["randaugment"]) if augment
+                 else eval_transform(img_size))
+    train, sampler = train_loader(bundle.train, transform, args.batch_size, args.workers, args.seed)
+    if len(train) == 0:
+        raise ValueError(f"{len(bundle.train)} training images is less than one batch of {args.batch_size}")
+    return train, sampler, val
+
+
 def run(args: argparse.Namespace) -> dict:
     """Quantise and write the artifact; returns the figures (fp32 and int8 validation mAP, per-epoch log)."""
     torch.manual_seed(args.seed)
     model, checkpoint = load_model(args.ckpt)
     img_size = model.config.img_size
     float_layers = tuple(name for name in args.float_layers.split(",") if name)
-    name, bundle = open_data(checkpoint, img_size, args)
-    val = eval_loader(bundle.val, eval_transform(img_size), args.batch_size, args.workers)
-    defaults = data_defaults(name)
     qat = not args.ptq
-    transform = (train_transform(img_size, defaults["crop_scale"], defaults["randaugment"]) if qat
-                 else eval_transform(img_size))
-    train, sampler = train_loader(bundle.train, transform, args.batch_size, args.workers, args.seed)
-    if len(train) == 0:
-        raise ValueError(f"{len(bundle.train)} training images is less than one batch of {args.batch_size}")
+    train, sampler, val = loaders(checkpoint, img_size, args, augment=qat)
 
     teacher = for_export(model, args.attention_stage, logits=True)
     fp32_map = validation_map(teacher, val, "fp32 validate")
-    print(f"fp32 {model.config.preset}: validation mAP {fp32_map:.2f} ({len(bundle.val)} images)")
+    print(f"fp32 {model.config.preset}: validation mAP {fp32_map:.2f} ({len(val.dataset)} images)")
     prepared = prepare(capture(model, qat, args.attention_stage), qat, float_layers)
     if qat:
         graph, int8_map, best_epoch, log = quantization_aware(prepared, teacher, train, sampler, val, args)
@@ -242,12 +249,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if not 0 <= args.distill <= 1:
         sys.exit(f"error: --distill {args.distill}: must be between 0 and 1")
-    if args.out.suffix != ARTIFACT_SUFFIX:
-        sys.exit(f"error: {args.out}: output must end in {ARTIFACT_SUFFIX}")
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        sys.exit(f"error: {args.out}: cannot write here ({error.strerror or error})")
+    exit_on_bad_input(prepare_output, args.out, ARTIFACT_SUFFIX)
     return exit_on_bad_input(run, args)
 
 

@@ -5,12 +5,16 @@ ExecuTorch runtime on the checkpoint's validation set; written to docs/QUANT.md 
     python -m hsvlt.train --model hsvlt_lite0 --pretrained imagenet --out runs/lite0
     python quant/report.py --ckpt runs/nano/best.pt runs/lite0/best.pt
     python quant/report.py --ckpt runs/nano/best.pt --float-study     # which layers should stay float
+    python quant/report.py --ckpt runs/nano/best.pt --eager-study     # torchao's eager QAT flow against PT2E
 
 For each checkpoint: quant/qat.py --ptq and quant/qat.py (QAT, --qat-epochs), both exported with
 export/to_executorch.py --int8 and evaluated by export/evaluate_artifact.py's code, next to the fp32 program.
 --float-study quantises (PTQ) with each group of quant.pt2e.FLOAT_LAYERS kept in float, one at a time and
 all together, and reports the converted model's validation mAP: the measurement behind
 quant.pt2e.DEFAULT_FLOAT_LAYERS, written to docs/QUANT_FLOAT_LAYERS.md.
+--eager-study trains torchao's eager QAT flow (quant/eager.py) as long as quant/qat.py's PT2E QAT and measures
+both programs and the fp32 one through the ExecuTorch runtime: validation mAP, batch-1 latency at the
+checkpoint's input size, file size and how whole the XNNPACK delegation is; written to docs/QUANT_EAGER.md.
 """
 
 import argparse
@@ -35,17 +39,29 @@ def qat_args(checkpoint: Path, out: Path, args: argparse.Namespace, *extra: str)
     return common + list(extra)
 
 
-def runtime_map(source, program: Path, int8: Path | None, args: argparse.Namespace) -> tuple[float, float]:
-    """(validation mAP through the ExecuTorch runtime, .pte size in MB) of the fp32 or int8 program."""
+def program_map(program: Path, args: argparse.Namespace) -> float:
+    """Validation mAP of a .pte through the ExecuTorch runtime (export/evaluate_artifact.py's code)."""
     from edge_demo.runtimes import ExecuTorchModel
-    from export import to_executorch
     from export.evaluate_artifact import evaluate, validation_set
 
-    to_executorch.export(source, program, int8=int8, parity_images=0)
     model = ExecuTorchModel(program)
     namespace = argparse.Namespace(data=None, root=None, val_size=args.val_size)
     _, dataset = validation_set(model.manifest, namespace, model.input_size)
-    return evaluate(model, dataset)["at_0.5"]["mAP"], size_mb(program)
+    return evaluate(model, dataset)["at_0.5"]["mAP"]
+
+
+def runtime_map(source, program: Path, int8: Path | None, args: argparse.Namespace) -> tuple[float, float]:
+    """(validation mAP through the ExecuTorch runtime, .pte size in MB) of the fp32 or int8 program."""
+    from export import to_executorch
+
+    to_executorch.export(source, program, int8=int8, parity_images=0)
+    return program_map(program, args), size_mb(program)
+
+
+def qat_extra(qat_lr: float | None, args: argparse.Namespace) -> list[str]:
+    """quant/qat.py's training options for the QAT runs of this report."""
+    extra = ["--epochs", str(args.qat_epochs)] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
+    return extra + (["--lr", str(qat_lr)] if qat_lr else [])
 
 
 def compare(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, workdir: Path) -> dict:
@@ -56,9 +72,7 @@ def compare(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, wo
     print(f"{checkpoint}: PTQ")
     qat.run(qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_ptq.pt2", args, "--ptq")))
     print(f"{checkpoint}: QAT, {args.qat_epochs} epochs")
-    extra = ["--epochs", str(args.qat_epochs)] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
-    extra += ["--lr", str(qat_lr)] if qat_lr else []
-    qat_run = qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_qat.pt2", args, *extra))
+    qat_run = qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_qat.pt2", args, *qat_extra(qat_lr, args)))
     figures = qat.run(qat_run)
     row = {"preset": source.preset, "checkpoint": str(checkpoint), "qat_epochs": args.qat_epochs,
            "qat_lr": qat_run.lr, "qat_best_epoch": figures["best_epoch"]}
@@ -79,8 +93,71 @@ def study(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> list[tup
     return rows
 
 
+def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, workdir: Path) -> list[dict]:
+    """The fp32 program, PT2E QAT (quant/qat.py) and eager QAT (quant/eager.py), trained alike, each lowered to
+    XNNPACK and measured through the ExecuTorch runtime."""
+    from export import to_executorch
+    from export.common import manifest_for
+    from hsvlt.deploy import write_manifest
+    from quant import eager, qat
+
+    source = load_source(checkpoint)
+    stem = f"{source.preset}_{checkpoint.parent.name}"
+    qat_run = qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_qat.pt2", args, *qat_extra(qat_lr, args)))
+    print(f"{checkpoint}: PT2E QAT, {args.qat_epochs} epochs")
+    qat.run(qat_run)
+    rows = []
+    for name, key, int8 in (("fp32", "fp32", None), ("PT2E QAT int8 (quant/qat.py)", "pt2e", qat_run.out)):
+        path = workdir / f"{stem}_{key}.pte"
+        delegation = to_executorch.export(source, path, int8=int8, parity_images=0)["delegation"]
+        rows.append(measure_program(name, path, delegation, args))
+    print(f"{checkpoint}: eager QAT, {args.qat_epochs} epochs")
+    model, _ = eager.quantization_aware(qat_run)
+    path = workdir / f"{stem}_eager.pte"
+    buffer, delegation = to_executorch.lower(eager.program(model, source.img_size))
+    path.write_bytes(buffer)
+    write_manifest(path, manifest_for(source, "executorch-xnnpack", "int8", None))
+    rows.append(measure_program("eager QAT int8 (quant/eager.py)", path, delegation, args))
+    return rows
+
+
+def measure_program(name: str, path: Path, delegation: dict, args: argparse.Namespace) -> dict:
+    from export.bench import measure_in_subprocess
+    from export.common import cpu_threads
+
+    latency = measure_in_subprocess(path, cpu_threads(), runs=50, warmup=5)["p50_ms"]
+    return {"program": name, "mAP": program_map(path, args), "p50_ms": latency, "mb": size_mb(path),
+            "subgraphs": delegation["subgraphs"], "ops_outside": delegation["ops_outside"]}
+
+
+def eager_table(checkpoint: str, rows: list[dict], img_size: int) -> list[str]:
+    text = [f"## {checkpoint}", "",
+            f"| program | validation mAP | p50 ms, batch 1, {img_size} px | .pte MB | XNNPACK subgraphs | "
+            f"operators outside |", "|---|---:|---:|---:|---:|---:|"]
+    text += [f"| {r['program']} | {r['mAP']:.2f} | {r['p50_ms']:.2f} | {r['mb']:.2f} | {r['subgraphs']} | "
+             f"{r['ops_outside']} |" for r in rows]
+    return text + [""]
+
+
 def write_report(path: Path, command: str, rows: list[dict], studies: dict, args: argparse.Namespace) -> None:
     measured = f"Measured {date.today().isoformat()} by `{command}`."
+    if args.eager_study:
+        from export.common import cpu_threads
+
+        text = ["# Int8: torchao's eager QAT flow against PT2E", "",
+                f"{measured} Both flows trained alike from the same checkpoint ({args.qat_epochs} epoch"
+                f"{'s' if args.qat_epochs > 1 else ''}"
+                f"{f' of at most {args.max_steps} steps' if args.max_steps else ''}, the peak learning rate of "
+                f"quant/qat.py's run); every number from the XNNPACK program through the ExecuTorch runtime: mAP "
+                f"(percent) on the checkpoint's validation set, p50 latency of 50 runs at batch 1 with "
+                f"{cpu_threads()} thread{'s' if cpu_threads() > 1 else ''}. Eager QAT: int8 weights per channel and int8 dynamic activations on "
+                f"every linear layer (convolutions stay float), exported through the plain wrapper; PT2E: static "
+                f"int8 on the rewritten graph (quant/pt2e.py).", ""]
+        for checkpoint, (entries, img_size) in studies.items():
+            text += eager_table(checkpoint, entries, img_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(text))
+        return
     if rows:
         text = ["# Int8 quantisation", "",
                 f"{measured} mAP (percent) on each checkpoint's validation set, every model an ExecuTorch XNNPACK "
@@ -145,15 +222,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--qat-lr", type=float, nargs="+", help="QAT peak learning rate: one for all checkpoints, "
                                                                 "or one per --ckpt (default: quant/qat.py's)")
     parser.add_argument("--float-study", action="store_true", help="only the float-layer study (PTQ)")
+    parser.add_argument("--eager-study", action="store_true", help="only the eager-QAT-against-PT2E study")
     parser.add_argument("--train-size", type=int, help="generated data: training scenes for QAT / calibration")
     parser.add_argument("--val-size", type=int, help="generated data: validation scenes")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
     parser.add_argument("--out", type=Path, help="report to write (and .png); default docs/QUANT.md, with "
-                                                 "--float-study docs/QUANT_FLOAT_LAYERS.md")
+                                                 "--float-study docs/QUANT_FLOAT_LAYERS.md, with --eager-study "
+                                                 "docs/QUANT_EAGER.md")
     parser.add_argument("--workdir", type=Path, help="keep the artifacts here (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.qat_lr and len(args.qat_lr) not in (1, len(args.ckpt)):
         parser.error(f"--qat-lr: give one rate or one per checkpoint ({len(args.ckpt)})")
+    if args.float_study and args.eager_study:
+        parser.error("--float-study and --eager-study are separate runs")
     if args.qat_lr and len(args.qat_lr) == 1:
         args.qat_lr *= len(args.ckpt)
     return args
@@ -161,7 +242,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    args.out = args.out or Path("docs/QUANT_FLOAT_LAYERS.md" if args.float_study else "docs/QUANT.md")
+    default = ("docs/QUANT_FLOAT_LAYERS.md" if args.float_study else
+               "docs/QUANT_EAGER.md" if args.eager_study else "docs/QUANT.md")
+    args.out = args.out or Path(default)
     command = "python quant/report.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows, studies = [], {}
     with tempfile.TemporaryDirectory(prefix="hsvlt_quant_") as temporary:
@@ -170,6 +253,9 @@ def main(argv=None) -> None:
         for checkpoint, qat_lr in zip(args.ckpt, args.qat_lr or [None] * len(args.ckpt)):
             if args.float_study:
                 studies[str(checkpoint)] = study(checkpoint, args, workdir)
+            elif args.eager_study:
+                img_size = load_source(checkpoint).img_size
+                studies[str(checkpoint)] = (eager_study(checkpoint, qat_lr, args, workdir), img_size)
             else:
                 rows.append(compare(checkpoint, qat_lr, args, workdir))
     write_report(args.out, command.strip(), rows, studies, args)

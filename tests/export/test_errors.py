@@ -32,12 +32,12 @@ def test_unwritable_output(name, checkpoint, tmp_path):
     module, suffix = EXPORTERS[name]
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    with pytest.raises(ExportError, match="cannot write here"):
+    with pytest.raises(ValueError, match="cannot write here"):
         module.main(["--ckpt", str(checkpoint), "--out", str(blocker / f"model{suffix}")])
 
 
 def test_wrong_suffix_and_bad_attention_stage(checkpoint, tmp_path):
-    with pytest.raises(ExportError, match="must end in .pte"):
+    with pytest.raises(ValueError, match="must end in .pte"):
         to_executorch.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "model.onnx")])
     with pytest.raises(ExportError, match="attention-stage must be 0..3"):
         to_onnx.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "model.onnx"), "--attention-stage", "4"])

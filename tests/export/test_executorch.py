@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from edge_demo.runtimes import ExecuTorchModel, TorchModel
-from export import evaluate_artifact, to_executorch
-from export.common import load_source, validation_images
+from export import evaluate_artifact, op_profile, to_executorch
+from export.common import cpu_threads, load_source, validation_images
 from hsvlt.deploy import file_sha256, read_manifest
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -102,3 +102,14 @@ def test_core_ml_backend_gives_a_core_ml_delegated_program(checkpoint, tmp_path)
         assert result["parity"]["label_set_agreement"] >= 0.75 and result["parity"]["max_abs_diff"] < 2e-2
     else:
         assert result["parity"] is None
+
+
+def test_op_profile_accounts_for_the_delegate_call(exported):
+    """export/op_profile.py: the delegate's operators, by kind, from a real ETDump; their times fit in the call."""
+    out, _ = exported
+    result = op_profile.profile(out, threads=cpu_threads(), runs=3)
+    counts = {kind: count for kind, count, _ in result["kinds"]}
+    assert counts["Fully Connected (NC, F32) GEMM"] > 0 and counts["Softmax (NC, F32)"] > 0
+    operators_ms = sum(ms for _, _, ms in result["kinds"])
+    assert 0 < operators_ms <= result["delegate_ms"]
+    assert "| Fully Connected (NC, F32) GEMM |" in op_profile.format_profile(result)

@@ -1,0 +1,20 @@
+"""export/bench.py end to end on a tiny preset: every runtime measured, the report and its plot written (the
+timings themselves are not checked here: speed targets live in the benchmark's table, not in tests)."""
+
+import pytest
+
+from export import bench
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+
+def test_bench_writes_the_table_the_targets_and_the_profile(tmp_path):
+    out = tmp_path / "EXPORT.md"
+    bench.main(["--presets", "hsvlt_pico", "--img-size", "32", "--runs", "3", "--warmup", "1", "--out", str(out)])
+    report = out.read_text()
+    for row in ("PyTorch eager fp32", "ExecuTorch XNNPACK fp32", "ExecuTorch XNNPACK int8", "ONNX Runtime fp32"):
+        assert f"| {row} |" in report
+    assert "- hsvlt_pico: int8 .pte <= 30% of fp32:" in report
+    assert "| Fully Connected (NC, F32) GEMM |" in report  # the fp32 .pte's operator profile
+    assert "GEMM ceiling" in report
+    assert out.with_suffix(".png").stat().st_size > 0
