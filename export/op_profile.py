@@ -59,8 +59,9 @@ def profile(path: str | Path, threads: int, runs: int = 20) -> dict:
         if event.name == "DELEGATE_CALL":
             delegate_ms += event.perf_data.p50
         elif event.name not in RUNTIME_EVENTS:
-            kinds[operator_kind(event.name)] += event.perf_data.p50
-            counts[operator_kind(event.name)] += 1
+            kind = operator_kind(event.name)
+            kinds[kind] += event.perf_data.p50
+            counts[kind] += 1
     return {"threads": threads, "runs": runs, "delegate_ms": delegate_ms,
             "kinds": sorted(((kind, counts[kind], ms) for kind, ms in kinds.items()), key=lambda row: -row[2])}
 
@@ -68,7 +69,8 @@ def profile(path: str | Path, threads: int, runs: int = 20) -> dict:
 def format_profile(result: dict) -> str:
     operators_ms = sum(ms for _, _, ms in result["kinds"])
     lines = ["| operator kind | operators | ms per run | share |", "|---|---:|---:|---:|"]
-    lines += [f"| {kind} | {count} | {ms:.3f} | {100 * ms / operators_ms:.1f}% |" for kind, count, ms in result["kinds"]]
+    lines += [f"| {kind} | {count} | {ms:.3f} | {100 * ms / operators_ms:.1f}% |"
+              for kind, count, ms in result["kinds"]]
     operators = sum(count for _, count, _ in result["kinds"])
     outside = result["delegate_ms"] - operators_ms
     lines += ["", f"{operators} operators: {operators_ms:.2f} ms; the delegate call: {result['delegate_ms']:.2f} ms "

@@ -10,7 +10,6 @@ new layers and cannot fold quantised tensors.
 """
 
 import argparse
-import math
 
 import torch
 from tqdm import tqdm
@@ -18,7 +17,7 @@ from tqdm import tqdm
 from hsvlt.checkpoint import load_model
 from hsvlt.deploy import DeployableHSVLT
 from hsvlt.losses import build_loss
-from quant.qat import loaders, train_epoch, validation_map
+from quant.qat import loaders, optimizer_and_schedule, train_epoch, validation_map
 
 
 def int8_config():
@@ -39,11 +38,7 @@ def quantization_aware(args: argparse.Namespace) -> tuple[torch.nn.Module, list[
     model, checkpoint = load_model(args.ckpt)
     train, sampler, val = loaders(checkpoint, model.config.img_size, args, augment=True)
     quantize_(model, QATConfig(int8_config(), step="prepare"))
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
-    steps = args.epochs * (len(train) if args.max_steps is None else min(args.max_steps, len(train)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
+    optimizer, schedule = optimizer_and_schedule(model, len(train), args)
     loss_fn, log = build_loss(args.loss), []
     for epoch in range(args.epochs):
         model.train()

@@ -131,14 +131,21 @@ def post_training(prepared, train, val, args: argparse.Namespace):
     return graph, validation_map(graph, val, "int8 validate")
 
 
+def optimizer_and_schedule(model: torch.nn.Module, steps_per_epoch: int, args: argparse.Namespace):
+    """AdamW over the trainable parameters at peak args.lr, decayed by a cosine over args.epochs (of at most
+    args.max_steps steps each)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
+    steps = args.epochs * (steps_per_epoch if args.max_steps is None else min(args.max_steps, steps_per_epoch))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
+    return optimizer, schedule
+
+
 def quantization_aware(prepared, teacher, train, sampler, val, args: argparse.Namespace):
     """Train with fake quantisation; after each epoch convert and validate; keep the best epoch.
     Returns (int8 graph, its mAP, its epoch, per-epoch log)."""
-    parameters = [p for p in prepared.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
-    steps = args.epochs * (len(train) if args.max_steps is None else min(args.max_steps, len(train)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
+    optimizer, schedule = optimizer_and_schedule(prepared, len(train), args)
     loss_fn = build_loss(args.loss)
     best_graph, best_map, best_epoch, log = None, -1.0, -1, []
     for epoch in range(args.epochs):

@@ -93,9 +93,10 @@ def study(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> list[tup
     return rows
 
 
-def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, workdir: Path) -> list[dict]:
+def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace,
+                workdir: Path) -> tuple[list[dict], int]:
     """The fp32 program, PT2E QAT (quant/qat.py) and eager QAT (quant/eager.py), trained alike, each lowered to
-    XNNPACK and measured through the ExecuTorch runtime."""
+    XNNPACK and measured through the ExecuTorch runtime; with the checkpoint's input size."""
     from export import to_executorch
     from export.common import manifest_for
     from hsvlt.deploy import write_manifest
@@ -118,7 +119,7 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
     path.write_bytes(buffer)
     write_manifest(path, manifest_for(source, "executorch-xnnpack", "int8", None))
     rows.append(measure_program("eager QAT int8 (quant/eager.py)", path, delegation, args))
-    return rows
+    return rows, source.img_size
 
 
 def measure_program(name: str, path: Path, delegation: dict, args: argparse.Namespace) -> dict:
@@ -144,15 +145,16 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, args
     if args.eager_study:
         from export.common import cpu_threads
 
+        threads = cpu_threads()
         text = ["# Int8: torchao's eager QAT flow against PT2E", "",
                 f"{measured} Both flows trained alike from the same checkpoint ({args.qat_epochs} epoch"
                 f"{'s' if args.qat_epochs > 1 else ''}"
                 f"{f' of at most {args.max_steps} steps' if args.max_steps else ''}, the peak learning rate of "
                 f"quant/qat.py's run); every number from the XNNPACK program through the ExecuTorch runtime: mAP "
                 f"(percent) on the checkpoint's validation set, p50 latency of 50 runs at batch 1 with "
-                f"{cpu_threads()} thread{'s' if cpu_threads() > 1 else ''}. Eager QAT: int8 weights per channel and int8 dynamic activations on "
-                f"every linear layer (convolutions stay float), exported through the plain wrapper; PT2E: static "
-                f"int8 on the rewritten graph (quant/pt2e.py).", ""]
+                f"{threads} thread{'s' if threads > 1 else ''}. Eager QAT: int8 weights per channel and int8 "
+                f"dynamic activations on every linear layer (convolutions stay float), exported through the plain "
+                f"wrapper; PT2E: static int8 on the rewritten graph (quant/pt2e.py).", ""]
         for checkpoint, (entries, img_size) in studies.items():
             text += eager_table(checkpoint, entries, img_size)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,8 +256,7 @@ def main(argv=None) -> None:
             if args.float_study:
                 studies[str(checkpoint)] = study(checkpoint, args, workdir)
             elif args.eager_study:
-                img_size = load_source(checkpoint).img_size
-                studies[str(checkpoint)] = (eager_study(checkpoint, qat_lr, args, workdir), img_size)
+                studies[str(checkpoint)] = eager_study(checkpoint, qat_lr, args, workdir)
             else:
                 rows.append(compare(checkpoint, qat_lr, args, workdir))
     write_report(args.out, command.strip(), rows, studies, args)
