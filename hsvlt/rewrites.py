@@ -8,6 +8,9 @@ the plain wrapper (hsvlt.deploy.DeployableHSVLT) lowers to 40 XNNPACK subgraphs 
 outside for hsvlt_nano (49 expand copies, 40 LayerNorms, 1 sum) and 14 / 26 for hsvlt_lite0; with the
 rewrites, both lower to one subgraph with nothing outside it.
 
+    normalisation    The input normalisation (x - mean) / std folded into the stem's conv where it does not pad
+                     (ConvNeXt's 4 x 4 patchify; EfficientNet-Lite0's padded stem keeps it, zero padding would
+                     change meaning): one subtract and one divide over the image fewer.
     batch_norm       BatchNorm folded into the conv before it (EfficientNet-Lite0).
     layer_norm       XNNPACK 1.5 delegates no LayerNorm. Channel statistics are computed by a 1 x 1 conv with
                      weights 1/C (mean.dim is delegated only over H and W), the rest is sub, mul and rsqrt;
@@ -21,9 +24,11 @@ rewrites, both lower to one subgraph with nothing outside it.
                      and {2, 4} (21 + 14 + 14 taps), summed.
     attention        Label-to-pixel attention with its projections reassociated onto the label side:
                      scores = (L Wq' Wk) V^T and out = (A V) Wv' Wo' + b, where V are the raw pixel features.
-                     Exact, and C x d^2 instead of HW x d^2 multiply-adds per projection (C labels, HW pixels;
-                     a few per cent more only where C > HW, e.g. 80 labels on a 7 x 7 map). Written with 3-D
-                     bmm: 4-D matmul leaves undelegated expand copies.
+                     Exact, and C x d^2 instead of HW x d^2 multiply-adds per projection (C labels, HW pixels).
+                     Where the map has fewer pixels than there are labels (80 labels on hsvlt_nano's 7 x 7 map
+                     at 224 px) and one head, the products go onto the pixel side instead: keys P QK^T and
+                     values P VO, two 1 x 1 convs. Written with 3-D bmm: 4-D matmul leaves undelegated expand
+                     copies.
     label_constants  Whatever depends on the labels only is computed once: stage 1's label tokens, the first
                      block's query-key product (its attention scores become a 1 x 1 conv of the image
                      features) and its language projection GELU(W_l L).
@@ -49,6 +54,7 @@ class Rewrites:
     """Which rewrites to apply (all by default; switching one off is for measuring it, or, for batch_norm,
     for quantisation-aware training, which simulates the folding itself)."""
 
+    normalisation: bool = True
     batch_norm: bool = True
     layer_norm: bool = True
     depthwise: bool = True
@@ -253,9 +259,11 @@ class LabelAttention(nn.Module):
     (softmax ignores it) and, as attention weights sum to 1, a constant to the output. With `keys` (h C d,
     precomputed from constant labels) the scores are a 1 x 1 conv of the map. Rows are ordered label-major,
     (C h): every reshape is then a view (a transpose before a reshape of a dynamic batch leaves an
-    undelegated view_copy)."""
+    undelegated view_copy). With `pixel_side` (one head; the label affine must then be applied to the labels
+    already) the products are 1 x 1 convs of the map instead: keys QK p and values VO^T p + b per pixel p."""
 
-    def __init__(self, attention: Attention, label_affine, pixel_affine, keys: torch.Tensor | None = None):
+    def __init__(self, attention: Attention, label_affine, pixel_affine, keys: torch.Tensor | None = None,
+                 pixel_side: bool = False):
         super().__init__()
         query_key, value_out = folded_projections(attention)
         self.heads, dim = attention.num_heads, attention.query.in_features
@@ -263,17 +271,28 @@ class LabelAttention(nn.Module):
         out_bias = attention.proj.bias.detach() + torch.einsum("e,hed->d", pixel_bias, value_out)
         query_key = query_key * pixel_weight  # QK_h diag(w_pixel)
         value_out = value_out * pixel_weight[:, None]  # diag(w_pixel) VO_h
+        self.query_key = self.score_kernel = self.value_out = self.pixel_keys = self.pixel_values = None
+        if pixel_side:
+            self.pixel_keys = pointwise(query_key[0], torch.zeros(dim))
+            self.pixel_values = pointwise(value_out[0].T, out_bias)
+            return
         self.value_out = linear_from(value_out.permute(2, 0, 1).reshape(dim, self.heads * dim), out_bias)
         if keys is None:
             weight = query_key.permute(0, 2, 1).reshape(self.heads * dim, dim)  # L -> B C (h d): L QK_h
-            self.query_key, self.score_kernel = fold_input_affine(linear_from(weight), label_weight, label_bias), None
+            self.query_key = fold_input_affine(linear_from(weight), label_weight, label_bias)
         else:
             keys = torch.einsum("hcd,hde->che", keys, query_key)  # (labels) QK_h diag(w_pixel), C h d
-            self.query_key, self.score_kernel = None, constant(keys.reshape(-1, dim)[:, :, None, None])
+            self.score_kernel = constant(keys.reshape(-1, dim)[:, :, None, None])
 
     def forward(self, labels: torch.Tensor | None, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Shapes are written with -1 for the batch: a view of a symbolic size is not delegated.
         dim, height, width = visual.shape[1:]
+        if self.pixel_keys is not None:  # one head
+            scores = torch.bmm(labels, self.pixel_keys(visual).reshape(-1, dim, height * width))  # B C HW
+            attention = scores.softmax(dim=-1)
+            values = self.pixel_values(visual).reshape(-1, dim, height * width)  # B d HW
+            mixed = torch.bmm(attention, values.transpose(1, 2))  # B C d
+            return mixed, attention.reshape(-1, labels.shape[1], 1, height * width)
         pixels = visual.reshape(-1, dim, height * width)  # B d HW
         if self.score_kernel is not None:
             scores = F.conv2d(visual, self.score_kernel).reshape(-1, self.score_kernel.shape[0], height * width)
@@ -342,14 +361,18 @@ class TokenFeedback(nn.Module):
 
 class ExportIVLABlock(nn.Module):
     """IVLABlock with its visual update, pre-norms and attention rewritten. `constant_labels` (C x d, stage
-    1's first block): the label pre-norm, the query-key product and the language projection are constants."""
+    1's first block): the label pre-norm, the query-key product and the language projection are constants.
+    `pixel_side`: the attention's projections go onto the pixels (LabelAttention), the label pre-norm then
+    applies its affine part itself."""
 
-    def __init__(self, block: IVLABlock, rewrites: Rewrites, constant_labels: torch.Tensor | None = None):
+    def __init__(self, block: IVLABlock, rewrites: Rewrites, constant_labels: torch.Tensor | None = None,
+                 pixel_side: bool = False):
         super().__init__()
         dim = block.cross_attention.query.in_features
+        pixel_side = pixel_side and rewrites.attention and constant_labels is None
         self.visual = rewrite_visual(block.visual, rewrites)
         fold = rewrites.attention  # the model's own Attention needs the affine parts applied
-        self.label_norm, label_affine = split_norm(block.label_norm, dim, False, rewrites, fold)
+        self.label_norm, label_affine = split_norm(block.label_norm, dim, False, rewrites, fold and not pixel_side)
         self.pixel_norm, pixel_affine = split_norm(block.token_norm, dim, True, rewrites, fold)
         self.constant_labels = constant_labels is not None
         if not rewrites.attention:
@@ -362,7 +385,8 @@ class ExportIVLABlock(nn.Module):
             keys = queries.detach().expand(block.cross_attention.num_heads, -1, -1)
             self.cross_attention = LabelAttention(block.cross_attention, label_affine, pixel_affine, keys)
         else:
-            self.cross_attention = LabelAttention(block.cross_attention, label_affine, pixel_affine)
+            self.cross_attention = LabelAttention(block.cross_attention, label_affine, pixel_affine,
+                                                  pixel_side=pixel_side)
         self.language_proj = None if self.constant_labels else nn.Sequential(
             fold_input_affine(block.language_proj[0], *label_affine), block.language_proj[1])
         self.multimodal_proj = block.multimodal_proj
@@ -432,17 +456,37 @@ class ExportHSVLT(nn.Module):
         with torch.no_grad():
             self.register_buffer("label_tokens", model.encode_labels().detach().clone())  # C d1
         self.downsample = nn.ModuleList(rewrite_visual(stage.downsample, rewrites) for stage in model.stages)
+        self.normalise = not (rewrites.normalisation and self.fold_normalisation(self.downsample[0]))
         self.stages = nn.ModuleList()
         self.constant_labels = rewrites.label_constants and rewrites.attention  # folded into LabelAttention
-        for i, stage in enumerate(model.stages):
+        classes = self.label_tokens.shape[0]
+        for i, (stage, pixels) in enumerate(zip(model.stages, self.map_pixels(model))):
+            pixel_side = model.config.num_heads == 1 and pixels < classes
             self.stages.append(nn.ModuleList(
-                ExportIVLABlock(block, rewrites, self.label_tokens if self.constant_labels and i == j == 0 else None)
+                ExportIVLABlock(block, rewrites, self.label_tokens if self.constant_labels and i == j == 0 else None,
+                                pixel_side)
                 for j, block in enumerate(stage.blocks)))
         self.language_projections = nn.ModuleList(list(model.language_projections)[1:])
         self.head = ExportHead(model.head) if rewrites.head else model.head
 
+    @staticmethod
+    def map_pixels(model: HSVLT) -> list[int]:
+        """Pixels of each stage's map at the model's input size, read from one forward pass."""
+        size = model.config.img_size
+        with torch.no_grad():
+            _, maps = model(torch.zeros(1, 3, size, size), return_attention=True)  # B h C H_i W_i
+        return [attention.shape[-2] * attention.shape[-1] for attention in maps]
+
+    def fold_normalisation(self, stem: nn.Module) -> bool:
+        """conv((x - mean) / std) as one conv, where the stem starts with a conv that does not pad."""
+        first = stem[0] if isinstance(stem, nn.Sequential) else None
+        if not isinstance(first, nn.Conv2d) or first.padding != (0, 0):
+            return False
+        stem[0] = conv_after_affine(1 / self.pixel_std.flatten(), -(self.pixel_mean / self.pixel_std).flatten(), first)
+        return True
+
     def forward(self, image: torch.Tensor):
-        visual = (image - self.pixel_mean) / self.pixel_std
+        visual = (image - self.pixel_mean) / self.pixel_std if self.normalise else image
         labels = None if self.constant_labels else self.label_tokens.expand(image.shape[0], -1, -1)
         multimodal, maps = [], []
         for i, (downsample, blocks) in enumerate(zip(self.downsample, self.stages)):

@@ -16,5 +16,5 @@ def test_bench_writes_the_table_the_targets_and_the_profile(tmp_path):
         assert f"| {row} |" in report
     assert "- hsvlt_pico: int8 .pte <= 30% of fp32:" in report
     assert "| Fully Connected (NC, F32) GEMM |" in report  # the fp32 .pte's operator profile
-    assert "GEMM ceiling" in report
+    assert "GEMM ceiling" in report and "XNNPACK fully connected" in report
     assert out.with_suffix(".png").stat().st_size > 0

@@ -63,6 +63,20 @@ def test_each_rewrite_alone_keeps_the_math(rewrite):
     torch.testing.assert_close(without, expected, atol=1e-5, rtol=0)
 
 
+def test_attention_projected_on_the_pixels_where_the_map_has_fewer_pixels_than_there_are_labels():
+    # 6 labels; at 64 px the last map has 2 x 2 pixels. Two blocks there: the first one also feeds back.
+    model = perturbed("hsvlt_pico", 64, depths=(1, 1, 1, 2), visual_feedback=True)
+    images = torch.rand(3, 3, 64, 64)
+    rewritten = for_export(model, attention_stage=3)
+    pixel_side = [block.cross_attention.pixel_keys is not None for stage in rewritten.stages for block in stage]
+    assert pixel_side == [False, False, False, True, True]
+    with torch.no_grad():
+        expected, expected_attention = DeployableHSVLT(model, attention_stage=3)(images)
+        probabilities, attention = rewritten(images)
+    torch.testing.assert_close(probabilities, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(attention, expected_attention, atol=1e-6, rtol=0)
+
+
 def test_logits_output_and_the_trained_model_left_unchanged():
     model = perturbed(**CASES["lite0"])
     before = {key: value.clone() for key, value in model.state_dict().items()}
@@ -80,7 +94,9 @@ DELEGATION_CASES = {
     # operators do not depend on the image size.
     "hsvlt_nano": dict(preset="hsvlt_nano", img_size=64),
     "hsvlt_lite0": dict(preset="hsvlt_lite0", img_size=64),
-    # Options the presets leave off: several heads and the visual feedback path, with a dynamic batch.
+    # With a dynamic batch: the attention of the last stage projected on the pixels (2 x 2 pixels, 6 labels), and
+    # the options the presets leave off: several heads and the visual feedback path.
+    "pico": dict(preset="hsvlt_pico", img_size=64),
     "pico_heads_feedback": dict(preset="hsvlt_pico", img_size=64, num_heads=2, visual_feedback=True),
 }
 
