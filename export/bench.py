@@ -5,7 +5,7 @@
     python export/bench.py --ablation                         # also: each export-time rewrite switched off
 
 Per preset: eager PyTorch fp32 (the trained model as is), ExecuTorch XNNPACK fp32, ExecuTorch XNNPACK int8
-(PT2E static int8, calibrated) and ONNX Runtime fp32: p50 / p90 latency at batch 1, file size, peak memory
+(PT2E static int8, calibrated) and ONNX Runtime fp32: p50 / p90 / best latency at batch 1, file size, peak memory
 (growth of the process's peak resident memory from loading the model to the end of the timed runs) and
 achieved GFLOP/s (the model's multiply-add FLOPs / p50 latency) against this machine's GEMM ceiling (the best
 fp32 matrix-product rate of PyTorch or XNNPACK with the same threads, measured in the same run). Every runtime
@@ -16,7 +16,8 @@ drifts they all see the same minutes. Below the table, export/op_profile.py's br
 Latency and size do not depend on the weights' values, so the models are built from the presets with random
 weights and 80 COCO labels (--labels); export/evaluate_artifact.py measures accuracy.
 Targets (issue 5, 2-core CPU, 224 px): hsvlt_lite0 .pte fp32 <= 20 ms; hsvlt_nano .pte <= 0.5 x eager;
-ExecuTorch no slower than ONNX Runtime; int8 .pte <= 30% of the fp32 file.
+ExecuTorch no slower than ONNX Runtime; int8 .pte <= 30% of the fp32 file. Latency targets are judged at p50 and
+on the best call (see `targets`).
 """
 
 import argparse
@@ -196,7 +197,8 @@ def measure(paths: dict[str, Path], threads: int, runs: int, warmup: int, rounds
             time.sleep(SETTLE_S)
             times[key] += runtimes[key].time(max(1, runs // rounds))
     return {key: {"p50_ms": 1e3 * float(np.percentile(times[key], 50)),
-                  "p90_ms": 1e3 * float(np.percentile(times[key], 90)), "peak_mb": runtime.close()}
+                  "p90_ms": 1e3 * float(np.percentile(times[key], 90)), "best_ms": 1e3 * min(times[key]),
+                  "peak_mb": runtime.close()}
             for key, runtime in runtimes.items()}
 
 
@@ -254,30 +256,40 @@ def bench_preset(preset: str, args: argparse.Namespace, workdir: Path) -> dict:
 
 def table(bench: dict, peak: float) -> str:
     lines = [f"**{bench['preset']}** at {bench['img_size']} px, {bench['gflops']:.2f} GFLOPs per image",
-             "", "| runtime | p50 ms | p90 ms | file MB | peak memory MB | GFLOP/s | % of GEMM ceiling |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "", "| runtime | p50 ms | p90 ms | best ms | file MB | peak memory MB | GFLOP/s | % of GEMM ceiling |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key, name, _ in ROWS:
         r = bench["rows"][key]
-        lines.append(f"| {name} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['size_mb']:.2f} | {r['peak_mb']:.0f} | "
-                     f"{r['gflops_per_s']:.1f} | {100 * r['gflops_per_s'] / peak:.0f}% |")
+        lines.append(f"| {name} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['best_ms']:.1f} | {r['size_mb']:.2f} | "
+                     f"{r['peak_mb']:.0f} | {r['gflops_per_s']:.1f} | {100 * r['gflops_per_s'] / peak:.0f}% |")
     return "\n".join(lines)
 
 
 def targets(bench: dict) -> list[str]:
-    """The issue's targets that apply to this preset, each with its measured value and PASS / MISS."""
+    """The issue's targets that apply to this preset, each with its measured value and PASS / MISS. A latency
+    target must hold at p50 and for the best call, what the machine gives unloaded: on a loaded host eager
+    PyTorch slows far more than the .pte (its threads wait for each other at every operator, XNNPACK's steal
+    each other's work), so a ratio of medians alone would pass or fail with the host's load."""
     rows, preset, checks = bench["rows"], bench["preset"], []
 
     def check(name: str, value: str, passed: bool) -> None:
         checks.append(f"- {preset}: {name}: {value} -> {'PASS' if passed else 'MISS'}")
 
+    def latency(key: str) -> dict[str, float]:
+        return {"p50": rows[key]["p50_ms"], "best": rows[key]["best_ms"]}
+
     if preset == "hsvlt_lite0":
-        check(".pte fp32 <= 20 ms", f"{rows['pte']['p50_ms']:.1f} ms", rows["pte"]["p50_ms"] <= 20)
+        ms = latency("pte")
+        check(".pte fp32 <= 20 ms", f"{ms['p50']:.1f} ms at p50, {ms['best']:.1f} best", max(ms.values()) <= 20)
     if preset == "hsvlt_nano":
         for key, name in (("pte", "fp32"), ("pte_int8", "int8")):
-            ratio = rows[key]["p50_ms"] / rows["eager"]["p50_ms"]
-            check(f".pte {name} <= 0.5 x eager", f"{ratio:.2f} x", ratio <= 0.5)
-    pte, onnx = rows["pte"]["p50_ms"], rows["onnx"]["p50_ms"]
-    check("ExecuTorch no slower than ONNX Runtime", f"{pte:.1f} vs {onnx:.1f} ms", pte <= onnx)
+            ratio = {stat: ms / latency("eager")[stat] for stat, ms in latency(key).items()}
+            check(f".pte {name} <= 0.5 x eager", f"{ratio['p50']:.2f} x at p50, {ratio['best']:.2f} x best",
+                  max(ratio.values()) <= 0.5)
+    pte, onnx = latency("pte"), latency("onnx")
+    check("ExecuTorch no slower than ONNX Runtime",
+          f"{pte['p50']:.1f} vs {onnx['p50']:.1f} ms at p50, {pte['best']:.1f} vs {onnx['best']:.1f} best",
+          all(pte[stat] <= onnx[stat] for stat in pte))
     share = rows["pte_int8"]["size_mb"] / rows["pte"]["size_mb"]
     check("int8 .pte <= 30% of fp32", f"{100 * share:.0f}%", share <= 0.30)
     return checks

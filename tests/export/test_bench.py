@@ -15,6 +15,7 @@ def test_bench_writes_the_table_the_targets_and_the_profile(tmp_path):
     for row in ("PyTorch eager fp32", "ExecuTorch XNNPACK fp32", "ExecuTorch XNNPACK int8", "ONNX Runtime fp32"):
         assert f"| {row} |" in report
     assert "- hsvlt_pico: int8 .pte <= 30% of fp32:" in report
+    assert "| best ms |" in report and " best -> " in report  # latency targets judged at p50 and best
     assert "| Fully Connected (NC, F32) GEMM |" in report  # the fp32 .pte's operator profile
     assert "GEMM ceiling" in report and "XNNPACK fully connected" in report
     assert out.with_suffix(".png").stat().st_size > 0
