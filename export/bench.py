@@ -11,7 +11,8 @@ achieved GFLOP/s (the model's multiply-add FLOPs / p50 latency) against this mac
 fp32 matrix-product rate of PyTorch or XNNPACK with the same threads, measured in the same run). Every runtime
 runs in its own process with the same number of threads, on the same images; all are loaded at once and timed
 in turns (rounds of a few calls each, the order rotated every round), so that on a shared machine whose speed
-drifts they all see the same minutes. Below the table, export/op_profile.py's breakdown of each fp32 .pte by operator kind.
+drifts they all see the same minutes. Below the table, export/op_profile.py's breakdown of each fp32 .pte by
+operator kind.
 
 Latency and size do not depend on the weights' values, so the models are built from the presets with random
 weights and 80 COCO labels (--labels); export/evaluate_artifact.py measures accuracy.

@@ -10,7 +10,8 @@ rewrites, both lower to one subgraph with nothing outside it.
 
     normalisation    The input normalisation (x - mean) / std folded into the stem's conv where it does not pad
                      (ConvNeXt's 4 x 4 patchify; EfficientNet-Lite0's padded stem keeps it, zero padding would
-                     change meaning): one subtract and one divide over the image fewer.
+                     change meaning): one subtract and one divide over the image fewer, ~0.02 ms of
+                     hsvlt_nano's 15 by the operator profile, below the benchmark's noise.
     batch_norm       BatchNorm folded into the conv before it (EfficientNet-Lite0).
     layer_norm       XNNPACK 1.5 delegates no LayerNorm. Channel statistics are computed by a 1 x 1 conv with
                      weights 1/C (mean.dim is delegated only over H and W), the rest is sub, mul and rsqrt;
