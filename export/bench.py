@@ -44,7 +44,7 @@ from hsvlt.models import PRESETS, create_model
 DEFAULT_PRESETS = ("hsvlt_nano", "hsvlt_lite0")
 IMAGES = 10  # distinct random images each runtime cycles through
 ROUNDS = 10  # every runtime is timed in this many turns of runs / ROUNDS calls
-SETTLE_S = 0.1  # pause before each runtime's turn: the last one's worker threads stop spinning (libgomp, ORT)
+SETTLE_S = 0.1  # pause before timing anything: threads busy a moment ago stop spinning (libgomp, ORT)
 ROWS = (("eager", "PyTorch eager fp32", ".pt"), ("pte", "ExecuTorch XNNPACK fp32", ".pte"),
         ("pte_int8", "ExecuTorch XNNPACK int8", ".pte"), ("onnx", "ONNX Runtime fp32", ".onnx"))
 
@@ -122,7 +122,7 @@ def memory_mb(field: str) -> float:
 
 
 def serve(path: Path, threads: int, warmup: int) -> None:
-    """The worker side of `Runtime`: load `path` with its runtime (edge_demo.runtimes), warm it up, then for each
+    """The worker side of `RuntimeProcess`: load `path` with its runtime (edge_demo.runtimes), warm it up, then for each
     number read from stdin time that many calls at batch 1 and print their seconds as JSON; on "done" print the
     peak memory. Peak memory: the peak resident memory from loading on (the peak is reset first) less the
     resident memory before loading, the runtime library already imported."""
@@ -154,7 +154,7 @@ def serve(path: Path, threads: int, warmup: int) -> None:
     print(json.dumps({"peak_mb": memory_mb("VmHWM") - before}), flush=True)
 
 
-class Runtime:
+class RuntimeProcess:
     """One exported file loaded in its own process (`serve`), timed on request."""
 
     def __init__(self, path: Path, threads: int, warmup: int):
@@ -186,17 +186,17 @@ class Runtime:
         return peak
 
 
-def measure(paths: dict[str, Path], threads: int, runs: int, warmup: int, rounds: int = ROUNDS) -> dict[str, dict]:
-    """Time every file at batch 1, each in its own process, all loaded at once and timed in turns: `rounds`
-    rounds of runs / rounds calls each, the order rotated every round. On a shared machine whose speed drifts
+def measure(paths: dict[str, Path], threads: int, runs: int, warmup: int) -> dict[str, dict]:
+    """Time every file at batch 1, each in its own process, all loaded at once and timed in turns: ROUNDS
+    rounds of runs / ROUNDS calls each, the order rotated every round. On a shared machine whose speed drifts
     from one minute to the next, every runtime then sees the same minutes, and the ratios between them hold."""
-    runtimes = {key: Runtime(path, threads, warmup) for key, path in paths.items()}
+    runtimes = {key: RuntimeProcess(path, threads, warmup) for key, path in paths.items()}
     times = {key: [] for key in runtimes}
     keys = list(runtimes)
-    for turn in tqdm(range(rounds), desc="timing in turns", leave=False):
+    for turn in tqdm(range(ROUNDS), desc="timing in turns", leave=False):
         for key in keys[turn % len(keys):] + keys[:turn % len(keys)]:
             time.sleep(SETTLE_S)
-            times[key] += runtimes[key].time(max(1, runs // rounds))
+            times[key] += runtimes[key].time(max(1, runs // ROUNDS))
     return {key: {"p50_ms": 1e3 * float(np.percentile(times[key], 50)),
                   "p90_ms": 1e3 * float(np.percentile(times[key], 90)), "best_ms": 1e3 * min(times[key]),
                   "peak_mb": runtime.close()}
