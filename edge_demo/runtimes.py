@@ -21,6 +21,11 @@ from hsvlt.deploy import DeployableHSVLT, read_manifest
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
+def cannot_load(path: Path, runtime: str, error: Exception) -> ValueError:
+    """The one-line error for a file a runtime refuses, with the first line of the runtime's own reason."""
+    return ValueError(f"{path}: {runtime} cannot load it ({str(error).splitlines()[0][:200]})")
+
+
 @dataclass
 class Output:
     probabilities: np.ndarray  # N x C, float32
@@ -85,7 +90,7 @@ class ExecuTorchModel(Model):
             program = Runtime.get().load_program(path)
             self.method = program.load_method("forward")
         except (RuntimeError, ValueError) as error:
-            raise ValueError(f"{path}: the ExecuTorch runtime cannot load it ({str(error).splitlines()[0]})") from None
+            raise cannot_load(path, "the ExecuTorch runtime", error) from None
         self.max_batch = int(self.method.metadata.input_tensor_meta(0).sizes()[0])
 
     def run(self, batch: np.ndarray) -> Output:
@@ -111,7 +116,7 @@ class OnnxModel(Model):
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types, all meaning "unreadable"
-            raise ValueError(f"{path}: ONNX Runtime cannot load it ({str(error).splitlines()[0][:200]})") from None
+            raise cannot_load(path, "ONNX Runtime", error) from None
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> Output:

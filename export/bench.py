@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from export import op_profile
-from export.common import Source, cpu_threads, load_source, size_mb
+from export.common import SETTLE_S, Source, cpu_threads, load_source, size_mb
 from hsvlt.checkpoint import save_checkpoint
 from hsvlt.cli import exit_on_bad_input
 from hsvlt.models import PRESETS, create_model
@@ -44,7 +44,6 @@ from hsvlt.models import PRESETS, create_model
 DEFAULT_PRESETS = ("hsvlt_nano", "hsvlt_lite0")
 IMAGES = 10  # distinct random images each runtime cycles through
 ROUNDS = 10  # every runtime is timed in this many turns of runs / ROUNDS calls
-SETTLE_S = 0.1  # pause before timing anything: threads busy a moment ago stop spinning (libgomp, ORT)
 ROWS = (("eager", "PyTorch eager fp32", ".pt"), ("pte", "ExecuTorch XNNPACK fp32", ".pte"),
         ("pte_int8", "ExecuTorch XNNPACK int8", ".pte"), ("onnx", "ONNX Runtime fp32", ".onnx"))
 
@@ -236,7 +235,7 @@ def gemm_ceiling(threads: int, repeats: int = 20) -> dict[str, float]:
     buffer, _ = lower(torch.export.export(layers, (sample,)))
     _unsafe_reset_threadpool(threads)
     program = _load_for_executorch_from_buffer(buffer)
-    time.sleep(SETTLE_S)  # PyTorch's OpenMP threads, busy exporting a moment ago, would take a core
+    time.sleep(SETTLE_S)
     rates["XNNPACK"] = best_rate(lambda: program.forward([sample]), 4 * 2 * tokens * width * 4 * width, repeats)
     return rates
 

@@ -149,5 +149,10 @@ def size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
+# Pause before timing anything: threads busy a moment ago (PyTorch's libgomp after an export, ONNX Runtime's pool)
+# spin on a core for a while, and a runtime timed meanwhile gets one core instead of two.
+SETTLE_S = 0.1
+
+
 def cpu_threads() -> int:
     return len(os.sched_getaffinity(0))

@@ -14,7 +14,6 @@ int8 torch.export program, images in [0, 1] -> probabilities) and its manifest X
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -214,6 +213,14 @@ def run(args: argparse.Namespace) -> dict:
     return manifest["quantization"]
 
 
+def unit_interval(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python quant/qat.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,7 +232,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # Distillation from the fp32 model is the usual QAT aid; on shapes (an hsvlt_nano of fp32 mAP 87.94, 3 x 150
     # steps, lr 2e-4) it measured no better than the labels alone (int8 mAP 88.11 at weight 0.5 vs 88.14 at 0),
     # so it is off.
-    parser.add_argument("--distill", type=float, default=0.0,
+    parser.add_argument("--distill", type=unit_interval, default=0.0,
                         help="weight in [0, 1] of distillation from the fp32 checkpoint (binary KL to its "
                              "probabilities); the labels' loss gets 1 - this (default: 0)")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
@@ -254,8 +261,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if not 0 <= args.distill <= 1:
-        sys.exit(f"error: --distill {args.distill}: must be between 0 and 1")
     exit_on_bad_input(prepare_output, args.out, ARTIFACT_SUFFIX)
     return exit_on_bad_input(run, args)
 

@@ -8,7 +8,8 @@ import pytest
 
 from edge_demo.runtimes import load_model
 from export import to_coreml, to_executorch, to_onnx
-from export.common import ExportError
+from export.common import ExportError, load_source, manifest_for
+from hsvlt.deploy import write_manifest
 
 EXPORTERS = {"executorch": (to_executorch, ".pte"), "onnx": (to_onnx, ".onnx"), "coreml": (to_coreml, ".mlpackage")}
 
@@ -72,6 +73,13 @@ def test_runtime_adapter_errors(checkpoint, tmp_path):
         load_model(lonely)
     import numpy as np
 
+    manifest = manifest_for(load_source(checkpoint), "any", "fp32", None)
+    for suffix, runtime in ((".pte", "the ExecuTorch runtime"), (".onnx", "ONNX Runtime")):
+        junk = tmp_path / f"junk{suffix}"
+        junk.write_bytes(b"not a model")
+        write_manifest(junk, manifest)
+        with pytest.raises(ValueError, match=f"junk{suffix}: {runtime} cannot load it \\("):
+            load_model(junk)
     model = load_model(checkpoint)
     with pytest.raises(ValueError, match="input must be N x 3 x 32 x 32"):
         model.run(np.zeros((1, 3, 64, 64), np.float32))
