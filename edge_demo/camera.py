@@ -21,6 +21,7 @@ preprocess, infer, overlay; nothing is written) and prints a table.
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -32,9 +33,19 @@ from edge_demo.overlay import draw, peak
 from edge_demo.runtimes import load_model
 from edge_demo.smoothing import LabelSmoother
 from edge_demo.sources import ImageSource, Source, SourceError, open_source
-from hsvlt.cli import exit_on_bad_input
+from hsvlt.cli import (
+    StopRequest,
+    attention_stage,
+    float_range,
+    int_at_least,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+)
 from hsvlt.deploy import preprocess_frame
-from quant.pt2e import quiet_toolchain
+from hsvlt.outputs import OutputError, atomic_path, check_output_folder, is_inside, run_folder
+from hsvlt.toolchain import quiet_toolchain
 
 quiet_toolchain()
 
@@ -52,38 +63,75 @@ def display_available() -> bool:
         return False
 
 
-class Recorder:
-    """--out: the annotated frames (images for an image source, else one video) and detections.jsonl."""
+def annotated_names(paths: list[Path]) -> dict[str, str]:
+    """Input file name -> annotated JPEG name: photo.png -> photo.jpg, unless two inputs share a stem
+    (coffee.jpg, coffee.png): then every output keeps its input's extension (coffee.jpg.jpg, coffee.png.jpg)."""
+    names = [path.name for path in paths]
+    by_stem = {name: f"{Path(name).stem}.jpg" for name in names}
+    if len(set(by_stem.values())) == len(names):
+        return by_stem
+    return {name: f"{name}.jpg" for name in names}
 
-    def __init__(self, out: Path, source: Source, fps: float | None):
+
+class Recorder:
+    """--out: the annotated frames (images for an image source, else one video) and detections.jsonl.
+
+    The folder is a fresh one (hsvlt.outputs.run_folder), so nothing of an earlier run is overwritten; two
+    inputs never share an output (annotated_names); every image is written atomically and checked. On Ctrl-C
+    or SIGTERM the video is finalised and detections.jsonl flushed (close)."""
+
+    def __init__(self, out: Path, source: Source, fps: float | None, save_images: bool = True):
+        self.jsonl_path = out / "detections.jsonl"
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            self.jsonl = open(out / "detections.jsonl", "w")
+            self.jsonl = open(self.jsonl_path, "x", encoding="utf-8")
         except OSError as error:
-            raise ValueError(f"{out}: cannot write here ({error.strerror or error})") from None
-        self.out, self.images = out, isinstance(source, ImageSource)
-        self.fps, self.video, self.size = fps or 30.0, None, None
+            raise OutputError(f"{self.jsonl_path}: cannot write it ({error.strerror or error})") from None
+        self.out, self.images, self.save_images = out, isinstance(source, ImageSource), save_images
+        self.names = annotated_names(source.paths) if self.images else {}
+        self.fps, self.video, self.size, self.written = fps or 30.0, None, None, []
 
     def write(self, record: dict, annotated: np.ndarray) -> None:
-        self.jsonl.write(json.dumps(record) + "\n")
+        try:
+            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.flush()
+        except OSError as error:
+            raise OutputError(f"{self.jsonl_path}: cannot write it ({error.strerror or error})") from None
+        if not self.save_images:
+            return
         if self.images:
-            cv2.imwrite(str(self.out / (Path(record["name"]).stem + ".jpg")), annotated)
+            path = self.out / self.names[record["name"]]
+            with atomic_path(path) as temporary:
+                if not cv2.imwrite(str(temporary), annotated):
+                    raise OutputError(f"{path}: OpenCV could not write it (disk full?)")
+            self.written.append(path)
             return
         if self.video is None:
             self.size = (annotated.shape[1], annotated.shape[0])
             self.video = cv2.VideoWriter(str(self.out / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
                                          self.fps, self.size)
             if not self.video.isOpened():
-                raise ValueError(f"{self.out / 'annotated.mp4'}: OpenCV cannot write an mp4 video here")
+                raise OutputError(f"{self.out / 'annotated.mp4'}: OpenCV cannot write an mp4 video here")
         if (annotated.shape[1], annotated.shape[0]) != self.size:  # a stream that changes resolution
             annotated = cv2.resize(annotated, self.size, interpolation=cv2.INTER_AREA)
         self.video.write(annotated)
 
     def close(self) -> list[Path]:
-        self.jsonl.close()
+        """Finalise the video and flush the records to disk; returns the files written."""
+        try:
+            self.jsonl.flush()
+            os.fsync(self.jsonl.fileno())
+        except OSError as error:
+            raise OutputError(f"{self.jsonl_path}: cannot write it ({error.strerror or error})") from None
+        finally:
+            self.jsonl.close()
+        files = [self.jsonl_path]
         if self.video is not None:
             self.video.release()
-        return [self.out / "detections.jsonl"] + ([self.out / "annotated.mp4"] if self.video is not None else [])
+            video = self.out / "annotated.mp4"
+            if not video.is_file() or video.stat().st_size == 0:
+                raise OutputError(f"{video}: OpenCV wrote no video (disk full?)")
+            files.append(video)
+        return files
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -134,20 +182,38 @@ def frame_record(frame, labels: list[str], probabilities: np.ndarray, detected: 
     return record
 
 
+def output_folder(args: argparse.Namespace, source: Source) -> Path:
+    """--out (default runs/edge_demo), never among the inputs, and never a folder holding an earlier run
+    (the next free name is taken, unless --exist-ok)."""
+    out = check_output_folder(args.out or Path("runs/edge_demo"))
+    inputs = Path(source.name)
+    if isinstance(source, ImageSource) and source.folder and is_inside(out, inputs):
+        raise OutputError(f"--out {out}: is inside the input folder {inputs}; outputs never land among the inputs")
+    if inputs.is_file() and out.exists() and out.resolve() == inputs.parent.resolve():
+        raise OutputError(f"--out {out}: is the folder of the input {inputs}; choose another output folder")
+    chosen = run_folder(out, args.exist_ok)
+    if chosen != out:
+        print(f"{out} holds an earlier run: writing to {chosen} (--exist-ok writes into {out})")
+    return chosen
+
+
 def run(args: argparse.Namespace) -> dict:
     """The demo loop; returns the summary (summarize) with the files written."""
     source = open_source(args.source, args.shapes_size, args.seed)  # first: a missing camera is said at once
     try:
         model = load_model(args.model, args.threads, args.attention_stage)
-        smoother = LabelSmoother(model.thresholds, args.smoothing, args.hysteresis)
+        # Smoothing carries a label from one frame into the next: right for a stream, wrong for unrelated photos.
+        stream = not isinstance(source, ImageSource)
+        smoother = LabelSmoother(model.thresholds, args.smoothing if stream else 0.0,
+                                 args.hysteresis if stream else 0.0)
+        window = not (args.headless or args.benchmark) and display_available()
+        if not (window or args.benchmark) and not args.headless:
+            print("no display here: running headless")
+        out = None if args.benchmark or (window and args.out is None) else output_folder(args, source)
+        recorder = None if out is None else Recorder(out, source, getattr(source, "fps", None))
     except BaseException:
         source.close()
         raise
-    window = not (args.headless or args.benchmark) and display_available()
-    if not (window or args.benchmark) and not args.headless:
-        print("no display here: running headless")
-    recorder = None if args.benchmark or (window and args.out is None) else \
-        Recorder(args.out or Path("runs/edge_demo"), source, getattr(source, "fps", None))
     print(f"{model.runtime}: {model.path.name} ({len(model.labels)} labels, {model.input_size} px"
           f"{', attention' if model.has_attention else ''}) on {source.name}")
     max_frames = args.max_frames if args.max_frames is not None else (300 if args.benchmark else None)
@@ -157,51 +223,55 @@ def run(args: argparse.Namespace) -> dict:
     frames = iter(source)
     progress = tqdm(total=max_frames, unit="frame", disable=window or args.benchmark or max_frames is None,
                     leave=False)
-    try:
-        while max_frames is None or count < max_frames + warmup:
-            t0 = time.perf_counter()
-            frame = next(frames, None)
-            if frame is None:
-                break
-            t1 = time.perf_counter()
-            batch = preprocess_frame(frame.image, model.input_size)  # 1 x 3 x S x S
-            t2 = time.perf_counter()
-            output = model.run(batch)
-            t3 = time.perf_counter()
-            probabilities = output.probabilities[0]  # C
-            attention = output.attention[0] if output.attention is not None else None  # C x h x w
-            shown = smoother.update(probabilities)
-            latency_ms = (t3 - t2) * 1e3
-            annotated = draw(frame.image, model.labels, smoother.probabilities, shown, fps, latency_ms,
-                             attention if args.where != "off" else None, args.where)
-            t4 = time.perf_counter()
-            count += 1
-            if count == warmup + 1:
-                started = t0  # benchmark: the clock starts after the warm-up frames
-            if count > warmup:
-                for stage, seconds in zip((*STAGES, "total"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
-                    timings[stage].append(seconds * 1e3)
-            fps = 1.0 / (t4 - t0) if fps == 0.0 else 0.9 * fps + 0.1 / max(t4 - t0, 1e-9)
-            progress.update()
-            if recorder is not None:
-                recorder.write(frame_record(frame, model.labels, probabilities, probabilities >= model.thresholds,
-                                            shown, attention, latency_ms), annotated)
-            if window:
-                cv2.imshow(WINDOW, annotated)
-                key = cv2.waitKey(0 if isinstance(source, ImageSource) else 1) & 0xFF
-                if key in QUIT_KEYS or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+    with StopRequest() as stop:  # Ctrl-C and SIGTERM end the loop between frames, never inside one
+        try:
+            while max_frames is None or count < max_frames + warmup:
+                if stop.requested:
+                    print(f"stopped ({stop.requested})")
                     break
-    except SourceError as failure:
-        error = failure  # e.g. the camera went away: report what was done, then the error
-    except KeyboardInterrupt:
-        print("stopped (Ctrl-C)")
-    finally:
-        wall = time.perf_counter() - started
-        progress.close()
-        source.close()
-        written = recorder.close() if recorder is not None else []
-        if window:
-            cv2.destroyAllWindows()
+                t0 = time.perf_counter()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                t1 = time.perf_counter()
+                batch = preprocess_frame(frame.image, model.input_size)  # 1 x 3 x S x S
+                t2 = time.perf_counter()
+                output = model.run(batch)
+                t3 = time.perf_counter()
+                probabilities = output.probabilities[0]  # C
+                attention = output.attention[0] if output.attention is not None else None  # C x h x w
+                shown = smoother.update(probabilities)
+                latency_ms = (t3 - t2) * 1e3
+                annotated = draw(frame.image, model.labels, smoother.probabilities, shown, fps, latency_ms,
+                                 attention if args.where != "off" else None, args.where)
+                t4 = time.perf_counter()
+                count += 1
+                if count == warmup + 1:
+                    started = t0  # benchmark: the clock starts after the warm-up frames
+                if count > warmup:
+                    for stage, seconds in zip((*STAGES, "total"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+                        timings[stage].append(seconds * 1e3)
+                fps = 1.0 / (t4 - t0) if fps == 0.0 else 0.9 * fps + 0.1 / max(t4 - t0, 1e-9)
+                progress.update()
+                if recorder is not None:
+                    recorder.write(frame_record(frame, model.labels, probabilities, probabilities >= model.thresholds,
+                                                shown, attention, latency_ms), annotated)
+                if window:
+                    cv2.imshow(WINDOW, annotated)
+                    key = cv2.waitKey(0 if isinstance(source, ImageSource) else 1) & 0xFF
+                    if key in QUIT_KEYS or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+                        break
+        except SourceError as failure:
+            error = failure  # e.g. the camera went away: report what was done, then the error
+        except KeyboardInterrupt as signal_name:  # a second signal, or one before the loop began
+            print(f"stopped ({signal_name or 'Ctrl-C'})")
+        finally:
+            wall = time.perf_counter() - started
+            progress.close()
+            source.close()
+            written = recorder.close() if recorder is not None else []
+            if window:
+                cv2.destroyAllWindows()
     summary = summarize(timings, wall)
     summary["files"] = [str(path) for path in written]
     if args.benchmark:
@@ -226,35 +296,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path,
                         help="output folder (default runs/edge_demo when headless; with a window: nothing written "
                              "unless given)")
-    parser.add_argument("--max-frames", type=int, help="stop after this many frames (benchmark default 300)")
-    parser.add_argument("--threads", type=int, help="CPU threads of the runtime (default: the runtime's choice)")
-    parser.add_argument("--smoothing", type=float, default=0.5,
+    parser.add_argument("--exist-ok", action="store_true",
+                        help="write into --out even if it holds an earlier run (default: the next free name)")
+    parser.add_argument("--max-frames", type=positive_int, help="stop after this many frames (benchmark default 300)")
+    parser.add_argument("--threads", type=positive_int,
+                        help="CPU threads of the runtime (default: the runtime's choice)")
+    parser.add_argument("--smoothing", type=float_range(0.0, 1.0, high_open=True), default=0.5,
                         help="weight of the past in the moving average of probabilities, in [0, 1) (0: none)")
-    parser.add_argument("--hysteresis", type=float, default=0.2,
+    parser.add_argument("--hysteresis", type=float_range(0.0, 1.0, high_open=True), default=0.2,
                         help="a shown label goes off below threshold x (1 - this)")
     parser.add_argument("--where", default="markers", choices=["markers", "heatmap", "off"],
                         help="with an attention output: a marker per shown label at its peak, or a heat map")
-    parser.add_argument("--attention-stage", type=int,
+    parser.add_argument("--attention-stage", type=attention_stage,
                         help="checkpoints: the stage (0-3) whose attention shows where labels are (exported files "
                              "have the output or not)")
-    parser.add_argument("--shapes-size", type=int, default=480, help="--source shapes: frame side in pixels")
+    parser.add_argument("--shapes-size", type=int_at_least(16), default=480,
+                        help="--source shapes: frame side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="--source shapes: which scenes the stream shows")
     parser.add_argument("--benchmark", action="store_true",
                         help="measure end-to-end FPS (decode, preprocess, infer, overlay); writes nothing")
-    parser.add_argument("--warmup", type=int, default=10, help="--benchmark: frames run before timing starts")
-    parser.add_argument("--target-fps", type=float, default=30.0, help="--benchmark: the throughput to meet")
-    args = parser.parse_args(argv)
-    if args.max_frames is not None and args.max_frames < 1:
-        parser.error("--max-frames must be at least 1")
-    if args.shapes_size < 16:
-        parser.error("--shapes-size must be at least 16")
-    return args
+    parser.add_argument("--warmup", type=non_negative_int, default=10,
+                        help="--benchmark: frames run before timing starts")
+    parser.add_argument("--target-fps", type=positive_float, default=30.0, help="--benchmark: the throughput to meet")
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     """Run the demo; bad input (model, source, output folder, a camera that goes away) is reported in one line
     and exits with status 1."""
-    return exit_on_bad_input(run, parse_args(argv))
+    return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

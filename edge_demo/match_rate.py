@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_demo import camera
+from hsvlt.cli import attention_stage, positive_int
+from hsvlt.outputs import save_figure, write_json
 
 
 def read_records(path: Path) -> list[dict]:
@@ -76,7 +78,7 @@ def plot(result: dict, path: Path) -> None:
                    f"{100 * result['shown']['exact_match']:.1f}% (shown labels)")
     axis.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path, dpi=120)
     plt.close(figure)
 
 
@@ -99,10 +101,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path,
                         help="a model trained on shapes: .pte, .onnx or checkpoint (.pt)")
-    parser.add_argument("--frames", type=int, default=900, help="frames of the stream (90 per scene)")
+    parser.add_argument("--frames", type=positive_int, default=900, help="frames of the stream (90 per scene)")
     parser.add_argument("--seed", type=int, default=0, help="which scenes the stream shows")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads of the runtime")
-    parser.add_argument("--attention-stage", type=int,
+    parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads of the runtime")
+    parser.add_argument("--attention-stage", type=attention_stage,
                         help="checkpoints: stage whose attention is checked for pointing (0-3)")
     parser.add_argument("--out", type=Path, default=Path("runs/match_rate"),
                         help="folder for detections.jsonl, annotated.mp4, match_rate.json and match_rate.png")
@@ -125,7 +127,7 @@ def main(argv=None) -> dict:
     result = {"model": args.model.name, "frames": len(records), "seed": args.seed,
               "detected": label_scores(records, labels, "detected"), "shown": label_scores(records, labels, "shown"),
               "pointing": pointing(records), "demo": summary}
-    (args.out / "match_rate.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out / "match_rate.json", result)
     plot(result, args.out / "match_rate.png")
     print(format_result(result))
     print(f"wrote {args.out / 'match_rate.json'} and {args.out / 'match_rate.png'}")

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hsvlt.deploy import DeployableHSVLT, read_manifest
+from hsvlt.deploy import DeployableHSVLT, manifest_path, read_manifest
+from hsvlt.toolchain import native_stderr_filtered
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
@@ -44,6 +45,21 @@ class Model:
         self.input_size = int(manifest["input"]["shape"][-1])
         self.has_attention = any(output["name"] == "attention" for output in manifest.get("outputs", []))
 
+    def check_program(self, input_shape, output_shape) -> None:
+        """The manifest against the program's own input (N x 3 x S x S) and probabilities (N x C) shapes, where
+        the runtime states them (a dimension it leaves symbolic is not compared)."""
+        manifest = manifest_path(self.path).name
+        side = input_shape[-1] if input_shape is not None and len(input_shape) == 4 else None
+        if isinstance(side, int) and side != self.input_size:
+            raise ValueError(f"{manifest}: says {self.input_size} px input, but {self.path.name} takes {side} px "
+                             f"(a manifest of another export?)")
+        classes = output_shape[-1] if output_shape is not None and len(output_shape) == 2 else None
+        if isinstance(classes, int) and classes != len(self.labels):
+            raise ValueError(f"{manifest}: lists {len(self.labels)} labels, but {self.path.name} scores {classes} "
+                             f"(a manifest of another export?)")
+        if len(self.thresholds) != len(self.labels):
+            raise ValueError(f"{manifest}: {len(self.thresholds)} thresholds for {len(self.labels)} labels")
+
     def check(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
         expected = (3, self.input_size, self.input_size)
@@ -56,12 +72,16 @@ class Model:
         return np.ascontiguousarray(batch)
 
     def run(self, batch: np.ndarray) -> Output:
-        raise NotImplementedError
+        """float32 N x 3 x S x S in [0, 1] -> probabilities (and attention); refuses input of another shape or
+        type, and output that is not finite (damaged weights would otherwise give NaN labels silently)."""
+        output = self.execute(self.check(batch))
+        if not np.isfinite(output.probabilities).all():
+            raise ValueError(f"{self.path.name}: {self.runtime} returned NaN or infinite probabilities (damaged "
+                             f"weights, or input outside [0, 1]?)")
+        return output
 
-    def predict(self, batch: np.ndarray) -> tuple[Output, np.ndarray]:
-        """Run, and the label sets: boolean N x C, probability >= the class's threshold."""
-        output = self.run(batch)
-        return output, output.probabilities >= self.thresholds
+    def execute(self, batch: np.ndarray) -> Output:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path.name}, {len(self.labels)} labels, {self.input_size} px)"
@@ -87,14 +107,18 @@ class ExecuTorchModel(Model):
 
             _unsafe_reset_threadpool(threads)
         try:
-            program = Runtime.get().load_program(path)
-            self.method = program.load_method("forward")
+            with native_stderr_filtered():
+                program = Runtime.get().load_program(path)
+                self.method = program.load_method("forward")
         except (RuntimeError, ValueError) as error:
             raise cannot_load(path, "the ExecuTorch runtime", error) from None
-        self.max_batch = int(self.method.metadata.input_tensor_meta(0).sizes()[0])
+        metadata = self.method.metadata
+        input_shape = tuple(metadata.input_tensor_meta(0).sizes())
+        self.max_batch = int(input_shape[0])
+        self.check_program(input_shape, tuple(metadata.output_tensor_meta(0).sizes()))
 
-    def run(self, batch: np.ndarray) -> Output:
-        batch = torch.from_numpy(self.check(batch))
+    def execute(self, batch: np.ndarray) -> Output:
+        batch = torch.from_numpy(batch)
         parts = [_outputs(self.method.execute([batch[i:i + self.max_batch]]))
                  for i in range(0, len(batch), self.max_batch)]
         attention = np.concatenate([p.attention for p in parts]) if parts[0].attention is not None else None
@@ -118,9 +142,10 @@ class OnnxModel(Model):
         except Exception as error:  # onnxruntime raises its own exception types, all meaning "unreadable"
             raise cannot_load(path, "ONNX Runtime", error) from None
         self.input_name = self.session.get_inputs()[0].name
+        self.check_program(self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape)
 
-    def run(self, batch: np.ndarray) -> Output:
-        return _outputs(self.session.run(None, {self.input_name: self.check(batch)}))
+    def execute(self, batch: np.ndarray) -> Output:
+        return _outputs(self.session.run(None, {self.input_name: batch}))
 
 
 class TorchModel(Model):
@@ -143,8 +168,8 @@ class TorchModel(Model):
         self.module = DeployableHSVLT(model, attention_stage).eval()
 
     @torch.inference_mode()
-    def run(self, batch: np.ndarray) -> Output:
-        output = self.module(torch.from_numpy(self.check(batch)))
+    def execute(self, batch: np.ndarray) -> Output:
+        output = self.module(torch.from_numpy(batch))
         return _outputs(output if isinstance(output, tuple) else (output,))
 
 
@@ -152,9 +177,12 @@ def load_model(path: str | Path, threads: int | None = None, attention_stage: in
     """Open a .pte, .onnx or checkpoint by its suffix. `threads` sets the runtime's CPU threads (default: the
     runtime's own choice); `attention_stage` applies to checkpoints (exported files have it or not)."""
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".mlpackage" and path.exists():
+        raise ValueError(f"{path}: a Core ML package runs on macOS and iOS only; here, run the same model as "
+                         f"an ExecuTorch program (.pte) or an ONNX file (.onnx) exported from its checkpoint")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
-    suffix = path.suffix.lower()
     if suffix == ".pte":
         return ExecuTorchModel(path, threads)
     if suffix == ".onnx":

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from hsvlt.data.shapes import CLASSES, SceneSpec, draw_objects, render_scene, sample_scene
+from hsvlt.images import IMAGE_SUFFIXES, BadImage, read_image, to_uint8
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
@@ -36,16 +36,16 @@ class Frame:
 
 
 def as_bgr(frame: np.ndarray, where: str) -> np.ndarray:
-    """Any frame OpenCV may hand over (grayscale, BGRA, 16-bit, float in [0, 1]) -> BGR uint8 H x W x 3."""
+    """Any frame OpenCV's capture hands over (grayscale, BGRA, 16-bit, float in [0, 1]) -> BGR uint8 H x W x 3,
+    depth converted as hsvlt.images converts files. A capture's fourth channel is padding, not transparency
+    (many drivers leave it 0), so it is dropped rather than composited."""
     frame = np.asarray(frame)
     if frame.size == 0 or frame.ndim not in (2, 3) or min(frame.shape[:2]) < 1:
         raise SourceError(f"{where}: frame has no pixels (shape {frame.shape})")
-    if frame.dtype == np.uint16:
-        frame = (frame >> 8).astype(np.uint8)
-    elif frame.dtype.kind == "f":
-        frame = (np.clip(frame, 0, 1) * 255).round().astype(np.uint8)
-    elif frame.dtype != np.uint8:
-        raise SourceError(f"{where}: frames of type {frame.dtype} are not supported (8 or 16-bit, or float)")
+    try:
+        frame = to_uint8(frame, where)
+    except BadImage as error:
+        raise SourceError(str(error).replace("pixels of type", "frames of type")) from None
     channels = 1 if frame.ndim == 2 else frame.shape[2]
     if channels == 1:
         return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
@@ -107,16 +107,13 @@ class CaptureSource(Source):
         self.capture.release()
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file -> BGR uint8 (grayscale, alpha and 16-bit images are converted), or a SourceError."""
+def read_bgr(path: Path) -> np.ndarray:
+    """An image file -> BGR uint8 for drawing, decoded by hsvlt.images.read_image (upright, alpha over white),
+    or a SourceError."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise SourceError(f"{path}: cannot read it ({error.strerror or error})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise SourceError(f"{path}: not a readable image")
-    return as_bgr(image, str(path))
+        return cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR)
+    except BadImage as error:
+        raise SourceError(str(error)) from None
 
 
 class ImageSource(Source):
@@ -138,7 +135,7 @@ class ImageSource(Source):
         index = 0
         for path in self.paths:
             try:
-                image = read_image(path)
+                image = read_bgr(path)
             except SourceError as error:
                 if not self.folder:
                     raise
@@ -203,6 +200,6 @@ def open_source(spec: str | None, shapes_size: int = 480, seed: int = 0) -> Sour
         try:
             return CaptureSource(path)
         except SourceError:
-            read_image(path)
+            read_bgr(path)
             return ImageSource(path)
     return CaptureSource(path)

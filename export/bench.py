@@ -38,8 +38,9 @@ from tqdm import tqdm
 from export import op_profile
 from export.common import SETTLE_S, Source, cpu_threads, load_source, size_mb
 from hsvlt.checkpoint import save_checkpoint
-from hsvlt.cli import exit_on_bad_input
+from hsvlt.cli import image_size, non_negative_int, positive_int, run_command
 from hsvlt.models import PRESETS, create_model
+from hsvlt.outputs import save_figure, write_bytes, write_text
 
 DEFAULT_PRESETS = ("hsvlt_nano", "hsvlt_lite0")
 IMAGES = 10  # distinct random images each runtime cycles through
@@ -316,7 +317,7 @@ def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
         program = export_program(for_export(source.model, rewrites=rewrites), source.img_size)
         buffer, summaries[name] = lower(program)
         paths[name] = workdir / f"{preset}_{name.replace(' ', '_').replace('(', '').replace(')', '')}.pte"
-        paths[name].write_bytes(buffer)
+        write_bytes(paths[name], buffer)
         write_manifest(paths[name], {"labels": source.labels, "thresholds": source.thresholds, "preset": preset,
                                      "input": {"shape": ["N", 3, args.img_size, args.img_size]}})
     latencies = measure(paths, args.threads, args.runs, args.warmup)
@@ -353,7 +354,7 @@ def plot(benches: list[dict], path: Path) -> None:
     axis.legend(fontsize=8)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path, dpi=100)
     plt.close(figure)
 
 
@@ -382,7 +383,7 @@ def write_report(path: Path, command: str, benches: list[dict], checks: list[str
         text += ["## Export-time rewrites (hsvlt/rewrites.py)", "", *[block + "\n" for block in ablations]]
     text += [f"![latency]({path.with_suffix('.png').name})", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(text))
+    write_text(path, "\n".join(text))
     plot(benches, path.with_suffix(".png"))
 
 
@@ -391,11 +392,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), choices=sorted(PRESETS),
                         help="presets to benchmark")
-    parser.add_argument("--img-size", type=int, default=224, help="input size")
+    parser.add_argument("--img-size", type=image_size, default=224, help="input size")
     parser.add_argument("--labels", default="coco", help="shipped label set the models are built with")
-    parser.add_argument("--threads", type=int, default=cpu_threads(), help="CPU threads of every runtime")
-    parser.add_argument("--runs", type=int, default=100, help="timed runs per runtime")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    parser.add_argument("--threads", type=positive_int, default=cpu_threads(), help="CPU threads of every runtime")
+    parser.add_argument("--runs", type=positive_int, default=100, help="timed runs per runtime")
+    parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs first")
     parser.add_argument("--ablation", action="store_true", help="also measure each rewrite switched off")
     parser.add_argument("--out", type=Path, default=Path("docs/EXPORT.md"), help="report to write (and .png)")
     parser.add_argument("--workdir", type=Path, help="keep the exported files here (default: a temporary folder)")
@@ -432,4 +433,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    exit_on_bad_input(main)
+    run_command(main)

@@ -10,36 +10,29 @@ and in the demo. Prints mAP, CP..OF1 at the manifest's per-class thresholds and 
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from hsvlt.cli import exit_on_bad_input
-from hsvlt.data import DATASETS, build_data
+from hsvlt.cli import positive_int, run_command
+from hsvlt.data import DATASETS
 from hsvlt.deploy import prepare_image, to_input
-from hsvlt.evaluate import format_report
+from hsvlt.evaluate import checkpoint_data, format_report
 from hsvlt.metrics import evaluate_scores
+from hsvlt.outputs import check_output_file, write_json
 
 
 def validation_set(manifest: dict, args: argparse.Namespace, img_size: int):
-    data = manifest.get("data") or {}
-    name = args.data or data.get("name") or "shapes"
-    same = name == data.get("name")
-    bundle = build_data(name, root=args.root or (data.get("root") if same else None), image_size=img_size,
-                        seed=data.get("seed", 0) if same else 0, train_size=1,
-                        val_size=args.val_size or data.get("val_size") or 1000,
-                        label_file=data.get("label_file") if same else None)
-    if bundle.labels != list(manifest["labels"]):
-        raise ValueError(f"the model's {len(manifest['labels'])} labels are not {name}'s {len(bundle.labels)}")
+    """The validation set the manifest's checkpoint was validated on (hsvlt.evaluate.checkpoint_data)."""
+    name, bundle = checkpoint_data(manifest, args.model, img_size, args.data, args.root, args.val_size)
     return name, bundle.val
 
 
 def evaluate(model, dataset, batch_size: int = 16, limit: int | None = None) -> dict:
     """Run `model` (edge_demo.runtimes.Model) over `dataset`; figures at its thresholds and at 0.5."""
-    from hsvlt.data.base import BadImage
+    from hsvlt.images import BadImage
 
     count = len(dataset) if limit is None else min(limit, len(dataset))
     scores, targets, skipped, seconds = [], [], [], 0.0
@@ -60,6 +53,9 @@ def evaluate(model, dataset, batch_size: int = 16, limit: int | None = None) -> 
         scores.append(model.run(batch).probabilities)
         seconds += time.perf_counter() - started
         targets += batch_targets
+    if not scores:
+        raise ValueError(f"none of the {count} validation images could be read (first: {skipped[0]})" if skipped
+                         else "the validation set is empty")
     scores, targets = np.concatenate(scores), np.stack(targets)
     return {"at_thresholds": evaluate_scores(scores, targets, model.thresholds),
             "at_0.5": evaluate_scores(scores, targets, 0.5),
@@ -72,10 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, type=Path, help=".pte, .onnx or checkpoint (.pt)")
     parser.add_argument("--data", choices=DATASETS, help="dataset (default: the source checkpoint's)")
     parser.add_argument("--root", help="dataset folder (default: the source checkpoint's)")
-    parser.add_argument("--val-size", type=int, help="generated datasets: number of validation scenes")
-    parser.add_argument("--limit", type=int, help="evaluate the first N validation images only")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per runtime call")
-    parser.add_argument("--threads", type=int, help="runtime CPU threads (default: the runtime's choice)")
+    parser.add_argument("--val-size", type=positive_int, help="generated datasets: number of validation scenes")
+    parser.add_argument("--limit", type=positive_int, help="evaluate the first N validation images only")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per runtime call")
+    parser.add_argument("--threads", type=positive_int, help="runtime CPU threads (default: the runtime's choice)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -84,6 +80,8 @@ def main(argv=None) -> dict:
     from edge_demo.runtimes import load_model
 
     args = parse_args(argv)
+    if args.json is not None:
+        check_output_file(args.json, ".json")
     model = load_model(args.model, args.threads)
     name, dataset = validation_set(model.manifest, args, model.input_size)
     result = evaluate(model, dataset, args.batch_size, args.limit)
@@ -95,10 +93,9 @@ def main(argv=None) -> dict:
     if result["skipped"]:
         print(f"skipped {len(result['skipped'])} unreadable images (first: {result['skipped'][0]})")
     if args.json:
-        args.json.write_text(json.dumps({key: result[key] for key in ("at_thresholds", "at_0.5", "images_per_s")},
-                                        indent=2) + "\n")
+        write_json(args.json, {key: result[key] for key in ("at_thresholds", "at_0.5", "images_per_s")})
     return result
 
 
 if __name__ == "__main__":
-    exit_on_bad_input(main)
+    run_command(main)

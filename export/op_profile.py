@@ -24,7 +24,7 @@ import torch
 
 from edge_demo.runtimes import cannot_load
 from export.common import SETTLE_S, cpu_threads
-from hsvlt.cli import exit_on_bad_input
+from hsvlt.cli import positive_int, run_command
 from hsvlt.deploy import read_manifest
 
 RUNTIME_EVENTS = ("DELEGATE_CALL", "Method::execute")
@@ -88,8 +88,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("program", type=Path, help="an ExecuTorch program (.pte) with its manifest beside it")
-    parser.add_argument("--threads", type=int, default=cpu_threads(), help="XNNPACK threads")
-    parser.add_argument("--runs", type=int, default=20, help="runs to average over")
+    parser.add_argument("--threads", type=positive_int, default=cpu_threads(), help="XNNPACK threads")
+    parser.add_argument("--runs", type=positive_int, default=20, help="runs to average over")
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
     result = profile(args.program, args.threads, args.runs)
@@ -98,4 +98,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    exit_on_bad_input(main)
+    run_command(main)

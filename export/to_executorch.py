@@ -29,8 +29,9 @@ from export.common import (
     size_mb,
     validation_images,
 )
-from hsvlt.cli import exit_on_bad_input, prepare_output
+from hsvlt.cli import non_negative_int, positive_int, run_command
 from hsvlt.deploy import manifest_path, write_manifest
+from hsvlt.outputs import check_output_file, write_bytes
 
 BACKENDS = ("xnnpack", "coreml")
 
@@ -106,7 +107,7 @@ def export(source: Source, out: Path, backend: str = "xnnpack", int8: Path | Non
     else:
         program = deployable_program(source, attention_stage, dynamic)
     buffer, summary = lower(program, backend)
-    out.write_bytes(buffer)
+    write_bytes(out, buffer)
     # The Core ML delegate computes in float16 (partitioners).
     precision = "int8" if int8 is not None else ("fp16" if backend == "coreml" else "fp32")
     write_manifest(out, manifest_for(source, "executorch-" + backend, precision, attention_stage,
@@ -137,13 +138,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--int8", type=Path, help="int8 program made by quant/qat.py from this checkpoint (.pt2)")
     parser.add_argument("--backend", default="xnnpack", choices=BACKENDS,
                         help="delegate: xnnpack (CPU, every platform) or coreml (Apple; runs on macOS / iOS)")
-    parser.add_argument("--attention-stage", type=int,
+    parser.add_argument("--attention-stage", type=non_negative_int,
                         help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
     parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
-    parser.add_argument("--max-batch", type=int, default=1,
+    parser.add_argument("--max-batch", type=positive_int, default=1,
                         help="largest batch the program accepts (xnnpack; memory grows with it; larger batches "
                              "run in chunks through edge_demo.runtimes)")
-    parser.add_argument("--parity-images", type=int, default=32,
+    parser.add_argument("--parity-images", type=non_negative_int, default=32,
                         help="validation images to compare with PyTorch on (0: skip)")
     return parser.parse_args(argv)
 
@@ -151,11 +152,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     source = load_source(args.ckpt, args.preset)
-    out = prepare_output(args.out, ".pte")
+    out = check_output_file(args.out, ".pte")
     if args.int8 is not None and not args.int8.is_file():
         raise ExportError(f"{args.int8}: int8 artifact not found")
     return export(source, out, args.backend, args.int8, args.attention_stage, args.max_batch, args.parity_images)
 
 
 if __name__ == "__main__":
-    exit_on_bad_input(main)
+    run_command(main)

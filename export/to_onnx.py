@@ -24,8 +24,9 @@ from export.common import (
     size_mb,
     validation_images,
 )
-from hsvlt.cli import exit_on_bad_input, prepare_output
+from hsvlt.cli import non_negative_int, run_command
 from hsvlt.deploy import for_export, manifest_path, write_manifest
+from hsvlt.outputs import atomic_path, check_output_file
 
 OPSET = 18
 
@@ -41,8 +42,9 @@ def export(source: Source, out: Path, attention_stage: int | None = None, parity
     program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET, input_names=["image"],
                                 output_names=outputs, dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
                                 verbose=False)
-    program.save(str(out), external_data=False)
-    onnx.checker.check_model(str(out), full_check=True)
+    with atomic_path(out) as temporary:
+        program.save(str(temporary), external_data=False)
+        onnx.checker.check_model(str(temporary), full_check=True)
     write_manifest(out, manifest_for(source, "onnx", "fp32", attention_stage, opset=OPSET))
     print(f"wrote {out} ({size_mb(out):.2f} MB) and {manifest_path(out).name}")
     result = {"parity": None}
@@ -61,10 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
     parser.add_argument("--out", required=True, type=Path, help="output file, e.g. model.onnx")
-    parser.add_argument("--attention-stage", type=int,
+    parser.add_argument("--attention-stage", type=non_negative_int,
                         help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
     parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
-    parser.add_argument("--parity-images", type=int, default=32,
+    parser.add_argument("--parity-images", type=non_negative_int, default=32,
                         help="validation images to compare with PyTorch on (0: skip)")
     return parser.parse_args(argv)
 
@@ -72,8 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     source = load_source(args.ckpt, args.preset)
-    return export(source, prepare_output(args.out, ".onnx"), args.attention_stage, args.parity_images)
+    return export(source, check_output_file(args.out, ".onnx"), args.attention_stage, args.parity_images)
 
 
 if __name__ == "__main__":
-    exit_on_bad_input(main)
+    run_command(main)

@@ -18,7 +18,6 @@ The defaults are sized for under an hour on 2 CPU cores; --quick checks the whol
 """
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -34,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hsvlt import distributed
 from hsvlt.checkpoint import load_model
-from hsvlt.cli import exit_on_bad_input
+from hsvlt.cli import image_size, non_negative_int, positive_float, positive_int, run_command
 from hsvlt.compare import batch1_latency_ms
 from hsvlt.data.base import MultiLabelDataset
 from hsvlt.data.loader import eval_loader
@@ -42,6 +41,7 @@ from hsvlt.data.transforms import eval_transform
 from hsvlt.evaluate import predict
 from hsvlt.metrics import average_precision_by_size, average_precisions, evaluate_scores, size_bucket_edges
 from hsvlt.models import PRESETS
+from hsvlt.outputs import save_figure, save_npz, write_json, write_text
 
 SIZE_BUCKETS = ("small", "medium", "large")
 DATASET_NOTES = {
@@ -97,23 +97,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"which variants, in table order (default: all; {', '.join(v.key for v in VARIANTS)}; "
                              f"lite0 only when the hsvlt_lite0 preset exists)")
     parser.add_argument("--model", help=f"preset of (a)-(e) (default: {FULL['model']}, quick: {QUICK['model']})")
-    parser.add_argument("--img-size", type=int, help=f"input size (default: {FULL['img_size']})")
-    parser.add_argument("--train-size", type=int, help=f"training scenes (default: {FULL['train_size']})")
-    parser.add_argument("--val-size", type=int, help=f"validation scenes, pick the best epoch "
+    parser.add_argument("--img-size", type=image_size, help=f"input size (default: {FULL['img_size']})")
+    parser.add_argument("--train-size", type=positive_int, help=f"training scenes (default: {FULL['train_size']})")
+    parser.add_argument("--val-size", type=positive_int, help=f"validation scenes, pick the best epoch "
                                                      f"(default: {FULL['val_size']})")
-    parser.add_argument("--test-size", type=int, help=f"test scenes, scored in the table "
+    parser.add_argument("--test-size", type=positive_int, help=f"test scenes, scored in the table "
                                                       f"(default: {FULL['test_size']})")
-    parser.add_argument("--epochs", type=int, help=f"epochs per variant (default: {FULL['epochs']})")
-    parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
-    parser.add_argument("--lr", type=float, help="peak learning rate for every variant (default: hsvlt.train's)")
+    parser.add_argument("--epochs", type=positive_int, help=f"epochs per variant (default: {FULL['epochs']})")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="training batch size")
+    parser.add_argument("--lr", type=positive_float,
+                        help="peak learning rate for every variant (default: hsvlt.train's)")
     parser.add_argument("--train-args", default="", help="more hsvlt.train flags for every variant, one string, "
                                                          "written with =: --train-args=\"--ema 0.999 --loss asl\"")
     parser.add_argument("--seed", type=int, default=0, help="seeds data, weights and order (same for all)")
-    parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
     parser.add_argument("--device", default="auto", help="training and test device: auto, cpu, cuda "
                                                          "(latency is always measured on the CPU)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test set")
-    parser.add_argument("--latency-runs", type=int, help=f"timed batch-1 CPU runs per variant, the median is "
+    parser.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples of the test set")
+    parser.add_argument("--latency-runs", type=positive_int, help=f"timed batch-1 CPU runs per variant, the median is "
                                                          f"reported (default: {FULL['latency_runs']})")
     parser.add_argument("--out", type=Path, help="run folder, one subfolder per variant "
                                                  "(default: runs/ablation, quick: runs/ablation-quick)")
@@ -216,7 +217,7 @@ def train_variant(variant: Variant, args, folder: Path) -> float:
     started = time.perf_counter()
     train_main(argv)
     minutes = (time.perf_counter() - started) / 60
-    timing.write_text(f"{minutes:.3f}\n")
+    write_text(timing, f"{minutes:.3f}\n")
     return minutes
 
 
@@ -226,7 +227,7 @@ def score_variant(variant: Variant, args, folder: Path, runtime, test, sizes, ed
     model.to(runtime.device)
     loader = eval_loader(test, eval_transform(args.img_size), 2 * args.batch_size, args.workers)
     predictions = predict(model, loader, runtime)
-    np.savez(folder / "test_scores.npz", scores=predictions.scores, targets=predictions.targets)
+    save_npz(folder / "test_scores.npz", scores=predictions.scores, targets=predictions.targets)
     figures = evaluate_scores(predictions.scores, predictions.targets)
     by_size = average_precision_by_size(predictions.scores, predictions.targets, sizes, edges)
     model.cpu().eval()
@@ -384,7 +385,7 @@ with the whole Fashion-MNIST train split behind the scenes and a larger test set
 Training and test then run on the GPU; GFLOPs and CPU latency are still measured on the machine's CPU.
 """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page)
+    write_text(path, page)
 
 
 def plot_results(results: list[dict], path: Path, title: str) -> None:
@@ -415,7 +416,7 @@ def plot_results(results: list[dict], path: Path, title: str) -> None:
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, dpi=110)
     plt.close(figure)
 
 
@@ -433,15 +434,15 @@ def run(args) -> list[dict]:
         train_minutes = train_variant(variant, args, folder)
         result = {**score_variant(variant, args, folder, runtime, test, sizes, edges),
                   "train_minutes": train_minutes}
-        (folder / "ablation.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_json(folder / "ablation.json", result)
         print(f"  test mAP {result['mAP']:.2f}  AP small/medium/large {result['AP_small']:.1f} / "
               f"{result['AP_medium']:.1f} / {result['AP_large']:.1f}  {result['latency_ms']:.1f} ms")
         results.append(result)
     add_bootstrap(results, folders, args.bootstrap, args.seed)
     minutes = (time.perf_counter() - started) / 60
     machine = machine_description(runtime)
-    (args.out / "results.json").write_text(json.dumps({"command": args.command, "machine": machine,
-                                                       "minutes": minutes, "results": results}, indent=2) + "\n")
+    write_json(args.out / "results.json", {"command": args.command, "machine": machine, "minutes": minutes,
+                                           "results": results})
     title = f"{args.data}, {args.img_size} px, {args.train_size} scenes x {args.epochs} epochs, test {args.test_size}"
     plot_results(results, args.plot, title + (" (quick smoke test)" if args.quick else ""))
     write_page(args.doc, args, results, machine, minutes, edges)
@@ -451,7 +452,7 @@ def run(args) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    exit_on_bad_input(run, parse_args(argv))
+    run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

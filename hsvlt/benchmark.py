@@ -16,6 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from hsvlt.cli import non_negative_int, positive_int
 from hsvlt.data.loader import train_loader
 from hsvlt.data.shapes import CLASSES, ShapesDataset
 from hsvlt.data.transforms import train_transform
@@ -113,9 +114,9 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m hsvlt.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS, choices=sorted(PRESETS))
-    parser.add_argument("--batch-size", type=int, default=8, help="batch for training and inference")
-    parser.add_argument("--steps", type=int, default=5, help="timed repetitions of each measurement")
-    parser.add_argument("--workers", type=int, default=1, help="data-loading processes (as in training)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="batch for training and inference")
+    parser.add_argument("--steps", type=positive_int, default=5, help="timed repetitions of each measurement")
+    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes (as in training)")
     args = parser.parse_args(argv)
     configure_cpu()
     bf16 = uses_bf16(CPU, cpu=True)

@@ -10,16 +10,14 @@ A checkpoint is a dict of tensors and plain Python values:
     train_state            (last.pt only) optimiser, schedulers, EMA, RNG and sampler position for --resume
 """
 
-import os
 import pickle
-import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
 
 from hsvlt.models.factory import build_model
 from hsvlt.models.hsvlt import HSVLT, HSVLTConfig
+from hsvlt.outputs import atomic_write
 
 FORMAT, VERSION = "hsvlt-checkpoint", 1
 
@@ -29,38 +27,59 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename over `path`: a crash at
-    any moment leaves either the old file or the new one, never a broken one."""
+    """Written through hsvlt.outputs.atomic_write: a crash or a full disk at any moment leaves either the old
+    file or the new one, never a broken one."""
+    with atomic_write(path) as stream:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, stream)
+
+
+def load_untrusted(path: str | Path, error_type: type[ValueError] = CheckpointError, what: str = "checkpoint",
+                   missing: str = "checkpoint not found"):
+    """torch.load with weights_only=True, every failure turned into one line naming the file. The unpickler
+    raises many types for a file that is not a checkpoint (IndexError and KeyError among them); a file that
+    holds Python objects is refused without the library's advice to load it unsafely, which would run its
+    code."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if not path.is_file():
+        raise error_type(f"{path}: {missing}")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" in str(error):  # a class or function to import and call: what a malicious pickle needs
+            raise error_type(f"{path}: not a plain {what}: it holds Python objects whose loading could run code, "
+                             f"so it is not loaded") from None
+        raise error_type(f"{path}: not a readable {what} (not a file written by torch.save)") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise error_type(f"{path}: not a readable {what} ({_first_line(error)})") from None
+    except Exception:  # IndexError, KeyError, ... from deep in the unpickler: the bytes are not torch.save's
+        raise error_type(f"{path}: not a readable {what} (not a file written by torch.save)") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def check_finite(tensors: dict, path: str | Path, error_type: type[ValueError] = CheckpointError) -> None:
+    """Refuse weights holding NaN or infinity (a damaged file): every prediction would be NaN."""
+    for key, tensor in tensors.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise error_type(f"{path}: weight {key!r} holds NaN or infinite values (a damaged file?)")
 
 
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+    state = load_untrusted(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an HSVLT checkpoint (made by hsvlt.train)")
-    if state.get("version", 0) > VERSION:
+    if not isinstance(state.get("version", 0), int) or state.get("version", 0) > VERSION:
         raise CheckpointError(f"{path}: checkpoint version {state['version']} is newer than this code ({VERSION})")
     for key in ("config", "labels", "model"):
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise CheckpointError(f"{path}: its 'model' is not a state dict of tensors")
+    check_finite(state["model"], path)
     return state
 
 
@@ -68,17 +87,27 @@ def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> HSVLT
     """Rebuild the model a checkpoint describes and load its weights (strictly)."""
     try:
         config = HSVLTConfig.from_dict(state["config"])
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
         raise CheckpointError(f"{path}: bad model config ({error})") from None
     weights = state["model"]
     if "label_embeddings" not in weights:
         raise CheckpointError(f"{path}: weights lack label_embeddings")
-    model = build_model(config, weights["label_embeddings"])
     try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-        raise CheckpointError(f"{path}: weights do not fit the {config.preset} model ({first[:200]})") from None
+        model = build_model(config, weights["label_embeddings"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: bad model config ({_first_line(error)})") from None
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    if missing or unexpected:
+        what = f"lacks {missing[0]!r}" if missing else f"has {unexpected[0]!r}, which the model does not"
+        count = len(missing) + len(unexpected)
+        raise CheckpointError(f"{path}: weights do not fit the {config.preset} model: it {what}"
+                              + (f" ({count - 1} more keys differ)" if count > 1 else ""))
+    for key, tensor in weights.items():
+        if tensor.shape != own[key].shape:
+            raise CheckpointError(f"{path}: weight {key!r} has shape {tuple(tensor.shape)}, the {config.preset} "
+                                  f"model needs {tuple(own[key].shape)}")
+    model.load_state_dict(weights)
     if len(state["labels"]) != model.num_classes:
         raise CheckpointError(f"{path}: {len(state['labels'])} label names but {model.num_classes} classes")
     return model.eval()

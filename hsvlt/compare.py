@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from hsvlt.checkpoint import load_model
-from hsvlt.cli import exit_on_bad_input
+from hsvlt.cli import positive_int, run_command
 from hsvlt.distributed import configure_cpu
 
 
@@ -42,10 +42,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hsvlt.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders holding best.pt and log.jsonl")
-    parser.add_argument("--runs", dest="calls", type=int, default=30, help="timed calls per model")
+    parser.add_argument("--runs", dest="calls", type=positive_int, default=30, help="timed calls per model")
     args = parser.parse_args(argv)
     configure_cpu()
-    loaded, logs = exit_on_bad_input(read_runs, args.runs)
+    loaded, logs = run_command(read_runs, args.runs)
     models = [model for model, _ in loaded]
     own_sizes = [model.config.img_size for model in models]
     at_own = batch1_latency_ms(models, own_sizes, args.calls)

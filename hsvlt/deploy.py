@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from hsvlt.models.hsvlt import HSVLT
+from hsvlt.outputs import write_json
 from hsvlt.rewrites import ExportHSVLT, Rewrites
 
 MANIFEST_VERSION = 1
@@ -138,7 +139,7 @@ def manifest_path(artifact: str | Path) -> Path:
 
 def write_manifest(artifact: str | Path, manifest: dict) -> Path:
     path = manifest_path(artifact)
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(path, manifest)
     return path
 
 

@@ -71,6 +71,15 @@ def gather_objects(value, runtime: Runtime) -> list:
     return gathered
 
 
+def any_rank(flag: bool, runtime: Runtime) -> bool:
+    """Whether `flag` is true on any rank (every rank gets the same answer, so all take the same branch)."""
+    if not runtime.distributed:
+        return flag
+    box = torch.tensor([float(flag)], device=runtime.device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return bool(box.item())
+
+
 def broadcast_object(value, runtime: Runtime):
     """Rank 0's `value` on every rank."""
     if not runtime.distributed:

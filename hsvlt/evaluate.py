@@ -6,7 +6,6 @@ Without --data, the checkpoint's own validation set is used (for `shapes`, the s
 
 import argparse
 import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,12 +15,13 @@ from tqdm import tqdm
 
 from hsvlt import distributed
 from hsvlt.checkpoint import load_model
-from hsvlt.cli import exit_on_bad_input
-from hsvlt.data import DATASETS, build_data
+from hsvlt.cli import image_size, non_negative_int, positive_int, run_command, unit_interval
+from hsvlt.data import DATASETS, VAL_SIZE, build_data
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
 from hsvlt.metrics import evaluate_scores
+from hsvlt.outputs import check_output_file, save_npz, write_json
 
 
 @dataclass
@@ -33,16 +33,31 @@ class Predictions:
 
 
 def uses_bf16(device: torch.device, enabled: bool = True, cpu: bool = False) -> bool:
-    """Whether `autocast` computes in bf16: on CUDA (unless disabled); on the CPU only with `cpu` (training) and
-    where the CPU has native bf16 (AVX512-BF16 or AMX; emulated bf16 is slower than float32). Evaluation keeps
-    the CPU in float32, the precision of the exported models."""
+    """Whether `autocast` computes in reduced precision: on CUDA (unless disabled); on the CPU only with `cpu`
+    (training) and where the CPU has native bf16 (AVX512-BF16 or AMX; emulated bf16 is slower than float32).
+    Evaluation keeps the CPU in float32, the precision of the exported models. The dtype is `autocast_dtype`'s:
+    bf16, except float16 on CUDA devices without native bf16."""
     native_cpu = cpu and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return enabled and (device.type == "cuda" or native_cpu)
 
 
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on `device` when `bf16` (decided once by `uses_bf16`), else full precision."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def autocast_dtype(device: torch.device, enabled: bool = True, cpu: bool = False) -> torch.dtype | None:
+    """The dtype `autocast` computes in where `uses_bf16` says reduced precision, else None (float32): bf16, or
+    float16 on a CUDA device without native bf16 (older than Ampere: it emulates bf16, slowly where at all).
+    Training in float16 needs a gradient scaler, or small gradients underflow to 0."""
+    if not uses_bf16(device, enabled, cpu):
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, bf16: bool = False, dtype: torch.dtype | None = None):
+    """Autocast on `device` in `dtype` (decided once by `autocast_dtype`), or when `bf16` (decided by
+    `uses_bf16`) in bf16, float16 on a CUDA device without native bf16; else full precision."""
+    if dtype is None and bf16:
+        dtype = torch.float16 if autocast_dtype(device) == torch.float16 else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -72,11 +87,41 @@ def predict(model, loader, runtime: distributed.Runtime, loss_fn=None, progress:
     )
     parts = distributed.gather_objects(part, runtime)
     order = np.concatenate([p[0] for p in parts])
+    if len(order) == 0:
+        bad = [s for p in parts for s in p[4]]
+        raise ValueError(f"none of the {len(bad)} validation images could be read (first: {bad[0][1]})" if bad
+                         else "the validation set is empty")
     keep = np.argsort(order, kind="stable")
     all_scores = np.concatenate([p[1] for p in parts if p[1] is not None])[keep]
     all_targets = np.concatenate([p[2] for p in parts if p[2] is not None])[keep]
     total_loss = sum(p[3] for p in parts) / max(len(order), 1)
     return Predictions(all_scores, all_targets, total_loss, [s for p in parts for s in p[4]])
+
+
+def checkpoint_data(checkpoint: dict, path, img_size: int, data: str | None = None, root: str | None = None,
+                    val_size: int | None = None, train_size: int | None = None):
+    """(dataset name, DataBundle) of the data a checkpoint was trained and validated on, as it recorded them
+    (for a generated dataset, the very same scenes), or of `data` / `root` when given. Every command that
+    scores or fine-tunes a checkpoint (evaluation, QAT, export parity, artifact evaluation) opens its data here."""
+    trained_on = checkpoint.get("data") or {}
+    name = data or trained_on.get("name") or "shapes"
+    same = name == trained_on.get("name")
+    recorded_root = trained_on.get("root") if same else None
+    try:
+        bundle = build_data(name, root=root or recorded_root, image_size=img_size,
+                            seed=trained_on.get("seed", 0) if same else 0,
+                            train_size=train_size or (trained_on.get("train_size") if same else None) or 1,
+                            val_size=val_size or (trained_on.get("val_size") if same else None) or VAL_SIZE,
+                            label_file=trained_on.get("label_file") if same else None)
+    except FileNotFoundError as error:
+        if root is None and recorded_root is not None:
+            raise FileNotFoundError(f"{error} (the folder {path} was trained on; pass --root where the dataset is "
+                                    f"on this machine)") from None
+        raise
+    if bundle.labels != list(checkpoint["labels"]):
+        raise ValueError(f"{path}: trained on other labels than {name}'s ({len(checkpoint['labels'])} vs "
+                         f"{len(bundle.labels)} classes)")
+    return name, bundle
 
 
 def format_report(result: dict, labels: list[str] | None = None, title: str = "") -> str:
@@ -102,35 +147,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ckpt", required=True, help="checkpoint written by hsvlt.train (best.pt or last.pt)")
     parser.add_argument("--data", choices=DATASETS, help="dataset (default: the one the checkpoint trained on)")
     parser.add_argument("--root", help="dataset folder (default: the checkpoint's)")
-    parser.add_argument("--val-size", type=int, help="generated datasets: number of validation scenes")
-    parser.add_argument("--img-size", type=int, help="input size (default: the checkpoint's)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
-    parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    parser.add_argument("--val-size", type=positive_int, help="generated datasets: number of validation scenes")
+    parser.add_argument("--img-size", type=image_size, help="input size (default: the checkpoint's)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
+    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threshold", type=float, default=0.5, help="decision threshold for CP..OF1")
+    parser.add_argument("--threshold", type=unit_interval, default=0.5, help="decision threshold for CP..OF1")
     parser.add_argument("--json", type=Path, help="write the figures (percent) to this JSON file")
     parser.add_argument("--save-scores", type=Path, help="write scores (N x C) and targets (1/0/-1) to this .npz")
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict:
+    for path, suffix in ((args.json, ".json"), (args.save_scores, ".npz")):
+        if path is not None:
+            check_output_file(path, suffix)  # before the work, not after it
     runtime = distributed.setup(args.device)
     model, checkpoint = load_model(args.ckpt)
-    trained_on = checkpoint.get("data", {})
-    name = args.data or trained_on.get("name", "shapes")
-    same_data = name == trained_on.get("name")
     img_size = args.img_size or model.config.img_size
-    bundle = build_data(
-        name,
-        root=args.root or (trained_on.get("root") if same_data else None),
-        image_size=img_size,
-        seed=trained_on.get("seed", 0) if same_data else 0,
-        val_size=args.val_size or trained_on.get("val_size", 1000),
-        label_file=trained_on.get("label_file") if same_data else None,
-    )
-    if bundle.labels != list(checkpoint["labels"]):
-        raise ValueError(f"{args.ckpt}: trained on other labels than {name}'s ({len(checkpoint['labels'])} vs "
-                         f"{len(bundle.labels)} classes)")
+    name, bundle = checkpoint_data(checkpoint, args.ckpt, img_size, args.data, args.root, args.val_size)
     model.to(runtime.device)
     loader = eval_loader(bundle.val, eval_transform(img_size), args.batch_size, args.workers,
                          runtime.rank, runtime.world_size)
@@ -142,16 +177,16 @@ def run(args: argparse.Namespace) -> dict:
         if predictions.skipped:
             print(f"skipped {len(predictions.skipped)} unreadable images (first: {predictions.skipped[0][1]})")
         if args.json:
-            args.json.write_text(json.dumps({"labels": bundle.labels, **result}, indent=2) + "\n")
+            write_json(args.json, {"labels": bundle.labels, **result})
         if args.save_scores:
-            np.savez(args.save_scores, scores=predictions.scores, targets=predictions.targets,
+            save_npz(args.save_scores, scores=predictions.scores, targets=predictions.targets,
                      labels=np.array(bundle.labels))
     distributed.teardown()
     return result
 
 
 def main(argv=None) -> None:
-    exit_on_bad_input(run, parse_args(argv))
+    run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -72,15 +72,20 @@ def evaluate_scores(
 
 def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray, default: float = 0.5) -> np.ndarray:
     """Per-class threshold with the best F1 on these scores (use validation data); `default` for a class
-    without positives."""
+    without positives. The threshold sits halfway between the lowest score kept and the highest one below it,
+    not on a score: a threshold equal to a validation score flips that image's label on a one-ulp difference
+    (an exported model's rounding), and halfway keeps every validation decision the same."""
     thresholds = np.full(scores.shape[1], default)
     for c in range(scores.shape[1]):
         keep = targets[:, c] >= 0
         if not (targets[keep, c] > 0).any():
             continue
-        precision, recall, cuts = precision_recall_curve(targets[keep, c] > 0, scores[keep, c])
+        column = scores[keep, c]
+        precision, recall, cuts = precision_recall_curve(targets[keep, c] > 0, column)
         f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
-        thresholds[c] = float(cuts[np.argmax(f1)])
+        cut = float(cuts[np.argmax(f1)])
+        below = column[column < cut]
+        thresholds[c] = (cut + float(below.max())) / 2 if below.size else cut
     return thresholds
 
 

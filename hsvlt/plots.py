@@ -7,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from hsvlt.outputs import save_figure
+
 
 def plot_curves(history: list[dict], path: str | Path) -> None:
     """Loss (train and validation) and validation mAP / CF1 / OF1 per epoch."""
@@ -22,5 +24,5 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path, dpi=100)
     plt.close(figure)

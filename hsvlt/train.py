@@ -25,16 +25,28 @@ from tqdm import tqdm
 
 from hsvlt import distributed
 from hsvlt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from hsvlt.cli import exit_on_bad_input
-from hsvlt.data import DATASETS, build_data
-from hsvlt.data.base import InMemoryDataset, to_model_input
+from hsvlt.cli import (
+    StopRequest,
+    attention_stage,
+    float_range,
+    image_size,
+    int_between,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+)
+from hsvlt.data import DATASETS, TRAIN_SIZE, VAL_SIZE, build_data
+from hsvlt.data.base import FileDataset, InMemoryDataset, to_model_input
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
-from hsvlt.evaluate import autocast, format_report, predict, uses_bf16
+from hsvlt.evaluate import autocast, autocast_dtype, format_report, predict
 from hsvlt.losses import build_loss
 from hsvlt.metrics import calibrate_thresholds, evaluate_scores
 from hsvlt.models import PRESETS, create_model
 from hsvlt.models.hsvlt import FUSIONS
+from hsvlt.outputs import check_output_folder, run_folder, write_json, write_text
 from hsvlt.plots import plot_curves
 
 # Defaults that depend on the dataset. The generated datasets need no crop (a crop would cut objects out and
@@ -44,7 +56,7 @@ from hsvlt.plots import plot_curves
 # 80 px x 6 89.1; peak lr 3e-3 49.2 after 2 of 5 epochs (2e-3: 67.3) and 1e-3 with a 1-epoch warm-up 88.1
 # (96 px x 6); progressive resizing, 10000 scenes x 6 epochs, 4 at 80 px then 2 at 96 px, 84.8.
 # `lr` is the from-scratch rate.
-GENERATED_DATA_DEFAULTS = dict(img_size=88, train_size=12000, epochs=6, batch_size=32, crop_scale=1.0,
+GENERATED_DATA_DEFAULTS = dict(img_size=88, train_size=TRAIN_SIZE, epochs=6, batch_size=32, crop_scale=1.0,
                                randaugment=0, lr=2e-3, warmup_epochs=0.3)
 DATA_DEFAULTS = {
     "shapes": GENERATED_DATA_DEFAULTS,
@@ -71,68 +83,86 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      "/usr/share/datasets/fashion-mnist)")
     data.add_argument("--label-file", help="csv data: label embeddings made by `python -m hsvlt.labels` "
                                            "(default: computed now, needs the text extra)")
-    data.add_argument("--train-size", type=int, help="shapes, fashion-mosaic: training scenes (default: 12000)")
-    data.add_argument("--val-size", type=int, default=1000, help="shapes, fashion-mosaic: validation scenes")
-    data.add_argument("--img-size", type=int, help="training and validation input size "
-                                                   "(default: 88 for shapes and fashion-mosaic, else the preset's)")
-    data.add_argument("--crop-scale", type=float, help="random resized crop keeps this area fraction or more "
-                                                       "(default: 1.0 for shapes and fashion-mosaic, 0.7 otherwise)")
-    data.add_argument("--randaugment", type=int, help="RandAugment-style ops per image "
-                                                            "(default: 0 shapes and fashion-mosaic, 2 real)")
-    data.add_argument("--low-res-epochs", type=int, default=0,
+    data.add_argument("--train-size", type=positive_int,
+                      help=f"shapes, fashion-mosaic: training scenes (default: {TRAIN_SIZE})")
+    data.add_argument("--val-size", type=positive_int, default=VAL_SIZE,
+                      help="shapes, fashion-mosaic: validation scenes")
+    data.add_argument("--img-size", type=image_size,
+                      help="training and validation input size (default: 88 for shapes and fashion-mosaic, else "
+                           "the preset's)")
+    data.add_argument("--crop-scale", type=float_range(0.0, 1.0, low_open=True),
+                      help="random resized crop keeps this area fraction or more (default: 1.0 for shapes and "
+                           "fashion-mosaic, 0.7 otherwise)")
+    data.add_argument("--randaugment", type=non_negative_int,
+                      help="RandAugment-style ops per image (default: 0 shapes and fashion-mosaic, 2 real)")
+    data.add_argument("--low-res-epochs", type=non_negative_int, default=0,
                       help="progressive resizing: train the first N epochs at --low-res-size, each costing "
                            "~(low / full size)^2 of a full one (default: 0)")
-    data.add_argument("--low-res-size", type=int, help="input size of the low-resolution epochs (default: 5/6 of "
-                                                       "--img-size, a multiple of 8)")
-    data.add_argument("--workers", type=int, default=1, help="data-loading processes per training process")
+    data.add_argument("--low-res-size", type=image_size,
+                      help="input size of the low-resolution epochs (default: 5/6 of --img-size, a multiple of 8)")
+    data.add_argument("--workers", type=non_negative_int, default=1,
+                      help="data-loading processes per training process")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="hsvlt_nano", choices=sorted(PRESETS), help="preset")
-    model.add_argument("--heads", type=int, help="attention heads (default: the preset's, 1)")
-    model.add_argument("--drop-path", type=float, help="stochastic depth rate (default: the preset's)")
+    model.add_argument("--heads", type=positive_int, help="attention heads (default: the preset's, 1)")
+    model.add_argument("--drop-path", type=float_range(0.0, 1.0, high_open=True),
+                       help="stochastic depth rate (default: the preset's)")
     model.add_argument("--visual-feedback", action="store_true",
                        help="let the visual map attend to the label tokens too (zero-initialised)")
     model.add_argument("--fusion", default="ivla", choices=FUSIONS,
                        help="ivla: HSVLT; ablation baselines: late (label queries after the last stage only), "
                             "none (global pooling and a linear head); see hsvlt/models/baselines.py")
-    model.add_argument("--aggregate-stages", type=int, nargs="+", metavar="I",
+    model.add_argument("--aggregate-stages", type=attention_stage, nargs="+", metavar="I",
                        help="stages (0-3) whose multi-modal features feed the head (default: all; 3: no CSA)")
     model.add_argument("--pretrained", help="ImageNet backbone weights: a ConvNeXt checkpoint (original or timm "
                                             "layout); 'imagenet' for the packaged EfficientNet-Lite0 weights "
                                             "(the default of hsvlt_lite0)")
     model.add_argument("--no-pretrained", action="store_true", help="train hsvlt_lite0 from scratch")
-    model.add_argument("--freeze-stages", type=int, default=0, help="freeze the backbone of the first N stages")
+    model.add_argument("--freeze-stages", type=int_between(0, 4), default=0,
+                       help="freeze the backbone of the first N stages")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, help="epochs (default: 6 for shapes and fashion-mosaic, 40 otherwise)")
-    optim.add_argument("--batch-size", type=int, help="images per step per process (default: 32)")
-    optim.add_argument("--lr", type=float, help="peak AdamW learning rate (default from scratch: 2e-3 "
-                                                "for shapes and fashion-mosaic, 1e-3 otherwise; 1e-4 with --pretrained)")
-    optim.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr x this "
-                                                               "(default: 1 from scratch, 0.1 with --pretrained)")
-    optim.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decoupled weight decay")
-    optim.add_argument("--warmup-epochs", type=float, help="linear warm-up length (default: 0.3 for shapes and "
-                       "fashion-mosaic, else 1)")
+    optim.add_argument("--epochs", type=positive_int,
+                       help="epochs (default: 6 for shapes and fashion-mosaic, 40 otherwise)")
+    optim.add_argument("--batch-size", type=positive_int, help="images per step per process (default: 32)")
+    optim.add_argument("--lr", type=positive_float,
+                       help="peak AdamW learning rate (default from scratch: 2e-3 for shapes and fashion-mosaic, "
+                            "1e-3 otherwise; 1e-4 with --pretrained)")
+    optim.add_argument("--backbone-lr-scale", type=non_negative_float,
+                       help="backbone lr = lr x this (default: 1 from scratch, 0.1 with --pretrained)")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW decoupled weight decay")
+    optim.add_argument("--warmup-epochs", type=non_negative_float,
+                       help="linear warm-up length (default: 0.3 for shapes and fashion-mosaic, else 1)")
     optim.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"],
                        help="after warm-up: cosine decay, or the paper's ReduceLROnPlateau on val mAP")
-    optim.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better mAP "
-                                                               "(0: never; the paper used 4)")
+    optim.add_argument("--patience", type=non_negative_int, default=0,
+                       help="stop after N epochs without a better mAP (0: never; the paper used 4)")
     optim.add_argument("--loss", default="bce", choices=["bce", "asl"], help="BCE, or ASL (gamma- 1, clip 0.05)")
-    optim.add_argument("--clip-grad", type=float, default=5.0, help="gradient norm clip (0: off)")
-    optim.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off); "
-                                                              "validation and best.pt use the EMA weights")
+    optim.add_argument("--clip-grad", type=non_negative_float, default=5.0, help="gradient norm clip (0: off)")
+    optim.add_argument("--ema", type=float_range(0.0, 1.0, high_open=True), default=0.0,
+                       help="EMA decay of the weights, e.g. 0.999 (0: off); validation and best.pt use the EMA "
+                            "weights")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=Path("runs/hsvlt"), help="output folder")
+    run.add_argument("--out", type=Path, default=Path("runs/hsvlt"),
+                     help="output folder; one that holds an earlier run is kept, and the next free name "
+                          "(runs/hsvlt2, ...) is taken instead, unless --resume or --exist-ok")
+    run.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier run")
     run.add_argument("--resume", nargs="?", const="last", help="continue from OUT/last.pt (or the given file)")
-    run.add_argument("--checkpoint-minutes", type=float, default=10.0,
+    run.add_argument("--override", nargs="+", default=[], metavar="FIELD",
+                     help="with --resume: let these settings differ from the checkpoint's (e.g. --override lr "
+                          "batch_size); --epochs and --patience may always change")
+    run.add_argument("--checkpoint-minutes", type=non_negative_float, default=10.0,
                      help="also save last.pt inside an epoch this often (0: only at epoch ends)")
     run.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and augmentation")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda)")
     run.add_argument("--no-amp", action="store_true",
-                     help="train in float32 instead of bf16 autocast (on CUDA, and on CPUs with native bf16: "
-                          "AVX512-BF16 or AMX)")
+                     help="train in float32 instead of autocast: bf16 on CUDA and on CPUs with native bf16 "
+                          "(AVX512-BF16 or AMX), float16 with a gradient scaler on GPUs without bf16 (V100, T4)")
     args = parser.parse_args(argv)
+    if args.override and not args.resume:
+        parser.error("--override applies to --resume only")
 
     defaults = data_defaults(args.data)
     for key in ("train_size", "epochs", "batch_size", "crop_scale", "randaugment", "warmup_epochs"):
@@ -213,31 +243,62 @@ def warmup_cosine(total_steps: int, warmup_steps: int, cosine: bool):
     return factor
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """The generators this process draws from: the CPU's, and its own GPU's (a resume on a machine with another
+    number of GPUs restores it onto the GPU it runs on)."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda" and "cuda" in state:
+        cuda = state["cuda"]
+        # Checkpoints of earlier versions hold a list, one state per visible GPU.
+        torch.cuda.set_rng_state(cuda[device.index or 0] if isinstance(cuda, list) else cuda, device)
 
 
 def plain_args(args) -> dict:
     return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
 
 
+# Settings that may differ on --resume without --override: they say how long the run goes on, where it is written
+# and what runs it, not what one step computes. A longer --epochs stretches the cosine schedule from where the run
+# stands (the learning rate rises a little, then decays over the new length).
+RESUME_FREE = {"epochs", "patience", "out", "resume", "override", "exist_ok", "workers", "checkpoint_minutes",
+               "device", "world_size"}
+
+
+def check_resume_settings(saved: dict, args, path: Path) -> None:
+    """Refuse to resume with settings that differ from the checkpoint's (a changed --lr or --val-size would mix
+    two runs silently and pick the best epoch on another validation set), naming each, unless --override lists
+    it. Settings this code did not have when the checkpoint was written are not compared."""
+    current = plain_args(args)
+    unknown = sorted(set(args.override) - set(current))
+    if unknown:
+        raise ValueError(f"--override: no setting named {', '.join(unknown)} (names as in --help, with _ for -)")
+    differ = [key for key in sorted(set(saved) & set(current))
+              if key not in RESUME_FREE and saved[key] != current[key] and key not in args.override]
+    if differ:
+        changes = ", ".join(f"{key} {saved[key]!r} -> {current[key]!r}" for key in differ)
+        raise CheckpointError(f"{path}: was trained with other settings ({changes}); give the same values, or "
+                              f"resume with --override {' '.join(differ)}")
+
+
 class Trainer:
     def __init__(self, args, runtime: distributed.Runtime):
         self.args, self.runtime = args, runtime
-        self.bf16 = uses_bf16(runtime.device, not args.no_amp, cpu=True)  # the training steps' precision
+        self.amp_dtype = autocast_dtype(runtime.device, not args.no_amp, cpu=True)  # the steps' precision; None: fp32
+        # float16 (CUDA without native bf16) loses small gradients to underflow unless the loss is scaled; disabled,
+        # the scaler passes every call straight through.
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=self.amp_dtype == torch.float16)
         self.out = args.out
         torch.manual_seed(args.seed)
         self.data = build_data(args.data, args.root, args.img_size, args.seed, args.train_size, args.val_size,
                                args.label_file)
+        self.check_files()
         if args.data in GENERATED_DATASETS:
             self.data.train = InMemoryDataset(self.data.train, "drawing training scenes")
             self.data.val = InMemoryDataset(self.data.val, "drawing validation scenes")
@@ -284,6 +345,19 @@ class Trainer:
         self.state = TrainState(history=[])
         self.skipped = {"train": {}, "validation": {}}  # split -> {dataset index: why it could not be read}
 
+    def check_files(self) -> None:
+        """Say before training how many listed images are missing (they are skipped), and refuse a split with
+        none left: the header's counts are then the images really used."""
+        self.image_counts = {}
+        for split, dataset in (("training", self.data.train), ("validation", self.data.val)):
+            missing = dataset.missing_files() if isinstance(dataset, FileDataset) else []
+            if len(missing) == len(dataset):
+                raise FileNotFoundError(f"none of the {len(dataset)} {split} images exists (first: {missing[0]})"
+                                        if missing else f"the {split} set is empty")
+            if missing and self.runtime.is_main:
+                print(f"{len(missing)} of {len(dataset)} {split} images not found, skipped (first: {missing[0]})")
+            self.image_counts[split] = len(dataset) - len(missing)
+
     def input_size(self, epoch: int) -> int:
         """Training input size of `epoch` (0-based): --low-res-size for the first --low-res-epochs."""
         return self.args.low_res_size if epoch < self.args.low_res_epochs else self.args.img_size
@@ -293,11 +367,12 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def checkpoint(self, **extra) -> dict:
+        root = str(Path(self.args.root).resolve()) if self.args.root else None  # usable from any folder
         return {
             "config": self.model.config.to_dict(),
             "labels": self.data.labels,
             "model": self.eval_model().state_dict(),
-            "data": {"name": self.args.data, "root": self.args.root, "seed": self.args.seed,
+            "data": {"name": self.args.data, "root": root, "seed": self.args.seed,
                      "train_size": self.args.train_size, "val_size": self.args.val_size,
                      "label_file": self.args.label_file},
             **extra,
@@ -312,16 +387,14 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "plateau": self.plateau.state_dict(),
-            "rng": rng_state(),
+            "rng": rng_state(self.runtime.device),
+            "scaler": self.scaler.state_dict(),
             "progress": self.state.to_dict(),
             "args": plain_args(self.args),
         }
         save_checkpoint(self.checkpoint(epoch=self.state.epoch, train_state=train_state), self.out / "last.pt")
 
-    def resume(self, path: Path) -> None:
-        checkpoint = load_checkpoint(path)
-        if "train_state" not in checkpoint:
-            raise CheckpointError(f"{path}: holds no training state (use last.pt to resume)")
+    def resume(self, path: Path, checkpoint: dict) -> None:
         if checkpoint["config"] != self.model.config.to_dict():
             raise CheckpointError(f"{path}: was trained with another model config than these arguments give")
         train_state = checkpoint["train_state"]
@@ -333,11 +406,13 @@ class Trainer:
         self.optimizer.load_state_dict(train_state["optimizer"])
         self.schedule.load_state_dict(train_state["schedule"])
         self.plateau.load_state_dict(train_state["plateau"])
+        if train_state.get("scaler"):  # empty where float16 was off, absent in older checkpoints
+            self.scaler.load_state_dict(train_state["scaler"])
         self.state = TrainState(**train_state["progress"])
         if train_state["progress"]["skip"] and self.runtime.world_size != train_state["args"].get("world_size", 1):
             raise CheckpointError(f"{path}: saved mid-epoch by {train_state['args'].get('world_size')} processes; "
                                   f"resume with the same number")
-        set_rng_state(train_state["rng"])
+        set_rng_state(train_state["rng"], self.runtime.device)
 
     # ---- one epoch ---------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict:
@@ -356,16 +431,18 @@ class Trainer:
                 continue
             images = to_model_input(batch["images"], self.runtime.device)
             targets = batch["targets"].to(self.runtime.device, non_blocking=True)
-            with autocast(self.runtime.device, self.bf16):
+            with autocast(self.runtime.device, dtype=self.amp_dtype):
                 logits = self.net(images)
             loss = self.loss_fn(logits.float(), targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.args.clip_grad:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip_grad)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
+            self.scaler.update()
             if self.args.schedule == "cosine" or self.schedule.last_epoch < self.warmup_steps:
                 self.schedule.step()
             if self.ema is not None:
@@ -378,9 +455,24 @@ class Trainer:
             if minutes and time.monotonic() - last_save > 60 * minutes:
                 self.save_last()
                 last_save = time.monotonic()
+            if self.stop_requested():
+                progress.close()
+                self.stop_now(f"in epoch {epoch + 1} after {self.state.skip} images")
         elapsed = time.perf_counter() - started
         loss_sum, image_count = (sum(x) for x in zip(*distributed.gather_objects((total, count), self.runtime)))
         return {"train_loss": loss_sum / max(image_count, 1), "images_per_s": image_count / elapsed, "img_size": size}
+
+    def stop_requested(self) -> bool:
+        """Whether SIGTERM or SIGINT reached any process (all of them stop at the same step)."""
+        return distributed.any_rank(self.stop.requested is not None, self.runtime)
+
+    def stop_now(self, where: str) -> None:
+        """Save last.pt at this safe point and end the run; --resume continues exactly from here."""
+        self.save_last()
+        if self.runtime.is_main:
+            tqdm.write(f"stopped by {self.stop.requested or 'a signal'} {where}: saved {self.out / 'last.pt'}; "
+                       f"continue with: python -m hsvlt.train --resume --out {self.out} (and the same settings)")
+        raise KeyboardInterrupt(self.stop.requested)
 
     def validate(self):
         predictions = predict(self.eval_model(), self.val_loader, self.runtime, self.loss_fn)
@@ -389,13 +481,18 @@ class Trainer:
 
     # ---- the run -----------------------------------------------------------------------------------
     def fit(self) -> dict:
+        with StopRequest() as self.stop:
+            return self._fit()
+
+    def _fit(self) -> dict:
         args, state = self.args, self.state
         if self.runtime.is_main:
             params = sum(p.numel() for p in self.model.parameters()) / 1e6
-            print(f"{args.model} ({params:.1f}M params) on {args.data}: {len(self.data.train)} train / "
-                  f"{len(self.data.val)} val images at {args.img_size}px, {args.epochs} epochs, "
-                  f"{self.runtime.world_size} x {self.runtime.device.type}, "
-                  f"{'bf16 autocast' if self.bf16 else 'float32'}")
+            amp = self.amp_dtype
+            precision = "float32" if amp is None else str(amp).removeprefix("torch.") + " autocast"
+            print(f"{args.model} ({params:.1f}M params) on {args.data}: {self.image_counts['training']} train / "
+                  f"{self.image_counts['validation']} val images at {args.img_size}px, {args.epochs} epochs, "
+                  f"{self.runtime.world_size} x {self.runtime.device.type}, {precision}")
         for epoch in range(state.epoch, args.epochs):
             train_log = self.train_epoch(epoch)
             predictions, result = self.validate()
@@ -422,6 +519,8 @@ class Trainer:
                            f"mAP {log['mAP']:6.2f}  CF1 {log['CF1']:6.2f}  OF1 {log['OF1']:6.2f}  "
                            f"{log['images_per_s']:.0f} img/s" + ("  *" if improved else ""))
                 self.report_skipped()
+            if self.stop_requested():
+                self.stop_now(f"after epoch {epoch + 1}")
             if args.patience and state.stale_epochs >= args.patience:
                 if self.runtime.is_main:
                     print(f"no better mAP for {args.patience} epochs: stopping early")
@@ -429,10 +528,7 @@ class Trainer:
         return self.finish()
 
     def write_logs(self) -> None:
-        lines = "".join(json.dumps(entry) + "\n" for entry in self.state.history)
-        temporary = self.out / ".log.jsonl.tmp"
-        temporary.write_text(lines)
-        temporary.replace(self.out / "log.jsonl")
+        write_text(self.out / "log.jsonl", "".join(json.dumps(entry) + "\n" for entry in self.state.history))
         plot_curves(self.state.history, self.out / "curves.png")
 
     def report_skipped(self) -> None:
@@ -450,7 +546,7 @@ class Trainer:
                        **{key: best["metrics"][key] for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")},
                        "top3": best["metrics"]["top3"], "AP": best["metrics"]["AP"],
                        "labels": self.data.labels, "thresholds": best["thresholds"]}
-            (self.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            write_json(self.out / "metrics.json", summary)
             print(format_report(best["metrics"], title=f"best epoch {best['epoch']} of {self.args.model} on "
                                                        f"{self.args.data} validation ({len(self.data.val)} images)"))
             print(f"wrote {self.out}/best.pt, last.pt, metrics.json, log.jsonl, curves.png")
@@ -458,15 +554,27 @@ class Trainer:
 
 
 def run(args: argparse.Namespace) -> dict | None:
-    """Join the process group (under torchrun), build the trainer, resume if asked, train."""
+    """Join the process group (under torchrun), choose the run folder (or check the checkpoint to resume against
+    these settings), build the trainer, resume if asked, train."""
     runtime = distributed.setup(args.device)
     args.world_size = runtime.world_size
-    if runtime.is_main:
-        args.out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(args, runtime)
+    checkpoint, path = None, None
     if args.resume:
         path = args.out / "last.pt" if args.resume == "last" else Path(args.resume)
-        trainer.resume(path)
+        checkpoint = load_checkpoint(path)
+        if "train_state" not in checkpoint:
+            raise CheckpointError(f"{path}: holds no training state (use last.pt to resume)")
+        check_resume_settings(checkpoint["train_state"]["args"], args, path)
+        check_output_folder(args.out)
+    else:
+        chosen = run_folder(args.out, args.exist_ok) if runtime.is_main else None
+        chosen = distributed.broadcast_object(chosen, runtime)
+        if runtime.is_main and chosen != args.out:
+            print(f"{args.out} holds an earlier run: writing to {chosen} (--exist-ok writes into {args.out})")
+        args.out = chosen
+    trainer = Trainer(args, runtime)
+    if checkpoint is not None:
+        trainer.resume(path, checkpoint)
         if runtime.is_main:
             print(f"resumed from {path} at epoch {trainer.state.epoch + 1}")
     return trainer.fit()
@@ -474,7 +582,7 @@ def run(args: argparse.Namespace) -> dict | None:
 
 def main(argv=None) -> dict | None:
     try:
-        return exit_on_bad_input(run, parse_args(argv))
+        return run_command(run, parse_args(argv))
     finally:
         distributed.teardown()
 

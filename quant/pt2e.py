@@ -22,27 +22,15 @@ and Core ML both take.
 """
 
 import copy
-import logging
-import warnings
+import io
 from pathlib import Path
 
 import torch
 
 from hsvlt.deploy import for_export, manifest_path, read_manifest, write_manifest
 from hsvlt.models.hsvlt import HSVLT
+from hsvlt.outputs import write_bytes
 from hsvlt.rewrites import ChannelNorm, ExportHead, LabelAttention, PixelAttention, Rewrites, TokenNorm
-
-
-def quiet_toolchain() -> None:
-    """Silence what the toolchain says at import and on every call that tells a user nothing: optional native
-    libraries absent on this platform (torchao, coremltools), untested-version notices, deprecations inside
-    the libraries. The scripts of quant/ and export/ call it before importing any of them."""
-    for name in ("torchao", "coremltools", "torch.utils._pytree", "torch._export", "torch.export", "torch.onnx",
-                 "onnxscript", "executorch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for category in (UserWarning, FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category)
-
 
 ARTIFACT_SUFFIX = ".pt2"
 MAX_BATCH = 64
@@ -208,8 +196,11 @@ def to_program(converted: torch.fx.GraphModule, img_size: int) -> torch.export.E
 
 def save_artifact(program: torch.export.ExportedProgram, path: str | Path, manifest: dict) -> None:
     """X.pt2 (torch.export.save) and the manifest X.pt2.json beside it."""
-    path = Path(path)
-    torch.export.save(program, path)
+    # Serialised in memory first: torch.export.save aborts the whole process (a C++ exception in a destructor)
+    # when the disk fills under it, where a plain write raises an error that leaves the previous file in place.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    write_bytes(path, buffer.getvalue())
     write_manifest(path, manifest)
 
 

@@ -22,14 +22,25 @@ import torch
 from tqdm import tqdm
 
 from hsvlt.checkpoint import load_model
-from hsvlt.cli import exit_on_bad_input, prepare_output
-from hsvlt.data import DATASETS, build_data
+from hsvlt.cli import (
+    attention_stage,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+    unit_interval,
+)
+from hsvlt.data import DATASETS, TRAIN_SIZE
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
 from hsvlt.deploy import build_manifest, file_sha256, for_export
+from hsvlt.evaluate import checkpoint_data
 from hsvlt.losses import build_loss, distillation_loss
 from hsvlt.metrics import evaluate_scores
+from hsvlt.outputs import check_output_file
+from hsvlt.toolchain import quiet_toolchain
 from hsvlt.train import data_defaults
 from quant.pt2e import (
     ARTIFACT_SUFFIX,
@@ -40,7 +51,6 @@ from quant.pt2e import (
     freeze_batch_norm,
     freeze_observers,
     prepare,
-    quiet_toolchain,
     save_artifact,
     to_program,
     train_mode,
@@ -50,18 +60,9 @@ quiet_toolchain()
 
 
 def open_data(checkpoint: dict, img_size: int, args: argparse.Namespace):
-    """The checkpoint's own training and validation sets (as hsvlt.evaluate rebuilds them), or --data's."""
-    trained_on = checkpoint.get("data") or {}
-    name = args.data or trained_on.get("name", "shapes")
-    same = name == trained_on.get("name")
-    bundle = build_data(name, root=args.root or (trained_on.get("root") if same else None), image_size=img_size,
-                        seed=trained_on.get("seed", 0) if same else 0,
-                        train_size=args.train_size or trained_on.get("train_size") or 8000,
-                        val_size=args.val_size or trained_on.get("val_size") or 1000,
-                        label_file=trained_on.get("label_file") if same else None)
-    if bundle.labels != list(checkpoint["labels"]):
-        raise ValueError(f"{args.ckpt}: trained on other labels than {name}'s")
-    return name, bundle
+    """The checkpoint's own training and validation sets (hsvlt.evaluate.checkpoint_data), or --data's."""
+    return checkpoint_data(checkpoint, args.ckpt, img_size, args.data, args.root, args.val_size,
+                           args.train_size or (checkpoint.get("data") or {}).get("train_size") or TRAIN_SIZE)
 
 
 def batches(loader, limit: int | None = None):
@@ -213,56 +214,51 @@ def run(args: argparse.Namespace) -> dict:
     return manifest["quantization"]
 
 
-def unit_interval(text: str) -> float:
-    """argparse type: a float in [0, 1]."""
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python quant/qat.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, type=Path, help="trained fp32 checkpoint (best.pt)")
     parser.add_argument("--out", required=True, type=Path, help="int8 artifact to write, e.g. qat.pt2")
     parser.add_argument("--ptq", action="store_true", help="post-training quantisation: calibrate, no training")
-    parser.add_argument("--epochs", type=int, default=3, help="QAT epochs")
-    parser.add_argument("--lr", type=float, default=5e-5, help="peak AdamW learning rate (cosine decay)")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="QAT epochs")
+    parser.add_argument("--lr", type=positive_float, default=5e-5, help="peak AdamW learning rate (cosine decay)")
     # Distillation from the fp32 model is the usual QAT aid; on shapes (an hsvlt_nano of fp32 mAP 87.94, 3 x 150
     # steps, lr 2e-4) it measured no better than the labels alone (int8 mAP 88.11 at weight 0.5 vs 88.14 at 0),
     # so it is off.
     parser.add_argument("--distill", type=unit_interval, default=0.0,
                         help="weight in [0, 1] of distillation from the fp32 checkpoint (binary KL to its "
                              "probabilities); the labels' loss gets 1 - this (default: 0)")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per step")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="AdamW weight decay")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step")
     parser.add_argument("--loss", default="bce", choices=["bce", "asl"], help="training loss")
-    parser.add_argument("--freeze-bn-after", type=int, default=1,
+    parser.add_argument("--freeze-bn-after", type=non_negative_int, default=1,
                         help="epochs after which batch-norm statistics freeze")
-    parser.add_argument("--freeze-observers-after", type=int, default=2,
+    parser.add_argument("--freeze-observers-after", type=non_negative_int, default=2,
                         help="epochs after which quantisation ranges freeze")
-    parser.add_argument("--max-steps", type=int, help="at most this many steps per epoch (quick runs)")
-    parser.add_argument("--calibration-images", type=int, default=512, help="--ptq: training images to calibrate on")
+    parser.add_argument("--max-steps", type=positive_int, help="at most this many steps per epoch (quick runs)")
+    parser.add_argument("--calibration-images", type=positive_int, default=512,
+                        help="--ptq: training images to calibrate on")
     parser.add_argument("--float-layers", default=",".join(DEFAULT_FLOAT_LAYERS),
                         help=f"comma-separated layer groups kept in float, from: {', '.join(FLOAT_LAYERS)} "
                              f"(default: {','.join(DEFAULT_FLOAT_LAYERS)}, measured in quant/pt2e.py; "
                              '"" for all int8)')
-    parser.add_argument("--attention-stage", type=int,
+    parser.add_argument("--attention-stage", type=attention_stage,
                         help="keep the attention output of this stage (0-3) in the program, for the demo")
     parser.add_argument("--data", choices=DATASETS, help="dataset (default: the checkpoint's)")
     parser.add_argument("--root", help="dataset folder (default: the checkpoint's)")
-    parser.add_argument("--train-size", type=int, help="generated datasets: training scenes (default: checkpoint's)")
-    parser.add_argument("--val-size", type=int, help="generated datasets: validation scenes (default: checkpoint's)")
-    parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    parser.add_argument("--train-size", type=positive_int,
+                        help="generated datasets: training scenes (default: checkpoint's)")
+    parser.add_argument("--val-size", type=positive_int,
+                        help="generated datasets: validation scenes (default: checkpoint's)")
+    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
     parser.add_argument("--seed", type=int, default=0, help="seeds the data order and augmentation")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    exit_on_bad_input(prepare_output, args.out, ARTIFACT_SUFFIX)
-    return exit_on_bad_input(run, args)
+    run_command(check_output_file, args.out, ARTIFACT_SUFFIX)
+    return run_command(run, args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from datetime import date
 from pathlib import Path
 
 from export.common import load_source, size_mb
-from hsvlt.cli import exit_on_bad_input
+from hsvlt.cli import non_negative_int, positive_float, positive_int, run_command
+from hsvlt.outputs import save_figure, write_bytes, write_text
 from quant.pt2e import DEFAULT_FLOAT_LAYERS, FLOAT_LAYERS
 
 STUDY = [()] + [(name,) for name in FLOAT_LAYERS] + [tuple(FLOAT_LAYERS)]
@@ -116,7 +117,7 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
     model, _ = eager.quantization_aware(qat_run)
     path = workdir / f"{stem}_eager.pte"
     buffer, delegation = to_executorch.lower(eager.program(model, source.img_size))
-    path.write_bytes(buffer)
+    write_bytes(path, buffer)
     write_manifest(path, manifest_for(source, "executorch-xnnpack", "int8", None))
     rows.append(measure_program("eager QAT int8 (quant/eager.py)", path, delegation, args))
     return rows, source.img_size
@@ -158,7 +159,7 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, args
         for checkpoint, (entries, img_size) in studies.items():
             text += eager_table(checkpoint, entries, img_size)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(text))
+        write_text(path, "\n".join(text))
         return
     if rows:
         text = ["# Int8 quantisation", "",
@@ -190,7 +191,7 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, args
                  for layers, int8, fp32 in entries]
         text.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(text))
+    write_text(path, "\n".join(text))
     if rows:
         plot(rows, path.with_suffix(".png"))
 
@@ -211,7 +212,7 @@ def plot(rows: list[dict], path: Path) -> None:
     axis.legend()
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path, dpi=100)
     plt.close(figure)
 
 
@@ -219,15 +220,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python quant/report.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", nargs="+", required=True, type=Path, help="trained fp32 checkpoints (best.pt)")
-    parser.add_argument("--qat-epochs", type=int, default=3, help="QAT epochs")
-    parser.add_argument("--max-steps", type=int, help="at most this many QAT steps per epoch (quick runs)")
-    parser.add_argument("--qat-lr", type=float, nargs="+", help="QAT peak learning rate: one for all checkpoints, "
+    parser.add_argument("--qat-epochs", type=positive_int, default=3, help="QAT epochs")
+    parser.add_argument("--max-steps", type=positive_int, help="at most this many QAT steps per epoch (quick runs)")
+    parser.add_argument("--qat-lr", type=positive_float, nargs="+",
+                        help="QAT peak learning rate: one for all checkpoints, "
                                                                 "or one per --ckpt (default: quant/qat.py's)")
     parser.add_argument("--float-study", action="store_true", help="only the float-layer study (PTQ)")
     parser.add_argument("--eager-study", action="store_true", help="only the eager-QAT-against-PT2E study")
-    parser.add_argument("--train-size", type=int, help="generated data: training scenes for QAT / calibration")
-    parser.add_argument("--val-size", type=int, help="generated data: validation scenes")
-    parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    parser.add_argument("--train-size", type=positive_int, help="generated data: training scenes for QAT / calibration")
+    parser.add_argument("--val-size", type=positive_int, help="generated data: validation scenes")
+    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
     parser.add_argument("--out", type=Path, help="report to write (and .png); default docs/QUANT.md, with "
                                                  "--float-study docs/QUANT_FLOAT_LAYERS.md, with --eager-study "
                                                  "docs/QUANT_EAGER.md")
@@ -264,4 +266,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    exit_on_bad_input(main)
+    run_command(main)

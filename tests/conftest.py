@@ -1,4 +1,5 @@
-"""Shared by the export, quantisation and demo tests: tiny checkpoints (hsvlt_pico, the 10 `shapes` labels)."""
+"""Shared by the export, quantisation, demo and safety tests: tiny checkpoints (hsvlt_pico, the 10 `shapes` labels)
+and their exports."""
 
 import pytest
 import torch
@@ -35,3 +36,19 @@ def checkpoint_maker():
 def checkpoint(tmp_path_factory):
     """hsvlt_pico at 32 px."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory, checkpoint_maker):
+    """hsvlt_pico at 64 px: {"checkpoint": best.pt, "pte": model.pte, "onnx": model.onnx}; the exports carry the
+    attention of stage 1."""
+    from export import to_executorch, to_onnx
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("demo_models")
+    checkpoint = checkpoint_maker(folder / "best.pt", img_size=64)
+    pte, onnx = folder / "model.pte", folder / "model.onnx"
+    to_executorch.main(["--ckpt", str(checkpoint), "--out", str(pte), "--attention-stage", "1",
+                        "--parity-images", "0"])
+    to_onnx.main(["--ckpt", str(checkpoint), "--out", str(onnx), "--attention-stage", "1", "--parity-images", "0"])
+    return {"checkpoint": checkpoint, "pte": pte, "onnx": onnx}

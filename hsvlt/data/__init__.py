@@ -57,13 +57,17 @@ def _require_root(name: str, root: str | None) -> Path:
     return path
 
 
+# Scenes of the generated datasets (shapes, fashion-mosaic) unless a command says otherwise.
+TRAIN_SIZE, VAL_SIZE = 12000, 1000
+
+
 def build_data(
     name: str,
     root: str | None = None,
     image_size: int = 224,
     seed: int = 0,
-    train_size: int = 8000,
-    val_size: int = 1000,
+    train_size: int = TRAIN_SIZE,
+    val_size: int = VAL_SIZE,
     label_file: str | None = None,
 ) -> DataBundle:
     """Train and validation splits of dataset `name`, with one embedding per class.

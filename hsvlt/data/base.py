@@ -1,4 +1,4 @@
-"""What every dataset provides, image decoding that survives bad files, and the batch collation.
+"""What every dataset provides, and the batch collation (images are decoded by hsvlt.images).
 
 A dataset returns RGB uint8 images (H x W x 3) and targets of 1 (present), 0 (absent) or -1 (ignored, e.g.
 VOC's "difficult" objects). Augmentation and batching happen in `SampleDataset` and `collate`.
@@ -7,51 +7,13 @@ VOC's "difficult" objects). Augmentation and batching happen in `SampleDataset` 
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from hsvlt.images import BadImage, read_image
+
 IGNORED = -1.0
-
-
-class BadImage(Exception):
-    """An image file that cannot be decoded; the loader skips it and counts it."""
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode any image OpenCV reads into RGB uint8: grayscale, RGBA, palette and 16-bit files included.
-    JPEGs are turned upright by their EXIF orientation (phone photos). A file that cannot be decoded
-    (truncated JPEGs included: OpenCV 5 decodes none of them) raises BadImage."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except FileNotFoundError:
-        raise BadImage(f"{path}: file not found") from None
-    except OSError as error:
-        raise BadImage(f"{path}: {error.strerror or 'cannot be read'}") from None
-    is_jpeg = data[:2].tobytes() == b"\xff\xd8"
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR if is_jpeg else cv2.IMREAD_UNCHANGED) if data.size else None
-    except cv2.error:
-        image = None
-    if image is None:
-        raise BadImage(f"{path}: not a readable image")
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = cv2.normalize(image.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    channels = image.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if channels == 4:
-        rgb = image[..., :3].astype(np.float32)
-        alpha = image[..., 3:].astype(np.float32) / 255.0
-        image = (rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)  # composite over white
-    elif channels != 3:
-        raise BadImage(f"{path}: {channels} channels")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class MultiLabelDataset:
@@ -102,6 +64,10 @@ class FileDataset(MultiLabelDataset):
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
+
+    def missing_files(self) -> list[Path]:
+        """Listed images that are not on disk (they would be skipped when loaded)."""
+        return [path for path in self.paths if not path.is_file()]
 
     def targets(self, indices=None) -> np.ndarray:
         return self.target_matrix if indices is None else self.target_matrix[indices]

@@ -122,5 +122,14 @@ class CSVDataset(FileDataset):
                     raise ValueError(f"{where}: unknown label {name!r} (not among the {len(labels)} labels given)")
             targets[row, [column[name] for name in ignored]] = IGNORED
             targets[row, [column[name] for name in positive]] = 1.0  # after the ignored: a positive wins
+        first_row: dict[str, str] = {}
+        for where, image, _, _ in rows:
+            if image in first_row:
+                raise ValueError(f"{where}: {image} is listed again (first at line {first_row[image].split(':')[-1]}); "
+                                 f"give each image one row with all its labels")
+            first_row[image] = where
+        if not (targets > 0).any():
+            raise ValueError(f"{csv_path}: no image has a positive label (every labels cell is empty or ?-ignored), "
+                             f"so there is nothing to learn or score")
         root = csv_path.parent if image_root is None else Path(image_root)
         super().__init__(labels, [root / image for _, image, _, _ in rows], targets)

@@ -13,9 +13,7 @@ fresh. Every backbone tensor of the model must come from the file with its exact
 mismatch is a one-line error naming the key, never a partial load.
 """
 
-import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -37,14 +35,10 @@ class PretrainedError(ValueError):
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A checkpoint file's state dict (unwrapped from "model" / "state_dict", "module." prefixes removed),
     read with weights_only=True."""
+    from hsvlt.checkpoint import check_finite, load_untrusted
+
     path = Path(path)
-    if not path.is_file():
-        raise PretrainedError(f"{path}: pretrained weights not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PretrainedError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+    state = load_untrusted(path, PretrainedError, missing="pretrained weights not found")
     for wrapper in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -53,6 +47,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise PretrainedError(f"{path}: holds no state dict of tensors")
     if all(key.startswith("module.") for key in state):  # saved from DistributedDataParallel
         state = {key[len("module."):]: value for key, value in state.items()}
+    check_finite(state, path, PretrainedError)
     return state
 
 

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from hsvlt.data.base import BadImage, read_image
 from hsvlt.data.coco import COCO_CLASSES, COCODataset
 from hsvlt.data.custom_csv import CSVDataset, read_label_file
 from hsvlt.data.nuswide import NUSWIDE_CLASSES, NUSWIDEDataset
 from hsvlt.data.voc import VOC_CLASSES, VOCDataset
+from hsvlt.images import BadImage, read_image
 
 COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
 

@@ -11,7 +11,7 @@ import pytest
 
 from edge_demo import camera
 from edge_demo.runtimes import load_model
-from edge_demo.sources import ShapesSource, read_image
+from edge_demo.sources import ShapesSource, read_bgr
 from hsvlt.deploy import preprocess_frame
 
 FRAMES = 5
@@ -78,7 +78,7 @@ def test_folder_of_images_of_odd_sizes_and_channels(models, tmp_path, capsys):
     names = ["a_color.png", "b_gray.png", "c_alpha.png", "d_16bit.png"]
     records = read_jsonl(out / "detections.jsonl")
     assert [r["name"] for r in records] == names
-    check_records(records, load_model(models["pte"], threads=1), [read_image(folder / n) for n in names])
+    check_records(records, load_model(models["pte"], threads=1), [read_bgr(folder / n) for n in names])
     assert sorted(p.name for p in out.glob("*.jpg")) == [Path(n).stem + ".jpg" for n in names]
 
 

@@ -18,7 +18,7 @@ from hsvlt.evaluate import main as evaluate_main
 from hsvlt.train import main as train_main
 
 TINY = ["--model", "hsvlt_pico", "--img-size", "64", "--train-size", "64", "--val-size", "33",
-        "--batch-size", "16", "--workers", "0", "--warmup-epochs", "0.5", "--low-res-epochs", "1"]
+        "--batch-size", "16", "--workers", "0", "--warmup-epochs", "0.5", "--low-res-epochs", "1", "--device", "cpu"]
 
 
 def train(out, *extra):
