@@ -8,7 +8,7 @@
 
 --model is an ExecuTorch program (.pte), an ONNX file (.onnx) or a training checkpoint (.pt); the manifest
 beside an exported file (model.pte.json) gives the labels, per-label thresholds and input size. Frames are
-prepared by hsvlt.deploy.preprocess_frame, the function the exporters use. The overlay lists every label
+prepared by hsvlt.deploy.preprocess.preprocess_frame, the function the exporters use. The overlay lists every label
 whose smoothed probability is above its threshold (with hysteresis, so labels do not flicker), FPS and
 inference latency; a model exported with --attention-stage also shows where each label was found.
 
@@ -29,10 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge_demo.overlay import draw, peak
-from edge_demo.runtimes import load_model
 from edge_demo.smoothing import LabelSmoother
-from edge_demo.sources import ImageSource, Source, SourceError, open_source
 from hsvlt.cli import (
     StopRequest,
     attention_stage,
@@ -41,9 +38,13 @@ from hsvlt.cli import (
     non_negative_int,
     positive_float,
     positive_int,
+    program,
     run_command,
 )
-from hsvlt.deploy import preprocess_frame
+from hsvlt.deploy.overlay import draw
+from hsvlt.deploy.preprocess import preprocess_frame
+from hsvlt.deploy.runtimes import attention_peak, open_model
+from hsvlt.deploy.sources import ImageSource, Source, SourceError, open_source
 from hsvlt.outputs import OutputError, atomic_path, check_output_folder, is_inside, run_folder
 from hsvlt.toolchain import quiet_toolchain
 
@@ -175,7 +176,7 @@ def frame_record(frame, labels: list[str], probabilities: np.ndarray, detected: 
               "detected": [labels[i] for i in np.flatnonzero(detected)],
               "shown": [labels[i] for i in np.flatnonzero(shown)]}
     if attention is not None:
-        record["where"] = {labels[i]: [round(v, 1) for v in peak(attention[i], width, height)]
+        record["where"] = {labels[i]: [round(v, 1) for v in attention_peak(attention[i], width, height)]
                            for i in np.flatnonzero(shown)}
     if frame.truth is not None:
         record["truth"] = frame.truth
@@ -201,7 +202,7 @@ def run(args: argparse.Namespace) -> dict:
     """The demo loop; returns the summary (summarize) with the files written."""
     source = open_source(args.source, args.shapes_size, args.seed)  # first: a missing camera is said at once
     try:
-        model = load_model(args.model, args.threads, args.attention_stage)
+        model = open_model(args.model, args.threads, args.attention_stage)
         # Smoothing carries a label from one frame into the next: right for a stream, wrong for unrelated photos.
         stream = not isinstance(source, ImageSource)
         smoother = LabelSmoother(model.thresholds, args.smoothing if stream else 0.0,
@@ -284,7 +285,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python edge_demo/camera.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program("python edge_demo/camera.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path,
                         help="model.pte (ExecuTorch), model.onnx (ONNX Runtime) or a checkpoint .pt (PyTorch)")

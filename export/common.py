@@ -14,7 +14,9 @@ import torch
 
 from hsvlt.checkpoint import CheckpointError, load_model
 from hsvlt.cli import UsageError
-from hsvlt.deploy import DeployableHSVLT, build_manifest, file_sha256, for_export, prepare_image, to_input
+from hsvlt.deploy.manifest import build_manifest, file_sha256
+from hsvlt.deploy.preprocess import prepare_image, to_input
+from hsvlt.deploy.wrapper import DeployableHSVLT, for_export
 from hsvlt.models.hsvlt import HSVLT
 from hsvlt.toolchain import quiet_toolchain
 
@@ -30,7 +32,7 @@ class ExportFlagError(ExportError, UsageError):
 
 
 @dataclass
-class Source:
+class SourceCheckpoint:
     """A checkpoint opened for export."""
 
     path: Path
@@ -55,7 +57,7 @@ class Source:
         return self.model.config.img_size
 
 
-def load_source(path: str | Path, preset: str | None = None) -> Source:
+def load_source(path: str | Path, preset: str | None = None) -> SourceCheckpoint:
     """Open a checkpoint (weights_only); with `preset`, refuse a checkpoint of another preset."""
     path = Path(path)
     try:
@@ -64,7 +66,21 @@ def load_source(path: str | Path, preset: str | None = None) -> Source:
         raise ExportError(str(error)) from None
     if preset is not None and model.config.preset != preset:
         raise ExportError(f"{path}: a {model.config.preset} checkpoint, not {preset}")
-    return Source(path, model, checkpoint, file_sha256(path))
+    return SourceCheckpoint(path, model, checkpoint, file_sha256(path))
+
+
+def int8_program(path: Path, source: SourceCheckpoint, attention_stage: int | None):
+    """The int8 program of a quantisation artifact (quant/qat.py), checked against the checkpoint."""
+    from quant.pt2e import load_artifact
+
+    program, manifest = load_artifact(path)
+    if manifest["checkpoint_sha256"] != source.sha256:
+        raise ExportError(f"{path}: was quantised from another checkpoint than {source.path}")
+    stage = manifest.get("attention_stage")
+    if attention_stage is not None and attention_stage != stage:
+        raise ExportError(f"{path}: was quantised with attention stage {stage}, not {attention_stage} "
+                          f"(run quant/qat.py with --attention-stage {attention_stage})")
+    return program, stage
 
 
 def check_attention_stage(stage: int | None, model: HSVLT) -> int | None:
@@ -85,15 +101,15 @@ def export_program(module: torch.nn.Module, img_size: int,
                                dynamic_shapes={"image": {0: batch}})
 
 
-def deployable_program(source: Source, attention_stage: int | None,
+def deployable_program(source: SourceCheckpoint, attention_stage: int | None,
                        max_batch: int | None) -> torch.export.ExportedProgram:
-    """The fp32 program every exporter starts from: hsvlt.deploy.for_export, traced."""
+    """The fp32 program every exporter starts from: hsvlt.deploy.wrapper.for_export, traced."""
     return export_program(for_export(source.model, attention_stage), source.img_size, max_batch)
 
 
-def manifest_for(source: Source, artifact_format: str, precision: str, attention_stage: int | None,
+def manifest_for(source: SourceCheckpoint, artifact_format: str, precision: str, attention_stage: int | None,
                  **extra) -> dict:
-    """hsvlt.deploy.build_manifest, plus the attention stage and where the validation set comes from
+    """hsvlt.deploy.manifest.build_manifest, plus the attention stage and where the validation set comes from
     (export/evaluate_artifact.py), and `extra` keys."""
     manifest = build_manifest(source.model, source.labels, source.thresholds, source.sha256, artifact_format,
                               precision, attention_stage)
@@ -103,9 +119,9 @@ def manifest_for(source: Source, artifact_format: str, precision: str, attention
     return manifest
 
 
-def validation_images(source: Source, count: int) -> np.ndarray:
+def validation_images(source: SourceCheckpoint, count: int) -> np.ndarray:
     """`count` images of the checkpoint's validation set as model input (float32 N x 3 x S x S), prepared by
-    hsvlt.deploy.prepare_image. When that set cannot be opened here (a dataset folder on another machine),
+    hsvlt.deploy.preprocess.prepare_image. When that set cannot be opened here (a dataset folder on another machine),
     generated `shapes` scenes stand in: parity needs realistic images, not these particular ones."""
     from hsvlt.data import build_data
     from hsvlt.evaluate import checkpoint_data
@@ -122,8 +138,8 @@ def validation_images(source: Source, count: int) -> np.ndarray:
     return to_input(np.stack(images))
 
 
-def reference_outputs(source: Source, images: np.ndarray, attention_stage: int | None) -> list[np.ndarray]:
-    """The trained model in eager PyTorch (hsvlt.deploy.DeployableHSVLT, no rewrites) on `images`."""
+def reference_outputs(source: SourceCheckpoint, images: np.ndarray, attention_stage: int | None) -> list[np.ndarray]:
+    """The trained model in eager PyTorch (hsvlt.deploy.wrapper.DeployableHSVLT, no rewrites) on `images`."""
     module = DeployableHSVLT(source.model, attention_stage).eval()
     with torch.inference_mode():
         outputs = module(torch.from_numpy(images))

@@ -5,7 +5,7 @@
     python export/evaluate_artifact.py --model runs/hsvlt/best.pt       # PyTorch, for comparison
 
 The validation set is the one the source checkpoint was validated on (recorded in the manifest beside the
-file), unless --data / --root say otherwise; images go through hsvlt.deploy.prepare_image, as in training
+file), unless --data / --root say otherwise; images go through hsvlt.deploy.preprocess.prepare_image, as in training
 and in the demo. Prints mAP, CP..OF1 at the manifest's per-class thresholds and at 0.5, and the throughput.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hsvlt.cli import positive_int, run_command
+from hsvlt.cli import positive_int, program, run_command
 from hsvlt.data import DATASETS
-from hsvlt.deploy import prepare_image, to_input
+from hsvlt.deploy.preprocess import prepare_image, to_input
 from hsvlt.evaluate import checkpoint_data, format_report
 from hsvlt.metrics import evaluate_scores
 from hsvlt.outputs import check_output_file, write_json
@@ -31,7 +31,7 @@ def validation_set(manifest: dict, args: argparse.Namespace, img_size: int):
 
 
 def evaluate(model, dataset, batch_size: int = 16, limit: int | None = None) -> dict:
-    """Run `model` (edge_demo.runtimes.Model) over `dataset`; figures at its thresholds and at 0.5."""
+    """Run `model` (hsvlt.deploy.runtimes.Model) over `dataset`; figures at its thresholds and at 0.5."""
     from hsvlt.images import BadImage
 
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -63,7 +63,7 @@ def evaluate(model, dataset, batch_size: int = 16, limit: int | None = None) -> 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python export/evaluate_artifact.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program("python export/evaluate_artifact.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path, help=".pte, .onnx or checkpoint (.pt)")
     parser.add_argument("--data", choices=DATASETS, help="dataset (default: the source checkpoint's)")
@@ -77,12 +77,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    from edge_demo.runtimes import load_model
+    from hsvlt.deploy.runtimes import open_model
 
     args = parse_args(argv)
     if args.json is not None:
         check_output_file(args.json, ".json")
-    model = load_model(args.model, args.threads)
+    model = open_model(args.model, args.threads)
     name, dataset = validation_set(model.manifest, args, model.input_size)
     result = evaluate(model, dataset, args.batch_size, args.limit)
     title = (f"{args.model.name} ({model.runtime}, {model.manifest.get('precision', 'fp32')}) on {name} validation "

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from edge_demo.runtimes import cannot_load
 from export.common import SETTLE_S, cpu_threads
 from hsvlt.cli import positive_int, run_command
-from hsvlt.deploy import read_manifest
+from hsvlt.deploy.manifest import read_manifest
+from hsvlt.deploy.runtimes import cannot_load
 
 RUNTIME_EVENTS = ("DELEGATE_CALL", "Method::execute")
 

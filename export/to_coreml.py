@@ -23,11 +23,12 @@ import numpy as np
 
 from export.common import (
     ExportError,
-    Source,
+    SourceCheckpoint,
     check_attention_stage,
     deployable_program,
     export_program,
     format_parity,
+    int8_program,
     load_source,
     manifest_for,
     parity,
@@ -35,15 +36,15 @@ from export.common import (
     size_mb,
     validation_images,
 )
-from hsvlt.cli import non_negative_int, run_command
-from hsvlt.deploy import manifest_path, write_manifest
+from hsvlt.cli import non_negative_int, program, run_command
+from hsvlt.deploy.manifest import manifest_path, write_manifest
 from hsvlt.outputs import atomic_path, check_output_file
 
 # Operations that hold or apply int8 weights in an ML program (iOS 16/17 and iOS 18 forms).
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "dequantize")
 
 
-def convert(program, source: Source, attention_stage: int | None, fp16: bool):
+def convert(program, source: SourceCheckpoint, attention_stage: int | None, fp16: bool):
     import coremltools as ct
 
     size = source.img_size
@@ -76,7 +77,7 @@ def quantize_weights(mlmodel):
         return ct.optimize.coreml.linear_quantize_weights(mlmodel, config)
 
 
-def describe(mlmodel, source: Source, manifest: dict, attention_stage: int | None) -> None:
+def describe(mlmodel, source: SourceCheckpoint, manifest: dict, attention_stage: int | None) -> None:
     """Descriptions and user metadata (all values strings, as Core ML requires)."""
     labels = source.labels
     mlmodel.short_description = (f"HSVLT multi-label image classifier ({source.preset}): {len(labels)} labels. "
@@ -152,7 +153,7 @@ def predict(path: Path, images: np.ndarray) -> np.ndarray:
     return np.stack([mlmodel.predict({"image": Image.fromarray(p)})["probabilities"].reshape(-1) for p in pixels])
 
 
-def export(source: Source, out: Path, int8: Path | None = None, weights_int8: bool = False, fp16: bool = True,
+def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weights_int8: bool = False, fp16: bool = True,
            attention_stage: int | None = None, parity_images: int = 16) -> dict:
     """Write the .mlpackage and its manifest; returns the package's interface (inspect_package) and, on
     macOS, the parity figures."""
@@ -160,8 +161,6 @@ def export(source: Source, out: Path, int8: Path | None = None, weights_int8: bo
     if int8 is not None and weights_int8:
         raise ExportError("--int8 and --quantize-weights exclude each other (the QAT program is already int8)")
     if int8 is not None:
-        from export.to_executorch import int8_program
-
         program, attention_stage = int8_program(int8, source, attention_stage)
         program = export_program(program.module(), source.img_size)
     else:
@@ -197,7 +196,7 @@ def export(source: Source, out: Path, int8: Path | None = None, weights_int8: bo
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python export/to_coreml.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program("python export/to_coreml.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
     parser.add_argument("--out", required=True, type=Path, help="output package, e.g. HSVLT.mlpackage")

@@ -4,7 +4,7 @@
     python export/to_executorch.py --ckpt runs/hsvlt/best.pt --int8 qat.pt2 --out model_int8.pte
     python export/to_executorch.py --ckpt best.pt --out model.pte --attention-stage 2   # + attention maps
 
-The program is hsvlt.deploy.for_export traced (input "image", float32 N x 3 x S x S in [0, 1], N = 1 or up to
+The program is hsvlt.deploy.wrapper.for_export traced (input "image", float32 N x 3 x S x S in [0, 1], N = 1 or up to
 --max-batch; outputs: probabilities N x C, and with --attention-stage the label-to-pixel attention N x C x h x w).
 A manifest (labels, thresholds, input size, preset, checkpoint hash) is written beside it as model.pte.json.
 It prints how much of the graph the delegate runs, and compares the program, run by the ExecuTorch runtime,
@@ -17,11 +17,12 @@ from pathlib import Path
 
 from export.common import (
     ExportError,
-    Source,
+    SourceCheckpoint,
     check_attention_stage,
     deployable_program,
     export_program,
     format_parity,
+    int8_program,
     load_source,
     manifest_for,
     parity,
@@ -29,8 +30,8 @@ from export.common import (
     size_mb,
     validation_images,
 )
-from hsvlt.cli import non_negative_int, positive_int, run_command
-from hsvlt.deploy import manifest_path, write_manifest
+from hsvlt.cli import non_negative_int, positive_int, program, run_command
+from hsvlt.deploy.manifest import manifest_path, write_manifest
 from hsvlt.outputs import check_output_file, write_bytes
 
 BACKENDS = ("xnnpack", "coreml")
@@ -79,21 +80,7 @@ def format_delegation(summary: dict, backend: str) -> str:
     return line
 
 
-def int8_program(path: Path, source: Source, attention_stage: int | None):
-    """The int8 program of a quantisation artifact (quant/qat.py), checked against the checkpoint."""
-    from quant.pt2e import load_artifact
-
-    program, manifest = load_artifact(path)
-    if manifest["checkpoint_sha256"] != source.sha256:
-        raise ExportError(f"{path}: was quantised from another checkpoint than {source.path}")
-    stage = manifest.get("attention_stage")
-    if attention_stage is not None and attention_stage != stage:
-        raise ExportError(f"{path}: was quantised with attention stage {stage}, not {attention_stage} "
-                          f"(run quant/qat.py with --attention-stage {attention_stage})")
-    return program, stage
-
-
-def export(source: Source, out: Path, backend: str = "xnnpack", int8: Path | None = None,
+def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: Path | None = None,
            attention_stage: int | None = None, max_batch: int = 1, parity_images: int = 32) -> dict:
     """Write `out` (.pte) and its manifest; returns the delegation summary and the parity figures."""
     attention_stage = check_attention_stage(attention_stage, source.model)
@@ -121,7 +108,7 @@ def export(source: Source, out: Path, backend: str = "xnnpack", int8: Path | Non
         print("parity check skipped: this ExecuTorch runtime has no Core ML backend (macOS and iOS only)")
         return result
     if parity_images:
-        from edge_demo.runtimes import ExecuTorchModel
+        from hsvlt.deploy.runtimes import ExecuTorchModel
 
         images = validation_images(source, parity_images)
         reference = reference_outputs(source, images, attention_stage)[0]
@@ -131,7 +118,7 @@ def export(source: Source, out: Path, backend: str = "xnnpack", int8: Path | Non
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python export/to_executorch.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program("python export/to_executorch.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
     parser.add_argument("--out", required=True, type=Path, help="output program, e.g. model.pte")
@@ -143,7 +130,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
     parser.add_argument("--max-batch", type=positive_int, default=1,
                         help="largest batch the program accepts (xnnpack; memory grows with it; larger batches "
-                             "run in chunks through edge_demo.runtimes)")
+                             "run in chunks through hsvlt.deploy.runtimes)")
     parser.add_argument("--parity-images", type=non_negative_int, default=32,
                         help="validation images to compare with PyTorch on (0: skip)")
     return parser.parse_args(argv)

@@ -2,7 +2,7 @@
 
     python export/to_onnx.py --ckpt runs/hsvlt/best.pt --out model.onnx [--attention-stage 2]
 
-The graph is hsvlt.deploy.for_export exported by torch.onnx (dynamo=True) with a dynamic batch: input
+The graph is hsvlt.deploy.wrapper.for_export exported by torch.onnx (dynamo=True) with a dynamic batch: input
 "image" float32 N x 3 x S x S in [0, 1], output "probabilities" N x C (and "attention" N x C x h x w). A
 manifest is written beside it (model.onnx.json). The file is validated by the ONNX checker, then run by ONNX
 Runtime and compared with the PyTorch model on validation images.
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from export.common import (
-    Source,
+    SourceCheckpoint,
     check_attention_stage,
     format_parity,
     load_source,
@@ -24,14 +24,15 @@ from export.common import (
     size_mb,
     validation_images,
 )
-from hsvlt.cli import non_negative_int, run_command
-from hsvlt.deploy import for_export, manifest_path, write_manifest
+from hsvlt.cli import non_negative_int, program, run_command
+from hsvlt.deploy.manifest import manifest_path, write_manifest
+from hsvlt.deploy.wrapper import for_export
 from hsvlt.outputs import atomic_path, check_output_file
 
 OPSET = 18
 
 
-def export(source: Source, out: Path, attention_stage: int | None = None, parity_images: int = 32) -> dict:
+def export(source: SourceCheckpoint, out: Path, attention_stage: int | None = None, parity_images: int = 32) -> dict:
     """Write `out` (.onnx, weights inside the file) and its manifest; returns the parity figures."""
     import onnx
 
@@ -49,7 +50,7 @@ def export(source: Source, out: Path, attention_stage: int | None = None, parity
     print(f"wrote {out} ({size_mb(out):.2f} MB) and {manifest_path(out).name}")
     result = {"parity": None}
     if parity_images:
-        from edge_demo.runtimes import OnnxModel
+        from hsvlt.deploy.runtimes import OnnxModel
 
         images = validation_images(source, parity_images)
         reference = reference_outputs(source, images, attention_stage)[0]
@@ -59,7 +60,7 @@ def export(source: Source, out: Path, attention_stage: int | None = None, parity
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python export/to_onnx.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program("python export/to_onnx.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
     parser.add_argument("--out", required=True, type=Path, help="output file, e.g. model.onnx")

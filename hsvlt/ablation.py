@@ -221,12 +221,12 @@ def train_variant(variant: Variant, args, folder: Path) -> float:
     return minutes
 
 
-def score_variant(variant: Variant, args, folder: Path, runtime, test, sizes, edges) -> dict:
+def score_variant(variant: Variant, args, folder: Path, placement, test, sizes, edges) -> dict:
     """Test-set figures, size, cost and speed of the variant's best checkpoint; scores saved beside it."""
     model, checkpoint = load_model(folder / "best.pt")
-    model.to(runtime.device)
+    model.to(placement.device)
     loader = eval_loader(test, eval_transform(args.img_size), 2 * args.batch_size, args.workers)
-    predictions = predict(model, loader, runtime)
+    predictions = predict(model, loader, placement)
     save_npz(folder / "test_scores.npz", scores=predictions.scores, targets=predictions.targets)
     figures = evaluate_scores(predictions.scores, predictions.targets)
     by_size = average_precision_by_size(predictions.scores, predictions.targets, sizes, edges)
@@ -260,7 +260,7 @@ def add_bootstrap(results: list[dict], folders: dict[str, Path], rounds: int, se
 
 # ---- the page and the plot ----------------------------------------------------------------------------------
 
-def machine_description(runtime) -> str:
+def machine_description(placement) -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -271,8 +271,8 @@ def machine_description(runtime) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     text = (f"{cpu}; cores: {cores} usable of {os.cpu_count()}; PyTorch threads: {torch.get_num_threads()}; "
             f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()} {platform.release()}")
-    if runtime.device.type == "cuda":
-        text += f"; training and test on {torch.cuda.get_device_name(runtime.device)}"
+    if placement.device.type == "cuda":
+        text += f"; training and test on {torch.cuda.get_device_name(placement.device)}"
     return text
 
 
@@ -424,7 +424,7 @@ def plot_results(results: list[dict], path: Path, title: str) -> None:
 
 def run(args) -> list[dict]:
     started = time.perf_counter()
-    runtime = distributed.setup(args.device)
+    placement = distributed.setup(args.device)
     test, edges = build_test_split(args)
     sizes = object_sizes(test)
     results, folders = [], {}
@@ -432,7 +432,7 @@ def run(args) -> list[dict]:
         folder = folders[variant.key] = args.out / variant.key
         print(f"[{number}/{len(args.variant_list)}] {variant.title}")
         train_minutes = train_variant(variant, args, folder)
-        result = {**score_variant(variant, args, folder, runtime, test, sizes, edges),
+        result = {**score_variant(variant, args, folder, placement, test, sizes, edges),
                   "train_minutes": train_minutes}
         write_json(folder / "ablation.json", result)
         print(f"  test mAP {result['mAP']:.2f}  AP small/medium/large {result['AP_small']:.1f} / "
@@ -440,7 +440,7 @@ def run(args) -> list[dict]:
         results.append(result)
     add_bootstrap(results, folders, args.bootstrap, args.seed)
     minutes = (time.perf_counter() - started) / 60
-    machine = machine_description(runtime)
+    machine = machine_description(placement)
     write_json(args.out / "results.json", {"command": args.command, "machine": machine, "minutes": minutes,
                                            "results": results})
     title = f"{args.data}, {args.img_size} px, {args.train_size} scenes x {args.epochs} epochs, test {args.test_size}"

@@ -8,7 +8,9 @@ import torch.distributed as dist
 
 
 @dataclass(frozen=True)
-class Runtime:
+class Placement:
+    """Where this process runs: its device, and its rank among the processes of a torchrun job."""
+
     device: torch.device
     rank: int = 0
     world_size: int = 1
@@ -42,19 +44,19 @@ def configure_cpu(processes_on_this_machine: int = 1) -> None:
     torch.set_num_threads(max(1, cores // processes_on_this_machine))
 
 
-def setup(device: str = "auto") -> Runtime:
+def setup(device: str = "auto") -> Placement:
     """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and start the process group:
     NCCL on GPUs, gloo on CPUs. Without torchrun, a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    runtime = Runtime(resolve_device(device, local_rank), rank, world_size, local_rank)
+    placement = Placement(resolve_device(device, local_rank), rank, world_size, local_rank)
     configure_cpu(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if runtime.device.type == "cuda":
-        torch.cuda.set_device(runtime.device)
-    if runtime.distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if runtime.device.type == "cuda" else "gloo")
-    return runtime
+    if placement.device.type == "cuda":
+        torch.cuda.set_device(placement.device)
+    if placement.distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if placement.device.type == "cuda" else "gloo")
+    return placement
 
 
 def teardown() -> None:
@@ -62,27 +64,27 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def gather_objects(value, runtime: Runtime) -> list:
+def gather_objects(value, placement: Placement) -> list:
     """Every rank's `value`, in rank order (just [value] in a single process)."""
-    if not runtime.distributed:
+    if not placement.distributed:
         return [value]
-    gathered = [None] * runtime.world_size
+    gathered = [None] * placement.world_size
     dist.all_gather_object(gathered, value)
     return gathered
 
 
-def any_rank(flag: bool, runtime: Runtime) -> bool:
+def any_rank(flag: bool, placement: Placement) -> bool:
     """Whether `flag` is true on any rank (every rank gets the same answer, so all take the same branch)."""
-    if not runtime.distributed:
+    if not placement.distributed:
         return flag
-    box = torch.tensor([float(flag)], device=runtime.device)
+    box = torch.tensor([float(flag)], device=placement.device)
     dist.all_reduce(box, op=dist.ReduceOp.MAX)
     return bool(box.item())
 
 
-def broadcast_object(value, runtime: Runtime):
+def broadcast_object(value, placement: Placement):
     """Rank 0's `value` on every rank."""
-    if not runtime.distributed:
+    if not placement.distributed:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from hsvlt import distributed
 from hsvlt.checkpoint import load_model
-from hsvlt.cli import image_size, non_negative_int, positive_int, run_command, unit_interval
+from hsvlt.cli import image_size, non_negative_int, positive_int, program, run_command, unit_interval
 from hsvlt.data import DATASETS, VAL_SIZE, build_data
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader
@@ -61,18 +61,18 @@ def autocast(device: torch.device, bf16: bool = False, dtype: torch.dtype | None
 
 
 @torch.no_grad()
-def predict(model, loader, runtime: distributed.Runtime, loss_fn=None, progress: bool = True) -> Predictions:
+def predict(model, loader, placement: distributed.Placement, loss_fn=None, progress: bool = True) -> Predictions:
     """Run `model` over a (sharded) loader and gather every rank's results, ordered by dataset index."""
     model.eval()
-    bf16 = uses_bf16(runtime.device)
+    bf16 = uses_bf16(placement.device)
     indices, scores, targets, losses, skipped = [], [], [], [], []
-    for batch in tqdm(loader, desc="validate", leave=False, disable=not (progress and runtime.is_main)):
+    for batch in tqdm(loader, desc="validate", leave=False, disable=not (progress and placement.is_main)):
         skipped += batch["bad"]
         if batch["images"] is None:
             continue
-        with autocast(runtime.device, bf16):
-            logits = model(to_model_input(batch["images"], runtime.device)).float()
-        batch_targets = batch["targets"].to(runtime.device)
+        with autocast(placement.device, bf16):
+            logits = model(to_model_input(batch["images"], placement.device)).float()
+        batch_targets = batch["targets"].to(placement.device)
         if loss_fn is not None:
             losses.append(float(loss_fn(logits, batch_targets)) * len(logits))
         indices.append(batch["indices"].numpy())
@@ -85,7 +85,7 @@ def predict(model, loader, runtime: distributed.Runtime, loss_fn=None, progress:
         sum(losses),
         skipped,
     )
-    parts = distributed.gather_objects(part, runtime)
+    parts = distributed.gather_objects(part, placement)
     order = np.concatenate([p[0] for p in parts])
     if len(order) == 0:
         bad = [s for p in parts for s in p[4]]
@@ -142,7 +142,7 @@ def format_report(result: dict, labels: list[str] | None = None, title: str = ""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hsvlt.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program("python -m hsvlt.evaluate"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="checkpoint written by hsvlt.train (best.pt or last.pt)")
     parser.add_argument("--data", choices=DATASETS, help="dataset (default: the one the checkpoint trained on)")
@@ -162,16 +162,16 @@ def run(args: argparse.Namespace) -> dict:
     for path, suffix in ((args.json, ".json"), (args.save_scores, ".npz")):
         if path is not None:
             check_output_file(path, suffix)  # before the work, not after it
-    runtime = distributed.setup(args.device)
+    placement = distributed.setup(args.device)
     model, checkpoint = load_model(args.ckpt)
     img_size = args.img_size or model.config.img_size
     name, bundle = checkpoint_data(checkpoint, args.ckpt, img_size, args.data, args.root, args.val_size)
-    model.to(runtime.device)
+    model.to(placement.device)
     loader = eval_loader(bundle.val, eval_transform(img_size), args.batch_size, args.workers,
-                         runtime.rank, runtime.world_size)
-    predictions = predict(model, loader, runtime)
+                         placement.rank, placement.world_size)
+    predictions = predict(model, loader, placement)
     result = evaluate_scores(predictions.scores, predictions.targets, args.threshold)
-    if runtime.is_main:
+    if placement.is_main:
         print(format_report(result, bundle.labels, f"{Path(args.ckpt).name} on {name} validation "
                                                    f"({result['num_images']} images)"))
         if predictions.skipped:

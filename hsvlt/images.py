@@ -4,7 +4,7 @@
     to_uint8(pixels, where)   8-bit, 16-bit or float pixels -> uint8 (16-bit by // 257: 65535 -> 255 exactly)
 
 A file that cannot be decoded raises BadImage, one line naming it. Camera and video frames come from OpenCV
-already decoded; edge_demo/sources.py turns them into the same uint8 layout with `to_uint8`.
+already decoded; hsvlt/deploy/sources.py turns them into the same uint8 layout with `to_uint8`.
 """
 
 from pathlib import Path

@@ -13,11 +13,12 @@
 """
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve
 
 
 def average_precisions(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Per-class AP (fraction, NaN for classes without positives). scores, targets: N x C."""
+    from sklearn.metrics import average_precision_score  # scikit-learn takes a second to import: not for `--help`
+
     aps = np.full(scores.shape[1], np.nan)
     for c in range(scores.shape[1]):
         keep = targets[:, c] >= 0
@@ -75,6 +76,8 @@ def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray, default: float
     without positives. The threshold sits halfway between the lowest score kept and the highest one below it,
     not on a score: a threshold equal to a validation score flips that image's label on a one-ulp difference
     (an exported model's rounding), and halfway keeps every validation decision the same."""
+    from sklearn.metrics import precision_recall_curve
+
     thresholds = np.full(scores.shape[1], default)
     for c in range(scores.shape[1]):
         keep = targets[:, c] >= 0

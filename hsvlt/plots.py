@@ -2,16 +2,22 @@
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 from hsvlt.outputs import save_figure
+
+
+def pyplot():
+    """matplotlib with its file-only backend, imported when a plot is drawn (not for `--help`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
 
 
 def plot_curves(history: list[dict], path: str | Path) -> None:
     """Loss (train and validation) and validation mAP / CF1 / OF1 per epoch."""
+    plt = pyplot()
     epochs = [entry["epoch"] for entry in history]
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
     loss_axis.plot(epochs, [entry["train_loss"] for entry in history], "o-", label="train")

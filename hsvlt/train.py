@@ -1,7 +1,8 @@
 """Train HSVLT: `python -m hsvlt.train` (one process) or `torchrun --nproc_per_node N -m hsvlt.train` (DDP).
 
-With no arguments it trains hsvlt_nano on the built-in `shapes` data on the CPU in about 12 minutes
-(2 cores) and prints the validation figures. Everything a run produces lands in --out:
+With no arguments it trains hsvlt_nano on the built-in `shapes` data on the CPU (about a quarter of an hour
+on 2 cores; the README has the measured runs) and prints the validation figures. Everything a run produces
+lands in --out:
 
     last.pt        full training state, rewritten atomically every epoch and every --checkpoint-minutes
     best.pt        weights of the best epoch by validation mAP, with per-class thresholds (for the exporters)
@@ -12,7 +13,6 @@ A run that stops for any reason continues exactly where it stopped with `--resum
 """
 
 import argparse
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -35,6 +35,7 @@ from hsvlt.cli import (
     non_negative_int,
     positive_float,
     positive_int,
+    program,
     run_command,
 )
 from hsvlt.data import DATASETS, TRAIN_SIZE, VAL_SIZE, build_data
@@ -46,34 +47,13 @@ from hsvlt.losses import build_loss
 from hsvlt.metrics import calibrate_thresholds, evaluate_scores
 from hsvlt.models import PRESETS, create_model
 from hsvlt.models.hsvlt import FUSIONS
-from hsvlt.outputs import check_output_folder, run_folder, write_json, write_text
-from hsvlt.plots import plot_curves
-
-# Defaults that depend on the dataset. The generated datasets need no crop (a crop would cut objects out and
-# make labels wrong). The shapes default (12000 scenes x 6 epochs at 88 px, bf16 autocast) reached val mAP 90.7
-# in 13.2 minutes on 2 cores of an AVX512-BF16 EPYC. Measured and not taken there (val mAP, minutes): float32
-# 96 px x 5 epochs 87.9 (~16), x 6 92.3 (~19); float32 88 px x 6 90.5 (16.6); bf16 96 px x 6 91.1 (15.9);
-# 80 px x 6 89.1; peak lr 3e-3 49.2 after 2 of 5 epochs (2e-3: 67.3) and 1e-3 with a 1-epoch warm-up 88.1
-# (96 px x 6); progressive resizing, 10000 scenes x 6 epochs, 4 at 80 px then 2 at 96 px, 84.8.
-# `lr` is the from-scratch rate.
-GENERATED_DATA_DEFAULTS = dict(img_size=88, train_size=TRAIN_SIZE, epochs=6, batch_size=32, crop_scale=1.0,
-                               randaugment=0, lr=2e-3, warmup_epochs=0.3)
-DATA_DEFAULTS = {
-    "shapes": GENERATED_DATA_DEFAULTS,
-    "fashion-mosaic": GENERATED_DATA_DEFAULTS,
-    "real": dict(img_size=None, train_size=None, epochs=40, batch_size=32, crop_scale=0.7, randaugment=2,
-                 lr=1e-3, warmup_epochs=1.0),
-}
-GENERATED_DATASETS = tuple(name for name, defaults in DATA_DEFAULTS.items() if defaults is GENERATED_DATA_DEFAULTS)
-
-
-def data_defaults(name: str) -> dict:
-    """The defaults of dataset `name` (a generated one, or any real one)."""
-    return DATA_DEFAULTS.get(name, DATA_DEFAULTS["real"])
+from hsvlt.outputs import check_output_folder, run_folder, write_json
+from hsvlt.recipes import GENERATED_DATASETS, data_defaults
+from hsvlt.run_log import RunLog
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hsvlt.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program("python -m hsvlt.train"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--data", default="shapes", choices=DATASETS, help="dataset (default: built-in shapes)")
@@ -288,12 +268,12 @@ def check_resume_settings(saved: dict, args, path: Path) -> None:
 
 
 class Trainer:
-    def __init__(self, args, runtime: distributed.Runtime):
-        self.args, self.runtime = args, runtime
-        self.amp_dtype = autocast_dtype(runtime.device, not args.no_amp, cpu=True)  # the steps' precision; None: fp32
+    def __init__(self, args, placement: distributed.Placement):
+        self.args, self.placement = args, placement
+        self.amp_dtype = autocast_dtype(placement.device, not args.no_amp, cpu=True)  # the steps' precision; None: fp32
         # float16 (CUDA without native bf16) loses small gradients to underflow unless the loss is scaled; disabled,
         # the scaler passes every call straight through.
-        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(placement.device.type, enabled=self.amp_dtype == torch.float16)
         self.out = args.out
         torch.manual_seed(args.seed)
         self.data = build_data(args.data, args.root, args.img_size, args.seed, args.train_size, args.val_size,
@@ -315,22 +295,23 @@ class Trainer:
             from hsvlt.models.pretrained import load_pretrained
 
             report = load_pretrained(self.model, args.pretrained)
-            if runtime.is_main:
+            if placement.is_main:
                 print(report)
-        self.model.to(runtime.device)
+        self.model.to(placement.device)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
                     if args.ema else None)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args), lr=args.lr)
-        self.net = (DistributedDataParallel(self.model, device_ids=[runtime.device.index]
-                                            if runtime.device.type == "cuda" else None)
-                    if runtime.distributed else self.model)
+        self.net = (DistributedDataParallel(self.model, device_ids=[placement.device.index]
+                                            if placement.device.type == "cuda" else None)
+                    if placement.distributed else self.model)
 
         # Progressive resizing: one loader per input size (the sampler's order depends on the epoch only).
         self.loaders = {size: train_loader(self.data.train, train_transform(size, args.crop_scale, args.randaugment),
-                                           args.batch_size, args.workers, args.seed, runtime.rank, runtime.world_size)
+                                           args.batch_size, args.workers, args.seed, placement.rank,
+                                           placement.world_size)
                         for size in {args.img_size, self.input_size(0)}}
         self.val_loader = eval_loader(self.data.val, eval_transform(args.img_size), 2 * args.batch_size,
-                                      args.workers, runtime.rank, runtime.world_size)
+                                      args.workers, placement.rank, placement.world_size)
         self.steps_per_epoch = len(self.loaders[args.img_size][0])  # the same at every size
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.data.train)} training images is less than one batch of "
@@ -354,7 +335,7 @@ class Trainer:
             if len(missing) == len(dataset):
                 raise FileNotFoundError(f"none of the {len(dataset)} {split} images exists (first: {missing[0]})"
                                         if missing else f"the {split} set is empty")
-            if missing and self.runtime.is_main:
+            if missing and self.placement.is_main:
                 print(f"{len(missing)} of {len(dataset)} {split} images not found, skipped (first: {missing[0]})")
             self.image_counts[split] = len(dataset) - len(missing)
 
@@ -379,7 +360,7 @@ class Trainer:
         }
 
     def save_last(self) -> None:
-        if not self.runtime.is_main:
+        if not self.placement.is_main:
             return
         train_state = {
             "model": self.model.state_dict(),
@@ -387,7 +368,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "plateau": self.plateau.state_dict(),
-            "rng": rng_state(self.runtime.device),
+            "rng": rng_state(self.placement.device),
             "scaler": self.scaler.state_dict(),
             "progress": self.state.to_dict(),
             "args": plain_args(self.args),
@@ -409,10 +390,10 @@ class Trainer:
         if train_state.get("scaler"):  # empty where float16 was off, absent in older checkpoints
             self.scaler.load_state_dict(train_state["scaler"])
         self.state = TrainState(**train_state["progress"])
-        if train_state["progress"]["skip"] and self.runtime.world_size != train_state["args"].get("world_size", 1):
+        if train_state["progress"]["skip"] and self.placement.world_size != train_state["args"].get("world_size", 1):
             raise CheckpointError(f"{path}: saved mid-epoch by {train_state['args'].get('world_size')} processes; "
                                   f"resume with the same number")
-        set_rng_state(train_state["rng"], self.runtime.device)
+        set_rng_state(train_state["rng"], self.placement.device)
 
     # ---- one epoch ---------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict:
@@ -424,14 +405,14 @@ class Trainer:
         total, count, started = 0.0, 0, time.perf_counter()
         last_save = time.monotonic()
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{self.args.epochs} at {size}px", leave=False,
-                        disable=not self.runtime.is_main)
+                        disable=not self.placement.is_main)
         for batch in progress:
             self.skipped["train"].update(batch["bad"])
             if batch["images"] is None:
                 continue
-            images = to_model_input(batch["images"], self.runtime.device)
-            targets = batch["targets"].to(self.runtime.device, non_blocking=True)
-            with autocast(self.runtime.device, dtype=self.amp_dtype):
+            images = to_model_input(batch["images"], self.placement.device)
+            targets = batch["targets"].to(self.placement.device, non_blocking=True)
+            with autocast(self.placement.device, dtype=self.amp_dtype):
                 logits = self.net(images)
             loss = self.loss_fn(logits.float(), targets)
             if not torch.isfinite(loss):
@@ -449,6 +430,8 @@ class Trainer:
                 self.ema.update_parameters(self.model)
             total += loss.item() * len(images)
             count += len(images)
+            if self.placement.is_main:
+                self.log.step(self.schedule.last_epoch, loss.item())
             self.state.skip += self.args.batch_size
             progress.set_postfix(loss=f"{total / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
             minutes = self.args.checkpoint_minutes
@@ -459,40 +442,43 @@ class Trainer:
                 progress.close()
                 self.stop_now(f"in epoch {epoch + 1} after {self.state.skip} images")
         elapsed = time.perf_counter() - started
-        loss_sum, image_count = (sum(x) for x in zip(*distributed.gather_objects((total, count), self.runtime)))
+        loss_sum, image_count = (sum(x) for x in zip(*distributed.gather_objects((total, count), self.placement)))
         return {"train_loss": loss_sum / max(image_count, 1), "images_per_s": image_count / elapsed, "img_size": size}
 
     def stop_requested(self) -> bool:
         """Whether SIGTERM or SIGINT reached any process (all of them stop at the same step)."""
-        return distributed.any_rank(self.stop.requested is not None, self.runtime)
+        return distributed.any_rank(self.stop.requested is not None, self.placement)
 
     def stop_now(self, where: str) -> None:
         """Save last.pt at this safe point and end the run; --resume continues exactly from here."""
         self.save_last()
-        if self.runtime.is_main:
+        if self.placement.is_main:
             tqdm.write(f"stopped by {self.stop.requested or 'a signal'} {where}: saved {self.out / 'last.pt'}; "
                        f"continue with: python -m hsvlt.train --resume --out {self.out} (and the same settings)")
         raise KeyboardInterrupt(self.stop.requested)
 
     def validate(self):
-        predictions = predict(self.eval_model(), self.val_loader, self.runtime, self.loss_fn)
+        predictions = predict(self.eval_model(), self.val_loader, self.placement, self.loss_fn)
         self.skipped["validation"].update(predictions.skipped)
         return predictions, evaluate_scores(predictions.scores, predictions.targets)
 
     # ---- the run -----------------------------------------------------------------------------------
     def fit(self) -> dict:
+        self.log = RunLog(self.out) if self.placement.is_main else None
+        if self.log is not None:
+            print(self.log.describe())
         with StopRequest() as self.stop:
             return self._fit()
 
     def _fit(self) -> dict:
         args, state = self.args, self.state
-        if self.runtime.is_main:
+        if self.placement.is_main:
             params = sum(p.numel() for p in self.model.parameters()) / 1e6
             amp = self.amp_dtype
             precision = "float32" if amp is None else str(amp).removeprefix("torch.") + " autocast"
             print(f"{args.model} ({params:.1f}M params) on {args.data}: {self.image_counts['training']} train / "
                   f"{self.image_counts['validation']} val images at {args.img_size}px, {args.epochs} epochs, "
-                  f"{self.runtime.world_size} x {self.runtime.device.type}, {precision}")
+                  f"{self.placement.world_size} x {self.placement.device.type}, {precision}")
         for epoch in range(state.epoch, args.epochs):
             train_log = self.train_epoch(epoch)
             predictions, result = self.validate()
@@ -506,15 +492,15 @@ class Trainer:
                 state.best_map, state.best_epoch, state.stale_epochs = result["mAP"], epoch + 1, 0
                 thresholds = calibrate_thresholds(predictions.scores, predictions.targets)
                 self.best = {"metrics": result, "thresholds": thresholds.tolist(), "epoch": epoch + 1}
-                if self.runtime.is_main:
+                if self.placement.is_main:
                     save_checkpoint(self.checkpoint(**self.best), self.out / "best.pt")
             else:
                 state.stale_epochs += 1
             if args.schedule == "plateau" and self.schedule.last_epoch >= self.warmup_steps:
                 self.plateau.step(result["mAP"])
             self.save_last()
-            if self.runtime.is_main:
-                self.write_logs()
+            if self.placement.is_main:
+                self.log.epoch(self.state.history)
                 tqdm.write(f"epoch {epoch + 1:3d}  loss {log['train_loss']:.4f}  val loss {log['val_loss']:.4f}  "
                            f"mAP {log['mAP']:6.2f}  CF1 {log['CF1']:6.2f}  OF1 {log['OF1']:6.2f}  "
                            f"{log['images_per_s']:.0f} img/s" + ("  *" if improved else ""))
@@ -522,14 +508,10 @@ class Trainer:
             if self.stop_requested():
                 self.stop_now(f"after epoch {epoch + 1}")
             if args.patience and state.stale_epochs >= args.patience:
-                if self.runtime.is_main:
+                if self.placement.is_main:
                     print(f"no better mAP for {args.patience} epochs: stopping early")
                 break
         return self.finish()
-
-    def write_logs(self) -> None:
-        write_text(self.out / "log.jsonl", "".join(json.dumps(entry) + "\n" for entry in self.state.history))
-        plot_curves(self.state.history, self.out / "curves.png")
 
     def report_skipped(self) -> None:
         counts = {split: len(bad) for split, bad in self.skipped.items()}
@@ -539,14 +521,15 @@ class Trainer:
                   f"{counts['validation']}; first: {first})")
 
     def finish(self) -> dict:
-        best = load_checkpoint(self.out / "best.pt") if self.runtime.is_main else None
+        best = load_checkpoint(self.out / "best.pt") if self.placement.is_main else None
         summary = None
-        if self.runtime.is_main:
+        if self.placement.is_main:
             summary = {"epoch": best["epoch"],
                        **{key: best["metrics"][key] for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")},
                        "top3": best["metrics"]["top3"], "AP": best["metrics"]["AP"],
                        "labels": self.data.labels, "thresholds": best["thresholds"]}
             write_json(self.out / "metrics.json", summary)
+            self.log.finish(self.data.labels, best["metrics"]["AP"], best["epoch"])
             print(format_report(best["metrics"], title=f"best epoch {best['epoch']} of {self.args.model} on "
                                                        f"{self.args.data} validation ({len(self.data.val)} images)"))
             print(f"wrote {self.out}/best.pt, last.pt, metrics.json, log.jsonl, curves.png")
@@ -556,8 +539,8 @@ class Trainer:
 def run(args: argparse.Namespace) -> dict | None:
     """Join the process group (under torchrun), choose the run folder (or check the checkpoint to resume against
     these settings), build the trainer, resume if asked, train."""
-    runtime = distributed.setup(args.device)
-    args.world_size = runtime.world_size
+    placement = distributed.setup(args.device)
+    args.world_size = placement.world_size
     checkpoint, path = None, None
     if args.resume:
         path = args.out / "last.pt" if args.resume == "last" else Path(args.resume)
@@ -567,15 +550,15 @@ def run(args: argparse.Namespace) -> dict | None:
         check_resume_settings(checkpoint["train_state"]["args"], args, path)
         check_output_folder(args.out)
     else:
-        chosen = run_folder(args.out, args.exist_ok) if runtime.is_main else None
-        chosen = distributed.broadcast_object(chosen, runtime)
-        if runtime.is_main and chosen != args.out:
+        chosen = run_folder(args.out, args.exist_ok) if placement.is_main else None
+        chosen = distributed.broadcast_object(chosen, placement)
+        if placement.is_main and chosen != args.out:
             print(f"{args.out} holds an earlier run: writing to {chosen} (--exist-ok writes into {args.out})")
         args.out = chosen
-    trainer = Trainer(args, runtime)
+    trainer = Trainer(args, placement)
     if checkpoint is not None:
         trainer.resume(path, checkpoint)
-        if runtime.is_main:
+        if placement.is_main:
             print(f"resumed from {path} at epoch {trainer.state.epoch + 1}")
     return trainer.fit()
 

@@ -5,8 +5,8 @@ Every nn.Linear of the trained model is fake-quantised the way torchao's Int8Dyn
 runs it: int8 weights per output channel, int8 activations quantised per token at run time (the eager flow has
 no static int8 configuration). Training is quant/qat.py's loop; convert then swaps in the quantised weights.
 Convolutions stay float (the configuration covers linear layers), and the model exports through the plain
-wrapper, hsvlt.deploy.DeployableHSVLT: the export-time rewrites (hsvlt/rewrites.py) fold float weights into
-new layers and cannot fold quantised tensors.
+wrapper, hsvlt.deploy.wrapper.DeployableHSVLT: the export-time rewrites (hsvlt/deploy/rewrites.py) fold float weights
+into new layers and cannot fold quantised tensors.
 """
 
 import argparse
@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from hsvlt.checkpoint import load_model
-from hsvlt.deploy import DeployableHSVLT
+from hsvlt.deploy.wrapper import DeployableHSVLT
 from hsvlt.losses import build_loss
 from quant.qat import loaders, optimizer_and_schedule, train_epoch, validation_map
 

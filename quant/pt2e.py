@@ -1,8 +1,8 @@
 """PT2E static int8 quantisation of the deployable HSVLT (torchao.quantization.pt2e + ExecuTorch's
 XNNPACKQuantizer): int8 weights per output channel, int8 activations per tensor, a dynamic batch dimension.
-It is the one int8 format that lowers to both XNNPACK and Core ML (DESIGN.md section 3).
+It is the one int8 format that lowers to both XNNPACK and Core ML (docs/DESIGN.md section 5).
 
-    graph = capture(model, qat=True)                      # hsvlt.deploy.for_export(..., logits=True), traced
+    graph = capture(model, qat=True)                      # hsvlt.deploy.wrapper.for_export(..., logits=True), traced
     prepared = prepare(graph, qat=True)                   # fake-quantised; train it (quant/qat.py) or calibrate
     program = to_program(convert(prepared), img_size)     # int8 program: images -> probabilities
     save_artifact(program, "qat.pt2", manifest)           # what export/to_executorch.py --int8 takes
@@ -16,7 +16,7 @@ eager flow's programs score a little higher (hsvlt_nano 91.06 vs 90.81 mAP, hsvl
 about 2x (nano) and 3x (lite0) slower than PT2E's, are 1.3x and 3.3x larger, and split into 40 and 14 XNNPACK
 subgraphs with 90 and 26 operators outside. Its int8 configurations quantise activations at run time and cover
 linear layers only (convolutions stay float), its quantised weights cannot be folded by the export-time
-rewrites, and dynamic activation quantisation does not convert to Core ML (DESIGN.md section 3). PT2E static
+rewrites, and dynamic activation quantisation does not convert to Core ML (docs/DESIGN.md section 5). PT2E static
 quantisation covers convolutions, linears, adds and multiplies and gives the one int8 artifact that XNNPACK
 and Core ML both take.
 """
@@ -27,10 +27,11 @@ from pathlib import Path
 
 import torch
 
-from hsvlt.deploy import for_export, manifest_path, read_manifest, write_manifest
+from hsvlt.deploy.manifest import manifest_path, read_manifest, write_manifest
+from hsvlt.deploy.rewrites import ChannelNorm, ExportHead, LabelAttention, PixelAttention, Rewrites, TokenNorm
+from hsvlt.deploy.wrapper import for_export
 from hsvlt.models.hsvlt import HSVLT
 from hsvlt.outputs import write_bytes
-from hsvlt.rewrites import ChannelNorm, ExportHead, LabelAttention, PixelAttention, Rewrites, TokenNorm
 
 ARTIFACT_SUFFIX = ".pt2"
 MAX_BATCH = 64
@@ -99,7 +100,7 @@ def example_images(img_size: int, batch: int = 2) -> torch.Tensor:
 
 
 def capture(model: HSVLT, qat: bool, attention_stage: int | None = None) -> torch.fx.GraphModule:
-    """hsvlt.deploy.for_export(model) with logits out, traced with a dynamic batch (example batch 2: a graph
+    """hsvlt.deploy.wrapper.for_export(model) with logits out, traced with a dynamic batch (example batch 2: a graph
     traced at batch 1 is specialised to it). For QAT, batch norm is left unfolded and traced in training
     mode, so that prepare_qat_pt2e simulates its folding while it trains; post-training quantisation takes
     the folded graph."""

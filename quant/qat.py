@@ -4,7 +4,7 @@
     python quant/qat.py --ckpt runs/hsvlt/best.pt --ptq --out ptq.pt2          # calibration only (baseline)
     python export/to_executorch.py --ckpt runs/hsvlt/best.pt --int8 qat.pt2 --out model_int8.pte
 
-The checkpoint's deployable module (hsvlt.deploy.for_export: normalisation inside, label-only computations as
+The checkpoint's deployable module (hsvlt.deploy.wrapper.for_export: normalisation inside, label-only computations as
 constants) is traced with a dynamic batch and fake-quantised (quant/pt2e.py: int8 weights per channel, int8
 activations). QAT fine-tunes it on the checkpoint's training set: quantisation ranges stop moving after
 --freeze-observers-after epochs and batch-norm statistics after --freeze-bn-after; after every epoch the
@@ -28,6 +28,7 @@ from hsvlt.cli import (
     non_negative_int,
     positive_float,
     positive_int,
+    program,
     run_command,
     unit_interval,
 )
@@ -35,13 +36,14 @@ from hsvlt.data import DATASETS, TRAIN_SIZE
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
-from hsvlt.deploy import build_manifest, file_sha256, for_export
+from hsvlt.deploy.manifest import build_manifest, file_sha256
+from hsvlt.deploy.wrapper import for_export
 from hsvlt.evaluate import checkpoint_data
 from hsvlt.losses import build_loss, distillation_loss
 from hsvlt.metrics import evaluate_scores
 from hsvlt.outputs import check_output_file
+from hsvlt.recipes import data_defaults
 from hsvlt.toolchain import quiet_toolchain
-from hsvlt.train import data_defaults
 from quant.pt2e import (
     ARTIFACT_SUFFIX,
     DEFAULT_FLOAT_LAYERS,
@@ -215,7 +217,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python quant/qat.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program("python quant/qat.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, type=Path, help="trained fp32 checkpoint (best.pt)")
     parser.add_argument("--out", required=True, type=Path, help="int8 artifact to write, e.g. qat.pt2")

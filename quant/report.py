@@ -42,8 +42,8 @@ def qat_args(checkpoint: Path, out: Path, args: argparse.Namespace, *extra: str)
 
 def program_map(program: Path, args: argparse.Namespace) -> float:
     """Validation mAP of a .pte through the ExecuTorch runtime (export/evaluate_artifact.py's code)."""
-    from edge_demo.runtimes import ExecuTorchModel
     from export.evaluate_artifact import evaluate, validation_set
+    from hsvlt.deploy.runtimes import ExecuTorchModel
 
     model = ExecuTorchModel(program)
     namespace = argparse.Namespace(data=None, root=None, val_size=args.val_size)
@@ -100,7 +100,7 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
     XNNPACK and measured through the ExecuTorch runtime; with the checkpoint's input size."""
     from export import to_executorch
     from export.common import manifest_for
-    from hsvlt.deploy import write_manifest
+    from hsvlt.deploy.manifest import write_manifest
     from quant import eager, qat
 
     source = load_source(checkpoint)
@@ -124,10 +124,10 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
 
 
 def measure_program(name: str, path: Path, delegation: dict, args: argparse.Namespace) -> dict:
-    from export.bench import measure_in_subprocess
+    from export.bench import measure
     from export.common import cpu_threads
 
-    latency = measure_in_subprocess(path, cpu_threads(), runs=50, warmup=5)["p50_ms"]
+    latency = measure({"program": path}, cpu_threads(), runs=50, warmup=5)["program"]["p50_ms"]
     return {"program": name, "mAP": program_map(path, args), "p50_ms": latency, "mb": size_mb(path),
             "subgraphs": delegation["subgraphs"], "ops_outside": delegation["ops_outside"]}
 

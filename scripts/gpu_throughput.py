@@ -37,7 +37,8 @@ from hsvlt.evaluate import autocast, autocast_dtype
 from hsvlt.labels import load_label_set
 from hsvlt.losses import build_loss
 from hsvlt.models import PRESETS, create_model
-from hsvlt.train import data_defaults, parameter_groups
+from hsvlt.recipes import data_defaults
+from hsvlt.train import parameter_groups
 
 DEFAULT_CONFIGS = ("hsvlt_nano:224:32,64,128,256,512", "hsvlt_small:448:8,16,32,64,128")
 GIB = 2**30

@@ -52,3 +52,25 @@ def models(tmp_path_factory, checkpoint_maker):
                         "--parity-images", "0"])
     to_onnx.main(["--ckpt", str(checkpoint), "--out", str(onnx), "--attention-stage", "1", "--parity-images", "0"])
     return {"checkpoint": checkpoint, "pte": pte, "onnx": onnx}
+
+
+@pytest.fixture
+def crash_on_batch(monkeypatch):
+    """crash_on_batch(n): the n-th training batch raises KeyboardInterrupt, as a kill would; returns the undo."""
+    import hsvlt.train as train_module
+
+    original = train_module.to_model_input
+
+    def arm(n: int):
+        calls = {"n": 0}
+
+        def crashing(images, device):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return original(images, device)
+
+        monkeypatch.setattr(train_module, "to_model_input", crashing)
+        return lambda: monkeypatch.setattr(train_module, "to_model_input", original)
+
+    return arm

@@ -32,11 +32,12 @@ import cv2
 import numpy as np
 
 from hsvlt.data.base import MultiLabelDataset
+from hsvlt.labels.names import FASHION
 from hsvlt.metrics import size_bucket_edges
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 # Fashion-MNIST's label order, named as words the text encoder knows ("T-shirt/top" -> "t-shirt").
-CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+CLASSES = FASHION  # the one copy of the list is in hsvlt/labels/names.py, in Fashion-MNIST label order
 SPLITS = {"train": 0, "val": 1, "test": 2}
 # The IDX file pair each split draws its items from, and which part of it (fractions of the file).
 ITEM_SOURCES = {"train": ("train", 0.0, 1.0), "val": ("t10k", 0.0, 0.5), "test": ("t10k", 0.5, 1.0)}

@@ -14,19 +14,9 @@ import cv2
 import numpy as np
 
 from hsvlt.data.base import MultiLabelDataset
+from hsvlt.labels.names import SHAPES
 
-CLASSES = (
-    "circle",
-    "square",
-    "triangle",
-    "star",
-    "cross",
-    "heart",
-    "ring",
-    "crescent moon",
-    "arrow",
-    "lightning bolt",
-)
+CLASSES = SHAPES  # the one copy of the list is in hsvlt/labels/names.py; OUTLINES draws each by name
 SPLITS = {"train": 0, "val": 1, "test": 2}
 MIN_SIZE, MAX_SIZE = 0.16, 0.64  # object diameter as a fraction of the image side (4x)
 MAX_TILT = np.pi / 6  # objects turn up to +-30 degrees: "upright-ish", as photographed objects are

@@ -19,13 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hsvlt.data.fashion_mosaic import CLASSES as FASHION
-from hsvlt.data.shapes import CLASSES
-from hsvlt.labels.names import COCO, NUSWIDE, VOC
+from hsvlt.labels.names import COCO, FASHION, NUSWIDE, SHAPES, VOC
 
 # The built-in label sets by name; each has a shipped label file, see `load_label_set`.
 LABEL_SETS: dict[str, tuple[str, ...]] = {
-    "voc": VOC, "coco": COCO, "nuswide": NUSWIDE, "shapes": CLASSES, "fashion": FASHION
+    "voc": VOC, "coco": COCO, "nuswide": NUSWIDE, "shapes": SHAPES, "fashion": FASHION
 }
 
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"

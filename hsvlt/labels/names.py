@@ -37,3 +37,11 @@ NUSWIDE = (
     "tower", "town", "toy", "train", "tree", "valley", "vehicle", "water", "waterfall", "wedding",
     "whales", "window", "zebra",
 )
+
+# The built-in generated `shapes` dataset (hsvlt/data/shapes.py): the order is the order its shapes are drawn in.
+SHAPES = (
+    "circle", "square", "triangle", "star", "cross", "heart", "ring", "crescent moon", "arrow", "lightning bolt",
+)
+
+# Fashion-MNIST's 10 classes in its label order (hsvlt/data/fashion_mosaic.py).
+FASHION = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")

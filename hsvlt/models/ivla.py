@@ -2,7 +2,7 @@
 
 Attention is written as matmul -> softmax -> matmul with separate q/k/v Linear layers on purpose:
 F.scaled_dot_product_attention decomposes into ops XNNPACK does not delegate, and a packed in-projection
-(nn.MultiheadAttention) breaks quantised lowering. See DESIGN.md section 3.
+(nn.MultiheadAttention) breaks quantised lowering. See docs/DESIGN.md section 5.
 """
 
 import torch

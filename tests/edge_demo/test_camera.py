@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from edge_demo import camera
-from edge_demo.runtimes import load_model
-from edge_demo.sources import ShapesSource, read_bgr
-from hsvlt.deploy import preprocess_frame
+from hsvlt.deploy.preprocess import preprocess_frame
+from hsvlt.deploy.runtimes import open_model
+from hsvlt.deploy.sources import ShapesSource, read_bgr
 
 FRAMES = 5
 SHAPES_SIZE = 120
@@ -51,7 +51,7 @@ def test_shapes_stream_headless_with_each_runtime(kind, models, tmp_path):
     assert summary["latency_ms"]["p90"] >= summary["latency_ms"]["p50"] > 0
     records = read_jsonl(out / "detections.jsonl")
     frames = [frame for frame, _ in zip(ShapesSource(size=SHAPES_SIZE), range(FRAMES))]
-    model = load_model(models[kind], threads=1, attention_stage=1)
+    model = open_model(models[kind], threads=1, attention_stage=1)
     check_records(records, model, [frame.image for frame in frames])
     for record, frame in zip(records, frames):
         assert record["truth"] == frame.truth and record["truth"]
@@ -78,7 +78,7 @@ def test_folder_of_images_of_odd_sizes_and_channels(models, tmp_path, capsys):
     names = ["a_color.png", "b_gray.png", "c_alpha.png", "d_16bit.png"]
     records = read_jsonl(out / "detections.jsonl")
     assert [r["name"] for r in records] == names
-    check_records(records, load_model(models["pte"], threads=1), [read_bgr(folder / n) for n in names])
+    check_records(records, open_model(models["pte"], threads=1), [read_bgr(folder / n) for n in names])
     assert sorted(p.name for p in out.glob("*.jpg")) == [Path(n).stem + ".jpg" for n in names]
 
 

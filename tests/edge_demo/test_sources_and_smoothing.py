@@ -1,11 +1,11 @@
-"""edge_demo/sources.py (odd frames, the shapes stream) and edge_demo/smoothing.py (hysteresis)."""
+"""hsvlt/deploy/sources.py (odd frames, the shapes stream) and edge_demo/smoothing.py (hysteresis)."""
 
 import numpy as np
 import pytest
 
 from edge_demo.smoothing import LabelSmoother
-from edge_demo.sources import ShapesSource, SourceError, as_bgr
 from hsvlt.data.shapes import render_scene
+from hsvlt.deploy.sources import ShapesSource, SourceError, as_bgr
 
 
 @pytest.mark.parametrize("frame, expected", [

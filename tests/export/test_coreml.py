@@ -9,7 +9,7 @@ import pytest
 
 from export import to_coreml
 from export.common import load_source, validation_images
-from hsvlt.deploy import read_manifest
+from hsvlt.deploy.manifest import read_manifest
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
                                         "ignore::UserWarning")
@@ -63,7 +63,7 @@ def test_core_ml_weight_quantisation_gives_int8_weight_ops(checkpoint, tmp_path)
 
 @pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predicts on macOS only")
 def test_core_ml_predictions_match_pytorch(package, checkpoint):
-    from edge_demo.runtimes import TorchModel
+    from hsvlt.deploy.runtimes import TorchModel
 
     images = validation_images(load_source(checkpoint), 4)
     np.testing.assert_allclose(to_coreml.predict(package, images), TorchModel(checkpoint).run(images).probabilities,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_demo.runtimes import load_model
 from export import to_coreml, to_executorch, to_onnx
 from export.common import ExportError, load_source, manifest_for
-from hsvlt.deploy import write_manifest
+from hsvlt.deploy.manifest import write_manifest
+from hsvlt.deploy.runtimes import open_model
 
 EXPORTERS = {"executorch": (to_executorch, ".pte"), "onnx": (to_onnx, ".onnx"), "coreml": (to_coreml, ".mlpackage")}
 
@@ -62,15 +62,15 @@ def test_command_line_prints_one_line(tmp_path):
 
 def test_runtime_adapter_errors(checkpoint, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pte: model file not found"):
-        load_model(tmp_path / "nothing.pte")
+        open_model(tmp_path / "nothing.pte")
     text = tmp_path / "model.txt"
     text.write_text("x")
     with pytest.raises(ValueError, match="unknown model type .txt"):
-        load_model(text)
+        open_model(text)
     lonely = tmp_path / "lonely.onnx"
     lonely.write_bytes(b"\x00")
     with pytest.raises(FileNotFoundError, match="lonely.onnx.json: manifest not found"):
-        load_model(lonely)
+        open_model(lonely)
     import numpy as np
 
     manifest = manifest_for(load_source(checkpoint), "any", "fp32", None)
@@ -79,8 +79,8 @@ def test_runtime_adapter_errors(checkpoint, tmp_path):
         junk.write_bytes(b"not a model")
         write_manifest(junk, manifest)
         with pytest.raises(ValueError, match=f"junk{suffix}: {runtime} cannot load it \\("):
-            load_model(junk)
-    model = load_model(checkpoint)
+            open_model(junk)
+    model = open_model(checkpoint)
     with pytest.raises(ValueError, match="input must be N x 3 x 32 x 32"):
         model.run(np.zeros((1, 3, 64, 64), np.float32))
     with pytest.raises(ValueError, match="must be float32"):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from edge_demo.runtimes import ExecuTorchModel, TorchModel
 from export import evaluate_artifact, op_profile, to_executorch
 from export.common import cpu_threads, load_source, validation_images
-from hsvlt.deploy import file_sha256, read_manifest
+from hsvlt.deploy.manifest import file_sha256, read_manifest
+from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 MAX_OPS_OUTSIDE = 2

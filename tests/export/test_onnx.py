@@ -4,10 +4,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_demo.runtimes import OnnxModel, TorchModel
 from export import to_onnx
 from export.common import load_source, validation_images
-from hsvlt.deploy import read_manifest
+from hsvlt.deploy.manifest import read_manifest
+from hsvlt.deploy.runtimes import OnnxModel, TorchModel
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

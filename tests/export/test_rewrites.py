@@ -1,4 +1,4 @@
-"""hsvlt.rewrites / hsvlt.deploy.for_export: same outputs as the trained model, whole graph inside XNNPACK."""
+"""hsvlt.rewrites / hsvlt.deploy.wrapper.for_export: same outputs as the trained model, whole graph inside XNNPACK."""
 
 from dataclasses import fields, replace
 
@@ -7,9 +7,9 @@ import torch
 
 from export.common import export_program
 from export.to_executorch import lower
-from hsvlt.deploy import DeployableHSVLT, for_export
+from hsvlt.deploy.rewrites import Rewrites
+from hsvlt.deploy.wrapper import DeployableHSVLT, for_export
 from hsvlt.models import create_model
-from hsvlt.rewrites import Rewrites
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 MAX_OPS_OUTSIDE = 2  # operators the XNNPACK delegate may leave to the portable kernels (today: none)

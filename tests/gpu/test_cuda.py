@@ -72,21 +72,6 @@ def assert_probabilities_close(actual, expected, max_error: float, mean_error: f
     assert difference.max() < max_error and difference.mean() < mean_error, (difference.max(), difference.mean())
 
 
-def crash_on_batch(monkeypatch, n):
-    """Make the n-th training batch raise KeyboardInterrupt, as a kill would."""
-    calls = {"n": 0}
-    original = train_module.to_model_input
-
-    def crashing(images, device):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return original(images, device)
-
-    monkeypatch.setattr(train_module, "to_model_input", crashing)
-    return lambda: monkeypatch.setattr(train_module, "to_model_input", original)
-
-
 @pytest.fixture(params=["bf16", "fp16"])
 def precision(request, monkeypatch):
     """bf16 autocast where the GPU has native bf16; float16 autocast with a gradient scaler, as a GPU without
@@ -188,12 +173,12 @@ def test_validation_on_cuda_is_reproduced_and_matches_the_cpu(cuda_run, cuda_sco
     assert_probabilities_close(np.load(tmp_path / "cpu.npz")["scores"], scores, 0.02, 0.005)
 
 
-def test_resume_on_cuda_continues_exactly(precision, deterministic, tmp_path, monkeypatch):
+def test_resume_on_cuda_continues_exactly(crash_on_batch, precision, deterministic, tmp_path, monkeypatch):
     """Killed at the start of epoch 2 and resumed from last.pt on the GPU: the same weights, EMA and (float16)
     loss scale, to the bit, as an uninterrupted run."""
     argv = TINY + ["--device", "cuda", "--epochs", "2", "--ema", "0.9"]
     train_main(argv + ["--out", str(tmp_path / "straight")])
-    restore = crash_on_batch(monkeypatch, 5)  # 4 batches per epoch
+    restore = crash_on_batch(5)  # 4 batches per epoch
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         train_main(argv + ["--out", str(tmp_path / "resumed")])
     restore()
@@ -228,8 +213,8 @@ def test_a_cpu_only_process_evaluates_exports_and_resumes_a_cuda_checkpoint(cuda
     """Checkpoints written on the GPU hold CUDA tensors: a process without CUDA reads them (evaluation, ExecuTorch
     export, and --resume on the CPU), with outputs that match the GPU's."""
     pytest.importorskip("executorch")
-    from edge_demo.runtimes import ExecuTorchModel
     from export.common import load_source, validation_images
+    from hsvlt.deploy.runtimes import ExecuTorchModel
 
     run = tmp_path / "run"
     shutil.copytree(cuda_run, run)  # the resume below writes into it
@@ -277,14 +262,14 @@ import torch.distributed as dist
 from hsvlt import distributed
 from hsvlt.train import main
 
-distributed.Runtime.distributed = property(lambda self: True)
+distributed.Placement.distributed = property(lambda self: True)
 setup = distributed.setup
 
 
 def setup_and_report(device="auto"):
-    runtime = setup(device)
+    placement = setup(device)
     print("process group backend:", dist.get_backend(), flush=True)
-    return runtime
+    return placement
 
 
 distributed.setup = setup_and_report
@@ -317,10 +302,10 @@ def test_qat_steps_on_cuda_then_int8_export_on_the_cpu(checkpoint, tmp_path):
     computes what the GPU's graph did."""
     pytest.importorskip("torchao")
     pytest.importorskip("executorch")
-    from edge_demo.runtimes import ExecuTorchModel
     from export import to_executorch
     from export.common import load_source
-    from hsvlt.deploy import build_manifest
+    from hsvlt.deploy.manifest import build_manifest
+    from hsvlt.deploy.runtimes import ExecuTorchModel
     from quant import qat
     from quant.pt2e import (
         capture,
@@ -390,7 +375,7 @@ def test_ablation_quick_on_cuda(tmp_path):
     test, _ = ablation.build_test_split(args)
     model, _ = load_model(out / "hsvlt" / "best.pt")
     loader = eval_loader(test, eval_transform(args.img_size), 2 * args.batch_size, 0)
-    on_cpu = predict(model, loader, distributed.Runtime(CPU), progress=False)
+    on_cpu = predict(model, loader, distributed.Placement(CPU), progress=False)
     saved = np.load(out / "hsvlt" / "test_scores.npz")
     np.testing.assert_array_equal(saved["targets"], on_cpu.targets)
     assert_probabilities_close(on_cpu.scores, saved["scores"], 0.02, 0.005)

@@ -8,7 +8,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from hsvlt.checkpoint import load_model, save_checkpoint
-from hsvlt.deploy import for_export
+from hsvlt.deploy.wrapper import for_export
 from hsvlt.models import HSVLT, HSVLTConfig, build_model, create_model
 from hsvlt.models.baselines import LateFusionHSVLT, PooledClassifier
 

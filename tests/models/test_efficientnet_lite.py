@@ -4,7 +4,8 @@ import torch
 from skimage import data as photos
 
 from hsvlt.checkpoint import load_model
-from hsvlt.deploy import DeployableHSVLT, prepare_image, to_input
+from hsvlt.deploy.preprocess import prepare_image, to_input
+from hsvlt.deploy.wrapper import DeployableHSVLT
 from hsvlt.models import create_model
 from hsvlt.models.efficientnet_lite import (
     LITE0_WIDTHS,

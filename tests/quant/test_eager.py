@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from edge_demo.runtimes import TorchModel
 from export.common import load_source, validation_images
 from export.to_executorch import lower
+from hsvlt.deploy.runtimes import TorchModel
 from quant import eager, qat
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",

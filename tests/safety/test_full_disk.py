@@ -19,7 +19,7 @@ from export import to_coreml, to_executorch, to_onnx
 from hsvlt import outputs
 from hsvlt.checkpoint import load_checkpoint, save_checkpoint
 from hsvlt.cli import run_command
-from hsvlt.deploy import manifest_path
+from hsvlt.deploy.manifest import manifest_path
 
 
 class SmallDisk:

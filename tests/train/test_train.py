@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-import hsvlt.train as train_module
 from hsvlt import checkpoint as checkpoint_module
 from hsvlt.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from hsvlt.evaluate import main as evaluate_main
@@ -72,26 +71,11 @@ def test_checkpoint_round_trip_gives_the_same_outputs(trained):
     assert state["labels"][0] == "circle"
 
 
-def crash_on_batch(monkeypatch, n):
-    """Make the n-th training batch raise KeyboardInterrupt, as a kill would."""
-    calls = {"n": 0}
-    original = train_module.to_model_input
-
-    def crashing(images, device):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return original(images, device)
-
-    monkeypatch.setattr(train_module, "to_model_input", crashing)
-    return lambda: monkeypatch.setattr(train_module, "to_model_input", original)
-
-
-def test_resume_continues_exactly(tmp_path, monkeypatch):
+def test_resume_continues_exactly(crash_on_batch, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     train(straight, "--epochs", "2", "--ema", "0.9")
     resumed = tmp_path / "resumed"
-    restore = crash_on_batch(monkeypatch, 5)  # 4 batches per epoch: dies at the start of epoch 2
+    restore = crash_on_batch(5)  # 4 batches per epoch: dies at the start of epoch 2
     with pytest.raises(KeyboardInterrupt):
         train(resumed, "--epochs", "2", "--ema", "0.9")
     restore()
@@ -105,11 +89,11 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     assert len(log) == 2
 
 
-def test_resume_from_the_middle_of_an_epoch(tmp_path, monkeypatch):
+def test_resume_from_the_middle_of_an_epoch(crash_on_batch, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     train(straight, "--epochs", "1")
     crashed = tmp_path / "crashed"
-    restore = crash_on_batch(monkeypatch, 3)
+    restore = crash_on_batch(3)
     with pytest.raises(KeyboardInterrupt):
         train(crashed, "--epochs", "1", "--checkpoint-minutes", "1e-9")  # save after every batch
     restore()

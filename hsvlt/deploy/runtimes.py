@@ -1,8 +1,8 @@
 """One interface over the three ways to run an HSVLT classifier: an ExecuTorch program (.pte), an ONNX file
 (.onnx) or a training checkpoint (.pt, PyTorch).
 
-    model = load_model("model.pte")          # reads model.pte.json beside it (hsvlt.deploy.read_manifest)
-    output = model.run(batch)                # float32 N x 3 x S x S in [0, 1] (hsvlt.deploy.to_input)
+    model = open_model("model.pte")          # reads model.pte.json beside it (hsvlt.deploy.manifest.read_manifest)
+    output = model.run(batch)                # float32 N x 3 x S x S in [0, 1] (hsvlt.deploy.preprocess.to_input)
     output.probabilities                     # N x C
     output.attention                         # N x C x h x w, or None when the file has no attention output
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hsvlt.deploy import DeployableHSVLT, manifest_path, read_manifest
+from hsvlt.deploy.manifest import manifest_path, read_manifest
+from hsvlt.deploy.wrapper import DeployableHSVLT
 from hsvlt.toolchain import native_stderr_filtered
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -67,7 +68,7 @@ class Model:
             raise ValueError(f"{self.path.name}: input must be N x {' x '.join(map(str, expected))}, "
                              f"got {' x '.join(map(str, batch.shape))}")
         if batch.dtype != np.float32:
-            raise ValueError(f"{self.path.name}: input must be float32 in [0, 1] (hsvlt.deploy.to_input), "
+            raise ValueError(f"{self.path.name}: input must be float32 in [0, 1] (hsvlt.deploy.preprocess.to_input), "
                              f"got {batch.dtype}")
         return np.ascontiguousarray(batch)
 
@@ -85,6 +86,14 @@ class Model:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path.name}, {len(self.labels)} labels, {self.input_size} px)"
+
+
+def attention_peak(attention: np.ndarray, width: int, height: int) -> tuple[float, float]:
+    """One label's h x w attention map -> the centre of its strongest cell, in pixels of the width x height image
+    the model saw squeezed to a square (an attention cell covers the same fraction of its height and width)."""
+    rows, cols = attention.shape
+    row, col = np.unravel_index(int(np.argmax(attention)), attention.shape)
+    return (col + 0.5) * width / cols, (row + 0.5) * height / rows
 
 
 def _outputs(values) -> Output:
@@ -149,15 +158,15 @@ class OnnxModel(Model):
 
 
 class TorchModel(Model):
-    """A training checkpoint in eager PyTorch (hsvlt.deploy.DeployableHSVLT: the model exactly as trained)."""
+    """A training checkpoint in eager PyTorch (hsvlt.deploy.wrapper.DeployableHSVLT: the model exactly as trained)."""
 
     runtime = "PyTorch"
 
     def __init__(self, path: Path, threads: int | None = None, attention_stage: int | None = None):
-        from hsvlt.checkpoint import load_model as load_checkpoint_model
-        from hsvlt.deploy import build_manifest, file_sha256
+        from hsvlt.checkpoint import load_model
+        from hsvlt.deploy.manifest import build_manifest, file_sha256
 
-        model, checkpoint = load_checkpoint_model(path)
+        model, checkpoint = load_model(path)
         thresholds = checkpoint.get("thresholds") or [0.5] * model.num_classes
         manifest = build_manifest(model, checkpoint["labels"], thresholds, file_sha256(path), "checkpoint",
                                   attention_stage=attention_stage)
@@ -173,7 +182,7 @@ class TorchModel(Model):
         return _outputs(output if isinstance(output, tuple) else (output,))
 
 
-def load_model(path: str | Path, threads: int | None = None, attention_stage: int | None = None) -> Model:
+def open_model(path: str | Path, threads: int | None = None, attention_stage: int | None = None) -> Model:
     """Open a .pte, .onnx or checkpoint by its suffix. `threads` sets the runtime's CPU threads (default: the
     runtime's own choice); `attention_stage` applies to checkpoints (exported files have it or not)."""
     path = Path(path)

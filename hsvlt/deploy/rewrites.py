@@ -1,10 +1,10 @@
 """Export-time rewrites: a trained HSVLT -> a new module tree computing the same function with operators that
-the XNNPACK delegate runs whole (and that Core ML and int8 quantisation take). `hsvlt.deploy.for_export`
+the XNNPACK delegate runs whole (and that Core ML and int8 quantisation take). `hsvlt.deploy.wrapper.for_export`
 applies them, so the exporters and the quantiser trace the same graph; the trained model is not changed.
 
 Each rewrite keeps the math (same outputs up to float rounding, tests/export/test_rewrites.py) and was kept
 because it measured better (`python export/bench.py --ablation`, docs/EXPORT.md). At 224 px with 80 labels
-the plain wrapper (hsvlt.deploy.DeployableHSVLT) lowers to 40 XNNPACK subgraphs with 90 operators left
+the plain wrapper (hsvlt.deploy.wrapper.DeployableHSVLT) lowers to 40 XNNPACK subgraphs with 90 operators left
 outside for hsvlt_nano (49 expand copies, 40 LayerNorms, 1 sum) and 14 / 26 for hsvlt_lite0; with the
 rewrites, both lower to one subgraph with nothing outside it.
 
@@ -437,7 +437,7 @@ class ExportHead(nn.Module):
 class ExportHSVLT(nn.Module):
     """The deployable model after the rewrites: images in [0, 1] (B x 3 x H x W) -> probabilities B x C, and
     with `attention_stage` also that stage's label-to-pixel attention B x C x h x w (mean over heads), the
-    contract of hsvlt.deploy.DeployableHSVLT."""
+    contract of hsvlt.deploy.wrapper.DeployableHSVLT."""
 
     def __init__(self, model: HSVLT, attention_stage: int | None = None, rewrites: Rewrites = Rewrites(),
                  logits: bool = False):

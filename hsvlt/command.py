@@ -1,0 +1,87 @@
+"""The `hsvlt` command: one entry point for every job, each the same parser and code as the module or script it
+mirrors (`hsvlt train ...` is `python -m hsvlt.train ...`, `hsvlt export executorch ...` is
+`python export/to_executorch.py ...`).
+
+Nothing of a job is imported until it runs, so `hsvlt --help` answers at once; this is the one module of the
+library that reaches the tools built on it (quant/, export/, edge_demo/), and only inside the job it runs.
+"""
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+from hsvlt import cli
+
+
+@dataclass(frozen=True)
+class Job:
+    module: str  # whose main(argv) runs the job
+    mirrors: str  # the command it is the same as
+    summary: str
+    example: str
+    wrapped: bool = False  # main() raises; the script wraps it in cli.run_command under __main__
+
+
+JOBS = {
+    "train": Job("hsvlt.train", "python -m hsvlt.train", "train HSVLT (one process, or under torchrun)",
+                 "hsvlt train --data voc --root ~/data"),
+    "evaluate": Job("hsvlt.evaluate", "python -m hsvlt.evaluate", "mAP, CF1, OF1 of a checkpoint",
+                    "hsvlt evaluate --ckpt runs/hsvlt/best.pt"),
+    "qat": Job("quant.qat", "python quant/qat.py", "quantisation-aware training to an int8 program",
+               "hsvlt qat --ckpt runs/hsvlt/best.pt --out qat.pt2"),
+    "export executorch": Job("export.to_executorch", "python export/to_executorch.py",
+                             "an ExecuTorch program (.pte), fp32 or int8",
+                             "hsvlt export executorch --ckpt runs/hsvlt/best.pt --out model.pte", wrapped=True),
+    "export coreml": Job("export.to_coreml", "python export/to_coreml.py", "a Core ML package (.mlpackage)",
+                         "hsvlt export coreml --ckpt runs/hsvlt/best.pt --out HSVLT.mlpackage", wrapped=True),
+    "export onnx": Job("export.to_onnx", "python export/to_onnx.py", "an ONNX file, checked in ONNX Runtime",
+                       "hsvlt export onnx --ckpt runs/hsvlt/best.pt --out model.onnx", wrapped=True),
+    "evaluate-artifact": Job("export.evaluate_artifact", "python export/evaluate_artifact.py",
+                             "mAP of an exported file through its own runtime",
+                             "hsvlt evaluate-artifact --model model.pte", wrapped=True),
+    "predict": Job("hsvlt.predict", "python -m hsvlt.predict", "labels for images, folders or a video, as data",
+                   "hsvlt predict photos/ --model model.pte --out predictions"),
+    "demo": Job("edge_demo.camera", "python edge_demo/camera.py", "live detection from a camera or a stream",
+                "hsvlt demo --model model.pte --source shapes"),
+    "bench": Job("export.bench", "python export/bench.py", "latency, size and memory of every runtime",
+                 "hsvlt bench --presets hsvlt_lite0", wrapped=True),
+    "labels": Job("hsvlt.labels.__main__", "python -m hsvlt.labels", "embed label names for your own data",
+                  "hsvlt labels --names cat,dog,sofa --out labels.npz"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in JOBS)
+    lines = ["usage: hsvlt JOB [options]    (hsvlt JOB --help explains a job's options)", "", "jobs:"]
+    for name, job in JOBS.items():
+        lines.append(f"  {name:<{width}}  {job.summary}")
+        lines.append(f"  {'':<{width}}    {job.example}")
+    return "\n".join(lines)
+
+
+def find_job(argv: list[str]) -> tuple[str, list[str]]:
+    """The job named by the first one or two words of argv, and the rest of argv."""
+    for words in (2, 1):
+        name = " ".join(argv[:words])
+        if len(argv) >= words and name in JOBS:
+            return name, argv[words:]
+    if argv and argv[0] == "export":
+        targets = ", ".join(name.split()[1] for name in JOBS if name.startswith("export "))
+        raise SystemExit(f"hsvlt export: choose a target: {targets} (e.g. {JOBS['export executorch'].example})")
+    raise SystemExit(f"hsvlt: unknown job {argv[0]!r}\n\n{usage()}")
+
+
+def main(argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return None
+    name, rest = find_job(argv)
+    job = JOBS[name]
+    cli.set_program(f"hsvlt {name}")
+    entry = importlib.import_module(job.module).main
+    return cli.run_command(entry, rest) if job.wrapped else entry(rest)
+
+
+if __name__ == "__main__":
+    main()

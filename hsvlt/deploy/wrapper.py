@@ -1,0 +1,48 @@
+"""The module every exporter and the quantiser trace: images in [0, 1] -> probabilities (and optionally one
+stage's attention), with the label-only computations held as constants.
+
+Contract of an exported model (docs/DESIGN.md section 3):
+    input   "image": float32 RGB, N x 3 x H x W, values in [0, 1] (normalisation happens inside)
+    output  "probabilities": N x C, sigmoid applied
+    output  "attention" (optional): N x C x h x w label-to-pixel attention of one stage, each map sums to 1
+"""
+
+import torch
+from torch import nn
+
+from hsvlt.deploy.rewrites import ExportHSVLT, Rewrites
+from hsvlt.models.hsvlt import HSVLT
+
+
+class DeployableHSVLT(nn.Module):
+    """Images in [0, 1] -> class probabilities (and optionally one stage's attention maps).
+
+    The label embeddings and the first language projection depend on the labels only; they are computed
+    once here and held as a constant, so the exported graph carries neither the text encoder nor E."""
+
+    def __init__(self, model: HSVLT, attention_stage: int | None = None):
+        super().__init__()
+        self.model = model.eval()
+        self.attention_stage = attention_stage
+        with torch.no_grad():
+            self.register_buffer("label_tokens", model.encode_labels().detach().clone())  # C x d1
+
+    def forward(self, image: torch.Tensor):
+        if self.attention_stage is None:
+            return torch.sigmoid(self.model.forward_with_labels(image, self.label_tokens))
+        logits, attention = self.model.forward_with_labels(image, self.label_tokens, return_attention=True)
+        return torch.sigmoid(logits), attention[self.attention_stage].mean(dim=1)  # N x C, N x C x h x w
+
+
+def for_export(model: HSVLT, attention_stage: int | None = None, rewrites: Rewrites | None = None,
+               logits: bool = False) -> nn.Module:
+    """The module every exporter and the quantiser trace: DeployableHSVLT's contract (images in [0, 1] ->
+    probabilities, optionally attention) computed by a rewritten copy of `model` that the XNNPACK delegate
+    runs whole (hsvlt/deploy/rewrites.py: folded norms, label-only computations as constants, ...). `logits` skips
+    the final sigmoid (quantisation-aware training takes its loss on logits). The ablation baselines
+    (config.fusion other than "ivla") have no rewrites: they get the plain wrapper."""
+    if type(model) is not HSVLT:
+        if logits:
+            raise ValueError(f"for_export(logits=True) needs an HSVLT model, got {type(model).__name__}")
+        return DeployableHSVLT(model, attention_stage).eval()
+    return ExportHSVLT(model, attention_stage, rewrites or Rewrites(), logits).eval()

@@ -1,0 +1,203 @@
+"""Predictions as data: `hsvlt predict SOURCE --model M` (also `python -m hsvlt.predict`).
+
+    hsvlt predict photo.jpg --model model.pte                        # one image: prints its labels
+    hsvlt predict photos/ --model model.onnx --glob "*.jpg"          # a folder, recursively
+    hsvlt predict clip.mp4 --model best.pt --format csv              # every frame of a video
+    hsvlt predict photos/ --model model.pte --save-images            # also annotated copies
+
+It prints a table (one row per image: its labels above threshold, best first, with their probabilities) and
+writes into --out (default runs/predict; a folder that holds an earlier run is kept and the next free name taken,
+and never a folder among the inputs) one record per image: predictions.jsonl (--format json: every label's
+probability, the labels above threshold, where each was found when the model has attention) or
+predictions.csv (--format csv: image, width, height, labels, then one column of probabilities per label).
+The model runs through hsvlt.Classifier: the manifest's labels and calibrated thresholds, unless --threshold
+or --top-k say otherwise.
+"""
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from hsvlt.api import Classifier, Prediction
+from hsvlt.cli import positive_int, program, run_command, unit_interval
+from hsvlt.images import IMAGE_SUFFIXES, BadImage
+from hsvlt.outputs import OutputError, atomic_path, atomic_write, check_output_folder, is_inside, run_folder
+
+TABLE_ROWS = 20  # printed; the rest are in the output file
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def find_images(sources: list[Path], glob: str) -> list[Path]:
+    """Image files of `sources`: files as given, folders searched recursively for names matching `glob` with an
+    image suffix, in name order."""
+    images = []
+    for source in sources:
+        if source.is_dir():
+            found = sorted(p for p in source.rglob(glob) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"{source}: no images matching {glob!r} ({', '.join(IMAGE_SUFFIXES)})")
+            images += found
+        elif source.is_file():
+            images.append(source)
+        else:
+            raise FileNotFoundError(f"{source}: no such file or folder")
+    return images
+
+
+def video_frames(path: Path, max_frames: int | None):
+    """(name, RGB frame) of each frame of a video, decoded by OpenCV."""
+    from hsvlt.deploy.sources import CaptureSource
+
+    source = CaptureSource(path)
+    try:
+        for index, frame in enumerate(source):
+            if max_frames is not None and index >= max_frames:
+                return
+            yield frame.name, cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+    finally:
+        source.close()
+
+
+def format_row(prediction: Prediction, name: str) -> str:
+    labels = ", ".join(f"{label} {score:.2f}" for label, score in zip(prediction.labels, prediction.scores))
+    return f"{name}  {labels or '(no label)'}"
+
+
+class Writer:
+    """predictions.jsonl or predictions.csv in the run folder, written atomically when the run ends (a run
+    that fails leaves no half file); --save-images: annotated JPEGs beside it."""
+
+    def __init__(self, out: Path, file_format: str, labels: list[str], save_images: bool):
+        self.path = out / f"predictions.{'jsonl' if file_format == 'json' else 'csv'}"
+        self.format, self.labels, self.save_images, self.out = file_format, labels, save_images, out
+        self.records: list[dict] = []
+        self.image_names: set[str] = set()
+
+    def add(self, prediction: Prediction, name: str, rgb) -> None:
+        self.records.append({**prediction.as_record(), "image": name})
+        if self.save_images:
+            self.annotate(prediction, name, rgb)
+
+    def annotate(self, prediction: Prediction, name: str, rgb) -> None:
+        from hsvlt.deploy.overlay import draw_prediction
+
+        target = self.out / "images" / f"{Path(name).name.replace('#', '_')}.jpg"
+        if target.name in self.image_names:  # same file name in two folders: keep the path in the name
+            target = target.with_name(f"{name.replace('/', '_').replace('#', '_')}.jpg")
+        self.image_names.add(target.name)
+        with atomic_path(target) as temporary:
+            if not cv2.imwrite(str(temporary), draw_prediction(rgb, prediction, self.labels)):
+                raise OutputError(f"{target}: OpenCV could not write it (disk full?)")
+
+    def close(self) -> Path:
+        with atomic_write(self.path, "w") as stream:
+            if self.format == "json":
+                stream.writelines(json.dumps(record) + "\n" for record in self.records)
+            else:
+                table = csv.writer(stream)
+                table.writerow(["image", "width", "height", "labels", *self.labels])
+                for record in self.records:
+                    table.writerow([record["image"], record["width"], record["height"], "|".join(record["labels"]),
+                                    *(f"{record['probabilities'][label]:.6f}" for label in self.labels)])
+        return self.path
+
+
+def run(args: argparse.Namespace) -> list[Prediction]:
+    sources = [Path(source) for source in args.source]
+    out = check_output_folder(args.out)
+    for source in sources:
+        folder = source if source.is_dir() else source.parent
+        if source.exists() and is_inside(out, folder) and (source.is_dir() or out.resolve() == folder.resolve()):
+            raise OutputError(f"--out {out}: is inside the input folder {folder}; outputs never land among the "
+                              f"inputs")
+    videos = [s for s in sources if s.is_file() and s.suffix.lower() in VIDEO_SUFFIXES]
+    images = find_images([s for s in sources if s not in videos], args.glob)
+    classifier = Classifier(args.model, threshold=args.threshold, top_k=args.top_k, threads=args.threads,
+                            batch_size=args.batch_size)
+    out = run_folder(out, args.exist_ok)
+    writer = Writer(out, args.format, classifier.labels, args.save_images)
+    predictions, rows, skipped = [], [], []
+    for batch in batched_inputs(images, videos, args, skipped):
+        names, arrays = zip(*batch)
+        for name, rgb, prediction in zip(names, arrays, classifier(list(arrays))):
+            prediction.source = name
+            writer.add(prediction, name, rgb)
+            predictions.append(prediction)
+            if len(rows) < TABLE_ROWS:
+                rows.append(format_row(prediction, name))
+    if not predictions:
+        raise ValueError(f"none of the {len(images)} images could be read (first: {skipped[0]})" if skipped
+                         else "no images or frames to predict on")
+    path = writer.close()
+    print("\n".join(rows))
+    if len(predictions) > len(rows):
+        print(f"... and {len(predictions) - len(rows)} more")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable images (first: {skipped[0]})")
+    print(f"{len(predictions)} predictions ({classifier.adapter.runtime}, {Path(args.model).name}) written to {path}"
+          + (f" and {out / 'images'}" if args.save_images else ""))
+    return predictions
+
+
+def batched_inputs(images: list[Path], videos: list[Path], args, skipped: list[str]):
+    """Batches of (name, RGB uint8 image) from the image files, then the videos' frames; unreadable images in
+    a folder are skipped and listed, a single unreadable image given by name is an error."""
+    from hsvlt.images import read_image
+
+    batch = []
+    progress = tqdm(total=len(images) or None, unit="image", disable=len(images) < 5 and not videos, leave=False)
+    single = len(images) == 1 and not videos
+    for path in images:
+        try:
+            batch.append((str(path), read_image(path)))
+        except BadImage as error:
+            if single:
+                raise
+            skipped.append(str(error))
+        progress.update()
+        if len(batch) == args.batch_size:
+            yield batch
+            batch = []
+    for video in videos:
+        for name, rgb in video_frames(video, args.max_frames):
+            batch.append((name, rgb))
+            progress.update()
+            if len(batch) == args.batch_size:
+                yield batch
+                batch = []
+    progress.close()
+    if batch:
+        yield batch
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=program("python -m hsvlt.predict"), description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", nargs="+", help="images, folders of images (searched recursively) or videos")
+    parser.add_argument("--model", required=True, help="model.pte (ExecuTorch), model.onnx (ONNX Runtime) or a "
+                                                       "checkpoint .pt (PyTorch)")
+    parser.add_argument("--out", type=Path, default=Path("runs/predict"), help="output folder")
+    parser.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier run")
+    parser.add_argument("--format", default="json", choices=["json", "csv"],
+                        help="predictions.jsonl (every probability, where each label was found) or predictions.csv")
+    parser.add_argument("--glob", default="*", help="folders: only files whose names match (e.g. '*.jpg')")
+    parser.add_argument("--threshold", type=unit_interval,
+                        help="one probability for every label (default: the manifest's calibrated thresholds)")
+    parser.add_argument("--top-k", type=positive_int, help="at most this many labels per image, best first")
+    parser.add_argument("--save-images", action="store_true", help="also write annotated images to OUT/images")
+    parser.add_argument("--max-frames", type=positive_int, help="videos: at most this many frames each")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per runtime call")
+    parser.add_argument("--threads", type=positive_int, help="runtime CPU threads (default: its own choice)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> list[Prediction]:
+    return run_command(run, parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
