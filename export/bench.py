@@ -23,7 +23,6 @@ its file. Latency targets are judged at p50 and on the best call (see `targets`)
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,9 +35,10 @@ import torch
 from tqdm import tqdm
 
 from export import op_profile
-from export.common import SETTLE_S, SourceCheckpoint, cpu_threads, load_source, size_mb
+from export.common import SETTLE_S, SourceCheckpoint, cpu_threads, load_source, manifest_for, size_mb
 from hsvlt.checkpoint import save_checkpoint
 from hsvlt.cli import image_size, non_negative_int, positive_int, program, run_command
+from hsvlt.machine import count_gflops, describe
 from hsvlt.models import PRESETS, create_model
 from hsvlt.outputs import save_figure, write_bytes, write_text
 
@@ -65,21 +65,10 @@ def random_checkpoint(preset: str, img_size: int, labels: str, path: Path, seed:
     return path
 
 
-def model_gflops(source: SourceCheckpoint) -> float:
-    """Multiply-add FLOPs (2 per MAC) of one image through the trained model (torch's FLOP counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    images = torch.rand(1, 3, source.img_size, source.img_size)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        source.model(images)
-    return counter.get_total_flops() / 1e9
-
-
 def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int = 32) -> Path:
     """PT2E static int8 (quant/pt2e.py defaults) calibrated on generated scenes: what quant/qat.py --ptq makes,
     without the accuracy evaluation."""
     from export.common import validation_images
-    from hsvlt.deploy.manifest import build_manifest
     from quant.pt2e import capture, convert, prepare, save_artifact, to_program
 
     prepared = prepare(capture(source.model, qat=False), qat=False)
@@ -87,8 +76,7 @@ def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int =
     with torch.no_grad():
         for start in range(0, len(images), 8):
             prepared(images[start:start + 8])
-    manifest = build_manifest(source.model, source.labels, source.thresholds, source.sha256, "torch.export", "int8")
-    manifest["attention_stage"] = None
+    manifest = manifest_for(source, "torch.export", "int8", None)
     save_artifact(to_program(convert(prepared), source.img_size), out, manifest)
     return out
 
@@ -244,7 +232,7 @@ def gemm_ceiling(threads: int, repeats: int = 20) -> dict[str, float]:
 def bench_preset(preset: str, args: argparse.Namespace, workdir: Path) -> dict:
     checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}.pt")
     source = load_source(checkpoint)
-    gflops = model_gflops(source)
+    gflops = count_gflops(source.model, source.img_size)
     artifacts = build_artifacts(checkpoint, workdir, {key for key, _, _ in ROWS})
     results = measure(artifacts, args.threads, args.runs, args.warmup)
     for key, result in results.items():
@@ -303,11 +291,10 @@ def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
     """Each export-time rewrite switched off alone: operators left outside XNNPACK, subgraphs, p50."""
     from dataclasses import fields, replace
 
-    from export.common import export_program
     from export.to_executorch import lower
     from hsvlt.deploy.manifest import write_manifest
     from hsvlt.deploy.rewrites import Rewrites
-    from hsvlt.deploy.wrapper import for_export
+    from hsvlt.deploy.wrapper import for_export, trace
 
     checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_ablation.pt")
     source = load_source(checkpoint)
@@ -318,28 +305,17 @@ def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
              "", "| variant | delegated subgraphs | operators outside | p50 ms |", "|---|---:|---:|---:|"]
     paths, summaries = {}, {}
     for name, rewrites in variants:
-        program = export_program(for_export(source.model, rewrites=rewrites), source.img_size)
+        program = trace(for_export(source.model, rewrites=rewrites), source.img_size)
         buffer, summaries[name] = lower(program)
         paths[name] = workdir / f"{preset}_{name.replace(' ', '_').replace('(', '').replace(')', '')}.pte"
         write_bytes(paths[name], buffer)
-        write_manifest(paths[name], {"labels": source.labels, "thresholds": source.thresholds, "preset": preset,
-                                     "input": {"shape": ["N", 3, args.img_size, args.img_size]}})
+        write_manifest(paths[name], manifest_for(source, "executorch-xnnpack", "fp32", None))
     latencies = measure(paths, args.threads, args.runs, args.warmup)
     for name, summary in summaries.items():
         latency = latencies[name]["p50_ms"]
         lines.append(f"| {name} | {summary['subgraphs']} | {summary['ops_outside']} | {latency:.1f} |")
         print(f"  {preset} {name}: {summary['ops_outside']} outside, p50 {latency:.1f} ms")
     return "\n".join(lines)
-
-
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
-    import executorch.version
-    import onnxruntime
-
-    return (f"{model}, {cpu_threads()} cores available, {platform.system()} {platform.release()}; torch "
-            f"{torch.__version__}, executorch {executorch.version.__version__}, onnxruntime {onnxruntime.__version__}")
 
 
 def plot(benches: list[dict], path: Path) -> None:
@@ -365,9 +341,10 @@ def plot(benches: list[dict], path: Path) -> None:
 def write_report(path: Path, command: str, benches: list[dict], checks: list[str], ablations: list[str],
                  rates: dict[str, float], args: argparse.Namespace) -> None:
     peak = max(rates.values())
+    machine = describe("executorch", "onnxruntime")
     text = [
         "# Export benchmark", "",
-        f"Measured {date.today().isoformat()} by `{command}` on {machine()}, {args.threads} threads per runtime, "
+        f"Measured {date.today().isoformat()} by `{command}` on {machine}, {args.threads} threads per runtime, "
         f"{args.runs} timed runs after {args.warmup} warm-up runs, batch 1, each runtime in its own process, all "
         f"timed in turns ({ROUNDS} rounds, order rotated). Models: the presets with random "
         f"weights and {args.labels} labels (latency and size do not depend on the weights). Peak memory: growth "

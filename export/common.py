@@ -14,9 +14,9 @@ import torch
 
 from hsvlt.checkpoint import CheckpointError, load_model
 from hsvlt.cli import UsageError
-from hsvlt.deploy.manifest import build_manifest, file_sha256
+from hsvlt.deploy.manifest import checkpoint_manifest, checkpoint_thresholds, file_sha256
 from hsvlt.deploy.preprocess import prepare_image, to_input
-from hsvlt.deploy.wrapper import DeployableHSVLT, for_export
+from hsvlt.deploy.wrapper import DeployableHSVLT, for_export, trace
 from hsvlt.models.hsvlt import HSVLT
 from hsvlt.toolchain import quiet_toolchain
 
@@ -46,7 +46,7 @@ class SourceCheckpoint:
 
     @property
     def thresholds(self) -> list[float]:
-        return list(self.checkpoint.get("thresholds") or [0.5] * self.model.num_classes)
+        return checkpoint_thresholds(self.checkpoint, self.model.num_classes)
 
     @property
     def preset(self) -> str:
@@ -90,33 +90,17 @@ def check_attention_stage(stage: int | None, model: HSVLT) -> int | None:
     return stage
 
 
-def export_program(module: torch.nn.Module, img_size: int,
-                   max_batch: int | None = None) -> torch.export.ExportedProgram:
-    """torch.export of the deployable module with input "image": a dynamic batch of 1..max_batch (traced at
-    batch 2: a program traced at batch 1 is specialised to it), or a fixed batch of 1 when max_batch is None."""
-    if max_batch is None:
-        return torch.export.export(module, (torch.rand(1, 3, img_size, img_size),))
-    batch = torch.export.Dim("batch", min=1, max=max_batch)
-    return torch.export.export(module, (torch.rand(2, 3, img_size, img_size),),
-                               dynamic_shapes={"image": {0: batch}})
-
-
 def deployable_program(source: SourceCheckpoint, attention_stage: int | None,
                        max_batch: int | None) -> torch.export.ExportedProgram:
     """The fp32 program every exporter starts from: hsvlt.deploy.wrapper.for_export, traced."""
-    return export_program(for_export(source.model, attention_stage), source.img_size, max_batch)
+    return trace(for_export(source.model, attention_stage), source.img_size, max_batch)
 
 
 def manifest_for(source: SourceCheckpoint, artifact_format: str, precision: str, attention_stage: int | None,
                  **extra) -> dict:
-    """hsvlt.deploy.manifest.build_manifest, plus the attention stage and where the validation set comes from
-    (export/evaluate_artifact.py), and `extra` keys."""
-    manifest = build_manifest(source.model, source.labels, source.thresholds, source.sha256, artifact_format,
-                              precision, attention_stage)
-    manifest["attention_stage"] = attention_stage
-    manifest["data"] = source.checkpoint.get("data")
-    manifest.update(extra)
-    return manifest
+    """hsvlt.deploy.manifest.checkpoint_manifest of the opened checkpoint."""
+    return checkpoint_manifest(source.model, source.checkpoint, source.sha256, artifact_format, precision,
+                               attention_stage, **extra)
 
 
 def validation_images(source: SourceCheckpoint, count: int) -> np.ndarray:

@@ -24,9 +24,10 @@ from hsvlt.metrics import evaluate_scores
 from hsvlt.outputs import check_output_file, write_json
 
 
-def validation_set(manifest: dict, args: argparse.Namespace, img_size: int):
-    """The validation set the manifest's checkpoint was validated on (hsvlt.evaluate.checkpoint_data)."""
-    name, bundle = checkpoint_data(manifest, args.model, img_size, args.data, args.root, args.val_size)
+def validation_set(model, data: str | None = None, root: str | None = None, val_size: int | None = None):
+    """(name, dataset) of the validation set the manifest's checkpoint was validated on
+    (hsvlt.evaluate.checkpoint_data), or of `data` / `root`, for a model opened by hsvlt.deploy.runtimes."""
+    name, bundle = checkpoint_data(model.manifest, model.path, model.input_size, data, root, val_size)
     return name, bundle.val
 
 
@@ -83,7 +84,7 @@ def main(argv=None) -> dict:
     if args.json is not None:
         check_output_file(args.json, ".json")
     model = open_model(args.model, args.threads)
-    name, dataset = validation_set(model.manifest, args, model.input_size)
+    name, dataset = validation_set(model, args.data, args.root, args.val_size)
     result = evaluate(model, dataset, args.batch_size, args.limit)
     title = (f"{args.model.name} ({model.runtime}, {model.manifest.get('precision', 'fp32')}) on {name} validation "
              f"({result['at_thresholds']['num_images']} images)")

@@ -26,7 +26,6 @@ from export.common import (
     SourceCheckpoint,
     check_attention_stage,
     deployable_program,
-    export_program,
     format_parity,
     int8_program,
     load_source,
@@ -38,6 +37,7 @@ from export.common import (
 )
 from hsvlt.cli import non_negative_int, program, run_command
 from hsvlt.deploy.manifest import manifest_path, write_manifest
+from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import atomic_path, check_output_file
 
 # Operations that hold or apply int8 weights in an ML program (iOS 16/17 and iOS 18 forms).
@@ -162,7 +162,7 @@ def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weight
         raise ExportError("--int8 and --quantize-weights exclude each other (the QAT program is already int8)")
     if int8 is not None:
         program, attention_stage = int8_program(int8, source, attention_stage)
-        program = export_program(program.module(), source.img_size)
+        program = trace(program.module(), source.img_size)
     else:
         program = deployable_program(source, attention_stage, None)
     mlmodel = convert(program, source, attention_stage, fp16)

@@ -20,7 +20,6 @@ from export.common import (
     SourceCheckpoint,
     check_attention_stage,
     deployable_program,
-    export_program,
     format_parity,
     int8_program,
     load_source,
@@ -32,6 +31,7 @@ from export.common import (
 )
 from hsvlt.cli import non_negative_int, positive_int, program, run_command
 from hsvlt.deploy.manifest import manifest_path, write_manifest
+from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import check_output_file, write_bytes
 
 BACKENDS = ("xnnpack", "coreml")
@@ -90,7 +90,7 @@ def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: 
     dynamic = None if max_batch == 1 else max_batch
     if int8 is not None:
         program, attention_stage = int8_program(Path(int8), source, attention_stage)
-        program = export_program(program.module(), source.img_size, dynamic)
+        program = trace(program.module(), source.img_size, dynamic)
     else:
         program = deployable_program(source, attention_stage, dynamic)
     buffer, summary = lower(program, backend)

@@ -19,7 +19,6 @@ The defaults are sized for under an hour on 2 CPU cores; --quick checks the whol
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from hsvlt import distributed
 from hsvlt.checkpoint import load_model
@@ -39,6 +37,7 @@ from hsvlt.data.base import MultiLabelDataset
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
 from hsvlt.evaluate import predict
+from hsvlt.machine import count_gflops, describe
 from hsvlt.metrics import average_precision_by_size, average_precisions, evaluate_scores, size_bucket_edges
 from hsvlt.models import PRESETS
 from hsvlt.outputs import save_figure, save_npz, write_json, write_text
@@ -170,14 +169,6 @@ def object_sizes(dataset: MultiLabelDataset) -> np.ndarray:
 
 # ---- measurements -------------------------------------------------------------------------------------------
 
-def count_gflops(model: torch.nn.Module, img_size: int) -> float:
-    """GFLOPs of one image by torch.utils.flop_counter: 2 per multiply-add of convolutions and matrix products
-    (element-wise ops, norms and softmax are not counted)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.rand(1, 3, img_size, img_size))
-    return counter.get_total_flops() / 1e9
-
-
 def mean_ap(scores: np.ndarray, targets: np.ndarray) -> float:
     aps = average_precisions(scores, targets)
     return float(100 * np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
@@ -261,16 +252,7 @@ def add_bootstrap(results: list[dict], folders: dict[str, Path], rounds: int, se
 # ---- the page and the plot ----------------------------------------------------------------------------------
 
 def machine_description(placement) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = (f"{cpu}; cores: {cores} usable of {os.cpu_count()}; PyTorch threads: {torch.get_num_threads()}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()} {platform.release()}")
+    text = f"{describe()}; PyTorch threads: {torch.get_num_threads()}"
     if placement.device.type == "cuda":
         text += f"; training and test on {torch.cuda.get_device_name(placement.device)}"
     return text

@@ -7,13 +7,10 @@ The last column says whether data loading keeps up with training (it must, for h
 """
 
 import argparse
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from hsvlt.cli import non_negative_int, positive_int
@@ -24,17 +21,11 @@ from hsvlt.distributed import configure_cpu
 from hsvlt.evaluate import autocast, uses_bf16
 from hsvlt.labels import load_label_set
 from hsvlt.losses import BCELoss
+from hsvlt.machine import count_gflops, cpu_name
 from hsvlt.models import PRESETS, create_model
 
 DEFAULT_PRESETS = ["hsvlt_nano", "hsvlt_lite0", "hsvlt_tiny", "hsvlt_small"]
 CPU = torch.device("cpu")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def timed(function, repeats: int) -> list[float]:
@@ -73,8 +64,6 @@ def measure(preset: str, batch_size: int, steps: int, workers: int, bf16: bool) 
         model(images)
         infer_times = timed(lambda: model(images), steps)
         latency = timed(lambda: model(one), max(steps, 5))
-        with FlopCounterMode(display=False) as counter:
-            model(one)
 
     dataset = ShapesDataset("train", (steps + 2) * batch_size, size)
     loader, sampler = train_loader(dataset, train_transform(size, 1.0, 0), batch_size, workers, seed=0)
@@ -91,7 +80,7 @@ def measure(preset: str, batch_size: int, steps: int, workers: int, bf16: bool) 
         "preset": preset,
         "size": size,
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-        "GFLOPs": counter.get_total_flops() / 1e9,
+        "GFLOPs": count_gflops(model, size),
         "train_img_s": train_rate,
         "data_img_s": data_rate,
         "infer_img_s": batch_size / float(np.median(infer_times)),

@@ -29,7 +29,7 @@ import torch
 
 from hsvlt.deploy.manifest import manifest_path, read_manifest, write_manifest
 from hsvlt.deploy.rewrites import ChannelNorm, ExportHead, LabelAttention, PixelAttention, Rewrites, TokenNorm
-from hsvlt.deploy.wrapper import for_export
+from hsvlt.deploy.wrapper import for_export, trace
 from hsvlt.models.hsvlt import HSVLT
 from hsvlt.outputs import write_bytes
 
@@ -95,10 +95,6 @@ def quantizer(float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS, qat: bool = 
         lambda node: not any(test(node) for test in tests))
 
 
-def example_images(img_size: int, batch: int = 2) -> torch.Tensor:
-    return torch.rand(batch, 3, img_size, img_size)
-
-
 def capture(model: HSVLT, qat: bool, attention_stage: int | None = None) -> torch.fx.GraphModule:
     """hsvlt.deploy.wrapper.for_export(model) with logits out, traced with a dynamic batch (example batch 2: a graph
     traced at batch 1 is specialised to it). For QAT, batch norm is left unfolded and traced in training
@@ -106,9 +102,7 @@ def capture(model: HSVLT, qat: bool, attention_stage: int | None = None) -> torc
     the folded graph."""
     module = for_export(model, attention_stage, Rewrites(batch_norm=not qat), logits=True)
     module.train(qat)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    example = example_images(model.config.img_size)
-    return torch.export.export(module, (example,), dynamic_shapes={"image": {0: batch}}).module()
+    return trace(module, model.config.img_size, MAX_BATCH).module()
 
 
 def prepare(graph: torch.fx.GraphModule, qat: bool,
@@ -190,9 +184,7 @@ def append_sigmoid(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
 def to_program(converted: torch.fx.GraphModule, img_size: int) -> torch.export.ExportedProgram:
     """The int8 program the exporters take: images in [0, 1] (dynamic batch) -> probabilities (a copy of
     `converted` gets the sigmoid)."""
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    return torch.export.export(append_sigmoid(copy.deepcopy(converted)), (example_images(img_size),),
-                               dynamic_shapes=({0: batch},))
+    return trace(append_sigmoid(copy.deepcopy(converted)), img_size, MAX_BATCH)
 
 
 def save_artifact(program: torch.export.ExportedProgram, path: str | Path, manifest: dict) -> None:

@@ -36,7 +36,7 @@ from hsvlt.data import DATASETS, TRAIN_SIZE
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
-from hsvlt.deploy.manifest import build_manifest, file_sha256
+from hsvlt.deploy.manifest import checkpoint_manifest, file_sha256
 from hsvlt.deploy.wrapper import for_export
 from hsvlt.evaluate import checkpoint_data
 from hsvlt.losses import build_loss, distillation_loss
@@ -202,15 +202,12 @@ def run(args: argparse.Namespace) -> dict:
     else:
         (graph, int8_map), best_epoch, log = post_training(prepared, train, val, args), 0, []
         print(f"PTQ int8 ({args.calibration_images} calibration images): validation mAP {int8_map:.2f}")
-    manifest = build_manifest(model, checkpoint["labels"], checkpoint.get("thresholds") or [0.5] * model.num_classes,
-                              file_sha256(args.ckpt), "torch.export", "int8", args.attention_stage)
-    manifest.update({
-        "attention_stage": args.attention_stage, "data": checkpoint.get("data"),
-        "quantization": {"method": "qat" if qat else "ptq", "float_layers": list(float_layers),
-                         "epochs": args.epochs if qat else 0, "best_epoch": best_epoch,
-                         "distill": args.distill if qat else 0.0,
-                         "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log},
-    })
+    manifest = checkpoint_manifest(
+        model, checkpoint, file_sha256(args.ckpt), "torch.export", "int8", args.attention_stage,
+        quantization={"method": "qat" if qat else "ptq", "float_layers": list(float_layers),
+                      "epochs": args.epochs if qat else 0, "best_epoch": best_epoch,
+                      "distill": args.distill if qat else 0.0,
+                      "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log})
     save_artifact(to_program(graph, img_size), args.out, manifest)
     print(f"wrote {args.out} (int8, validation mAP {int8_map:.2f} vs fp32 {fp32_map:.2f}) and its manifest")
     return manifest["quantization"]

@@ -46,8 +46,7 @@ def program_map(program: Path, args: argparse.Namespace) -> float:
     from hsvlt.deploy.runtimes import ExecuTorchModel
 
     model = ExecuTorchModel(program)
-    namespace = argparse.Namespace(data=None, root=None, val_size=args.val_size)
-    _, dataset = validation_set(model.manifest, namespace, model.input_size)
+    _, dataset = validation_set(model, val_size=args.val_size)
     return evaluate(model, dataset)["at_0.5"]["mAP"]
 
 

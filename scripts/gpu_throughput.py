@@ -36,6 +36,7 @@ from hsvlt.data.transforms import train_transform
 from hsvlt.evaluate import autocast, autocast_dtype
 from hsvlt.labels import load_label_set
 from hsvlt.losses import build_loss
+from hsvlt.machine import cpu_name
 from hsvlt.models import PRESETS, create_model
 from hsvlt.recipes import data_defaults
 from hsvlt.train import parameter_groups
@@ -241,16 +242,6 @@ def driver_version(index: int) -> str:
         return result.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown (nvidia-smi failed)"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine(device: torch.device, cores: int) -> dict:

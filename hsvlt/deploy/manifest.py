@@ -55,6 +55,24 @@ def build_manifest(
     }
 
 
+def checkpoint_thresholds(checkpoint: dict, num_classes: int) -> list[float]:
+    """The per-label thresholds calibrated on validation (best.pt has them), else 0.5 for every label."""
+    return [float(t) for t in (checkpoint.get("thresholds") or [0.5] * num_classes)]
+
+
+def checkpoint_manifest(model: HSVLT, checkpoint: dict, checkpoint_sha256: str, artifact_format: str,
+                        precision: str = "fp32", attention_stage: int | None = None, **extra) -> dict:
+    """The manifest of a file made from `checkpoint` (the model built from it): build_manifest with the
+    checkpoint's labels and thresholds, the attention stage, where its validation data came from (so that the
+    file can be scored on the same images: export/evaluate_artifact.py), and `extra` keys."""
+    manifest = build_manifest(model, checkpoint["labels"], checkpoint_thresholds(checkpoint, model.num_classes),
+                              checkpoint_sha256, artifact_format, precision, attention_stage)
+    manifest["attention_stage"] = attention_stage
+    manifest["data"] = checkpoint.get("data")
+    manifest.update(extra)
+    return manifest
+
+
 def manifest_path(artifact: str | Path) -> Path:
     """model.pte -> model.pte.json beside it (model.onnx -> model.onnx.json, model.mlpackage ->
     model.mlpackage.json): exports of one model to several formats in one folder keep their own manifests."""

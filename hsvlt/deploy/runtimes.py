@@ -164,14 +164,11 @@ class TorchModel(Model):
 
     def __init__(self, path: Path, threads: int | None = None, attention_stage: int | None = None):
         from hsvlt.checkpoint import load_model
-        from hsvlt.deploy.manifest import build_manifest, file_sha256
+        from hsvlt.deploy.manifest import checkpoint_manifest, file_sha256
 
         model, checkpoint = load_model(path)
-        thresholds = checkpoint.get("thresholds") or [0.5] * model.num_classes
-        manifest = build_manifest(model, checkpoint["labels"], thresholds, file_sha256(path), "checkpoint",
-                                  attention_stage=attention_stage)
-        manifest["data"] = checkpoint.get("data")  # where its validation set comes from
-        super().__init__(path, manifest)
+        super().__init__(path, checkpoint_manifest(model, checkpoint, file_sha256(path), "checkpoint",
+                                                   attention_stage=attention_stage))
         if threads:
             torch.set_num_threads(threads)
         self.module = DeployableHSVLT(model, attention_stage).eval()

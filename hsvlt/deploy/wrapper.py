@@ -34,6 +34,16 @@ class DeployableHSVLT(nn.Module):
         return torch.sigmoid(logits), attention[self.attention_stage].mean(dim=1)  # N x C, N x C x h x w
 
 
+def trace(module: nn.Module, img_size: int, max_batch: int | None = None) -> torch.export.ExportedProgram:
+    """torch.export of a module taking images: a dynamic batch of 1..max_batch, traced at batch 2 (a program
+    traced at batch 1 is specialised to it), or a fixed batch of 1 when max_batch is None (a camera's program,
+    which XNNPACK then plans memory for exactly)."""
+    if max_batch is None:
+        return torch.export.export(module, (torch.rand(1, 3, img_size, img_size),))
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    return torch.export.export(module, (torch.rand(2, 3, img_size, img_size),), dynamic_shapes=({0: batch},))
+
+
 def for_export(model: HSVLT, attention_stage: int | None = None, rewrites: Rewrites | None = None,
                logits: bool = False) -> nn.Module:
     """The module every exporter and the quantiser trace: DeployableHSVLT's contract (images in [0, 1] ->

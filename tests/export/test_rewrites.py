@@ -5,10 +5,9 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from export.common import export_program
 from export.to_executorch import lower
 from hsvlt.deploy.rewrites import Rewrites
-from hsvlt.deploy.wrapper import DeployableHSVLT, for_export
+from hsvlt.deploy.wrapper import DeployableHSVLT, for_export, trace
 from hsvlt.models import create_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -106,7 +105,7 @@ def test_graph_runs_inside_xnnpack(case):
     """get_delegation_info on the lowered program: one XNNPACK subgraph, (almost) nothing left outside it."""
     model = perturbed(**DELEGATION_CASES[case])
     max_batch = 4 if case.startswith("pico") else None
-    program = export_program(for_export(model, attention_stage=2), 64, max_batch)
+    program = trace(for_export(model, attention_stage=2), 64, max_batch)
     _, summary = lower(program)
     assert summary["ops_outside"] <= MAX_OPS_OUTSIDE, summary["outside_by_op"]
     assert summary["subgraphs"] == 1 and summary["backends"] == ["XnnpackBackend"]

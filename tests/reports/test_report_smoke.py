@@ -1,0 +1,24 @@
+"""The report generators run end to end on tiny sizes (their figures mean nothing here: the pages are what is
+checked). The full runs are scripts: quant/report.py, hsvlt.benchmark."""
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def test_eager_study_page_renders(checkpoint, tmp_path):
+    from quant import report
+
+    out = tmp_path / "QUANT_EAGER.md"
+    report.main(["--ckpt", str(checkpoint), "--eager-study", "--qat-epochs", "1", "--max-steps", "2",
+                 "--train-size", "64", "--val-size", "16", "--workers", "0", "--out", str(out)])
+    page = out.read_text()
+    assert "PT2E QAT int8" in page and "eager QAT int8" in page and "fp32" in page
+
+
+def test_benchmark_table_renders(capsys):
+    from hsvlt import benchmark
+
+    rows = benchmark.main(["--presets", "hsvlt_pico", "--batch-size", "2", "--steps", "1", "--workers", "0"])
+    assert rows[0]["preset"] == "hsvlt_pico" and rows[0]["train_img_s"] > 0
+    assert "| hsvlt_pico |" in capsys.readouterr().out
