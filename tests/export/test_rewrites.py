@@ -1,4 +1,4 @@
-"""hsvlt.rewrites / hsvlt.deploy.wrapper.for_export: same outputs as the trained model, whole graph inside XNNPACK."""
+"""hsvlt.deploy.rewrites / hsvlt.deploy.wrapper.for_export: same outputs as the trained model, whole graph inside XNNPACK."""
 
 from dataclasses import fields, replace
 
