@@ -1,5 +1,7 @@
 """DataLoaders for training and evaluation, on one process or many."""
 
+import signal
+
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -49,6 +51,14 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a data-loading worker: leave SIGTERM and Ctrl-C to the main process. A cluster (or `timeout`, or a
+    terminal) signals the whole process group; a worker that died of it would end training with a DataLoader
+    error instead of the main process stopping at its next step with a fresh last.pt."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _loader(samples: SampleDataset, sampler: Sampler, batch_size: int, workers: int, drop_last: bool) -> DataLoader:
     return DataLoader(
         samples,
@@ -60,6 +70,7 @@ def _loader(samples: SampleDataset, sampler: Sampler, batch_size: int, workers: 
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=ignore_stop_signals,
     )
 
 
