@@ -45,7 +45,7 @@ from hsvlt.deploy.overlay import draw
 from hsvlt.deploy.preprocess import preprocess_frame
 from hsvlt.deploy.runtimes import attention_peak, open_model
 from hsvlt.deploy.sources import ImageSource, Source, SourceError, open_source
-from hsvlt.outputs import OutputError, atomic_path, check_output_folder, is_inside, run_folder
+from hsvlt.outputs import OutputError, atomic_path, check_apart_from_inputs, check_output_folder, run_folder
 from hsvlt.toolchain import quiet_toolchain
 
 quiet_toolchain()
@@ -89,7 +89,7 @@ class Recorder:
             raise OutputError(f"{self.jsonl_path}: cannot write it ({error.strerror or error})") from None
         self.out, self.images, self.save_images = out, isinstance(source, ImageSource), save_images
         self.names = annotated_names(source.paths) if self.images else {}
-        self.fps, self.video, self.size, self.written = fps or 30.0, None, None, []
+        self.fps, self.video, self.size = fps or 30.0, None, None
 
     def write(self, record: dict, annotated: np.ndarray) -> None:
         try:
@@ -104,7 +104,6 @@ class Recorder:
             with atomic_path(path) as temporary:
                 if not cv2.imwrite(str(temporary), annotated):
                     raise OutputError(f"{path}: OpenCV could not write it (disk full?)")
-            self.written.append(path)
             return
         if self.video is None:
             self.size = (annotated.shape[1], annotated.shape[0])
@@ -187,11 +186,7 @@ def output_folder(args: argparse.Namespace, source: Source) -> Path:
     """--out (default runs/edge_demo), never among the inputs, and never a folder holding an earlier run
     (the next free name is taken, unless --exist-ok)."""
     out = check_output_folder(args.out or Path("runs/edge_demo"))
-    inputs = Path(source.name)
-    if isinstance(source, ImageSource) and source.folder and is_inside(out, inputs):
-        raise OutputError(f"--out {out}: is inside the input folder {inputs}; outputs never land among the inputs")
-    if inputs.is_file() and out.exists() and out.resolve() == inputs.parent.resolve():
-        raise OutputError(f"--out {out}: is the folder of the input {inputs}; choose another output folder")
+    check_apart_from_inputs(out, [source.name])
     chosen = run_folder(out, args.exist_ok)
     if chosen != out:
         print(f"{out} holds an earlier run: writing to {chosen} (--exist-ok writes into {out})")

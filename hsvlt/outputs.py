@@ -152,6 +152,18 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def check_apart_from_inputs(out: str | Path, inputs: list[str | Path], flag: str = "--out") -> None:
+    """Refuse an output folder among the inputs: an input folder or a folder below it, or the folder that holds an
+    input file (its outputs would sit beside, or replace, the user's files)."""
+    out = Path(out)
+    for source in map(Path, inputs):
+        if source.is_dir() and is_inside(out, source):
+            raise OutputError(f"{flag} {out}: is inside the input folder {source}; outputs never land among the "
+                              f"inputs")
+        if source.is_file() and out.exists() and out.resolve() == source.parent.resolve():
+            raise OutputError(f"{flag} {out}: is the folder of the input {source}; choose another output folder")
+
+
 def run_folder(path: str | Path, exist_ok: bool = False, flag: str = "--out") -> Path:
     """The folder a new run writes into: `path` itself when it does not exist or is empty (or with `exist_ok`),
     else the first free name of path2, path3, ... (a trailing number is counted on: runs/exp2 -> runs/exp3).

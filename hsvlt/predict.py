@@ -25,7 +25,14 @@ from tqdm import tqdm
 from hsvlt.api import Classifier, Prediction
 from hsvlt.cli import positive_int, program, run_command, unit_interval
 from hsvlt.images import IMAGE_SUFFIXES, BadImage
-from hsvlt.outputs import OutputError, atomic_path, atomic_write, check_output_folder, is_inside, run_folder
+from hsvlt.outputs import (
+    OutputError,
+    atomic_path,
+    atomic_write,
+    check_apart_from_inputs,
+    check_output_folder,
+    run_folder,
+)
 
 TABLE_ROWS = 20  # printed; the rest are in the output file
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -109,11 +116,7 @@ class Writer:
 def run(args: argparse.Namespace) -> list[Prediction]:
     sources = [Path(source) for source in args.source]
     out = check_output_folder(args.out)
-    for source in sources:
-        folder = source if source.is_dir() else source.parent
-        if source.exists() and is_inside(out, folder) and (source.is_dir() or out.resolve() == folder.resolve()):
-            raise OutputError(f"--out {out}: is inside the input folder {folder}; outputs never land among the "
-                              f"inputs")
+    check_apart_from_inputs(out, sources)
     videos = [s for s in sources if s.is_file() and s.suffix.lower() in VIDEO_SUFFIXES]
     images = find_images([s for s in sources if s not in videos], args.glob)
     classifier = Classifier(args.model, threshold=args.threshold, top_k=args.top_k, threads=args.threads,
