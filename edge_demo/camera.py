@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -182,42 +183,65 @@ def frame_record(frame, labels: list[str], probabilities: np.ndarray, detected: 
     return record
 
 
-def output_folder(args: argparse.Namespace, source: Source) -> Path:
+@dataclass
+class DemoConfig:
+    """One run of the demo, as `python edge_demo/camera.py` takes it (its flags parse into one); tools build one
+    directly: `run(DemoConfig(model=Path("model.pte"), source="shapes", headless=True, max_frames=300))`."""
+
+    model: Path
+    source: str | None = None  # camera index (default 0), video, image, folder, or "shapes"
+    headless: bool = False
+    out: Path | None = None
+    exist_ok: bool = False
+    max_frames: int | None = None
+    threads: int | None = None
+    smoothing: float = 0.5
+    hysteresis: float = 0.2
+    where: str = "markers"
+    attention_stage: int | None = None
+    shapes_size: int = 480
+    seed: int = 0
+    benchmark: bool = False
+    warmup: int = 10
+    target_fps: float = 30.0
+
+
+def output_folder(config: DemoConfig, source: Source) -> Path:
     """--out (default runs/edge_demo), never among the inputs, and never a folder holding an earlier run
     (the next free name is taken, unless --exist-ok)."""
-    out = check_output_folder(args.out or Path("runs/edge_demo"))
+    out = check_output_folder(config.out or Path("runs/edge_demo"))
     check_apart_from_inputs(out, [source.name])
-    chosen = run_folder(out, args.exist_ok)
+    chosen = run_folder(out, config.exist_ok)
     if chosen != out:
         print(f"{out} holds an earlier run: writing to {chosen} (--exist-ok writes into {out})")
     return chosen
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(config: DemoConfig) -> dict:
     """The demo loop; returns the summary (summarize) with the files written."""
-    source = open_source(args.source, args.shapes_size, args.seed)  # first: a missing camera is said at once
+    source = open_source(config.source, config.shapes_size, config.seed)  # first: a missing camera is said at once
     try:
-        model = open_model(args.model, args.threads, args.attention_stage)
+        model = open_model(config.model, config.threads, config.attention_stage)
         # Smoothing carries a label from one frame into the next: right for a stream, wrong for unrelated photos.
         stream = not isinstance(source, ImageSource)
-        smoother = LabelSmoother(model.thresholds, args.smoothing if stream else 0.0,
-                                 args.hysteresis if stream else 0.0)
-        window = not (args.headless or args.benchmark) and display_available()
-        if not (window or args.benchmark) and not args.headless:
+        smoother = LabelSmoother(model.thresholds, config.smoothing if stream else 0.0,
+                                 config.hysteresis if stream else 0.0)
+        window = not (config.headless or config.benchmark) and display_available()
+        if not (window or config.benchmark) and not config.headless:
             print("no display here: running headless")
-        out = None if args.benchmark or (window and args.out is None) else output_folder(args, source)
+        out = None if config.benchmark or (window and config.out is None) else output_folder(config, source)
         recorder = None if out is None else Recorder(out, source, getattr(source, "fps", None))
     except BaseException:
         source.close()
         raise
     print(f"{model.runtime}: {model.path.name} ({len(model.labels)} labels, {model.input_size} px"
           f"{', attention' if model.has_attention else ''}) on {source.name}")
-    max_frames = args.max_frames if args.max_frames is not None else (300 if args.benchmark else None)
-    warmup = args.warmup if args.benchmark else 0
+    max_frames = config.max_frames if config.max_frames is not None else (300 if config.benchmark else None)
+    warmup = config.warmup if config.benchmark else 0
     timings = {stage: [] for stage in (*STAGES, "total")}
     fps, count, started, error = 0.0, 0, time.perf_counter(), None
     frames = iter(source)
-    progress = tqdm(total=max_frames, unit="frame", disable=window or args.benchmark or max_frames is None,
+    progress = tqdm(total=max_frames, unit="frame", disable=window or config.benchmark or max_frames is None,
                     leave=False)
     with StopRequest() as stop:  # Ctrl-C and SIGTERM end the loop between frames, never inside one
         try:
@@ -239,7 +263,7 @@ def run(args: argparse.Namespace) -> dict:
                 shown = smoother.update(probabilities)
                 latency_ms = (t3 - t2) * 1e3
                 annotated = draw(frame.image, model.labels, smoother.probabilities, shown, fps, latency_ms,
-                                 attention if args.where != "off" else None, args.where)
+                                 attention if config.where != "off" else None, config.where)
                 t4 = time.perf_counter()
                 count += 1
                 if count == warmup + 1:
@@ -270,8 +294,8 @@ def run(args: argparse.Namespace) -> dict:
                 cv2.destroyAllWindows()
     summary = summarize(timings, wall)
     summary["files"] = [str(path) for path in written]
-    if args.benchmark:
-        print(format_benchmark(summary, model, source, args.threads, args.target_fps))
+    if config.benchmark:
+        print(format_benchmark(summary, model, source, config.threads, config.target_fps))
     else:
         print(format_summary(summary) + (f"; wrote {', '.join(summary['files'])}" if written else ""))
     if error is not None:
@@ -279,7 +303,8 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> DemoConfig:
+    defaults = DemoConfig(model=Path())
     parser = argparse.ArgumentParser(prog=program("python edge_demo/camera.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path,
@@ -297,24 +322,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-frames", type=positive_int, help="stop after this many frames (benchmark default 300)")
     parser.add_argument("--threads", type=positive_int,
                         help="CPU threads of the runtime (default: the runtime's choice)")
-    parser.add_argument("--smoothing", type=float_range(0.0, 1.0, high_open=True), default=0.5,
+    parser.add_argument("--smoothing", type=float_range(0.0, 1.0, high_open=True), default=defaults.smoothing,
                         help="weight of the past in the moving average of probabilities, in [0, 1) (0: none)")
-    parser.add_argument("--hysteresis", type=float_range(0.0, 1.0, high_open=True), default=0.2,
+    parser.add_argument("--hysteresis", type=float_range(0.0, 1.0, high_open=True), default=defaults.hysteresis,
                         help="a shown label goes off below threshold x (1 - this)")
-    parser.add_argument("--where", default="markers", choices=["markers", "heatmap", "off"],
+    parser.add_argument("--where", default=defaults.where, choices=["markers", "heatmap", "off"],
                         help="with an attention output: a marker per shown label at its peak, or a heat map")
     parser.add_argument("--attention-stage", type=attention_stage,
                         help="checkpoints: the stage (0-3) whose attention shows where labels are (exported files "
                              "have the output or not)")
-    parser.add_argument("--shapes-size", type=int_at_least(16), default=480,
+    parser.add_argument("--shapes-size", type=int_at_least(16), default=defaults.shapes_size,
                         help="--source shapes: frame side in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="--source shapes: which scenes the stream shows")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="--source shapes: which scenes the stream shows")
     parser.add_argument("--benchmark", action="store_true",
                         help="measure end-to-end FPS (decode, preprocess, infer, overlay); writes nothing")
-    parser.add_argument("--warmup", type=non_negative_int, default=10,
+    parser.add_argument("--warmup", type=non_negative_int, default=defaults.warmup,
                         help="--benchmark: frames run before timing starts")
-    parser.add_argument("--target-fps", type=positive_float, default=30.0, help="--benchmark: the throughput to meet")
-    return parser.parse_args(argv)
+    parser.add_argument("--target-fps", type=positive_float, default=defaults.target_fps,
+                        help="--benchmark: the throughput to meet")
+    return DemoConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv=None) -> dict:

@@ -5,7 +5,7 @@ Every user-facing failure is an ExportError whose message is one line naming the
 the commands print it as `error: ...` and exit with status 1 (hsvlt.cli).
 """
 
-import os
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hsvlt.checkpoint import CheckpointError, load_model
-from hsvlt.cli import UsageError
+from hsvlt.cli import UsageError, non_negative_int
 from hsvlt.deploy.manifest import checkpoint_manifest, checkpoint_thresholds, file_sha256
 from hsvlt.deploy.preprocess import prepare_image, to_input
 from hsvlt.deploy.wrapper import DeployableHSVLT, for_export, trace
@@ -153,16 +153,29 @@ def format_parity(result: dict) -> str:
     return line
 
 
+def check_parity(source: SourceCheckpoint, count: int, attention_stage: int | None, run, runtime: str) -> dict:
+    """Compare an exported file, `run(images) -> probabilities` in its own runtime, with the trained model on
+    `count` validation images; prints the figures and returns them."""
+    images = validation_images(source, count)
+    reference = reference_outputs(source, images, attention_stage)[0]
+    result = parity(reference, run(images), source.thresholds)
+    print(f"{format_parity(result)} ({runtime})")
+    return result
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, out_help: str, parity_images: int) -> None:
+    """The flags every exporter takes: the checkpoint, the file to write, the attention output, the preset
+    check and the parity check."""
+    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
+    parser.add_argument("--out", required=True, type=Path, help=out_help)
+    parser.add_argument("--attention-stage", type=non_negative_int,
+                        help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
+    parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
+    parser.add_argument("--parity-images", type=non_negative_int, default=parity_images,
+                        help="validation images to compare with PyTorch on (0: skip)")
+
+
 def size_mb(path: Path) -> float:
     if path.is_dir():
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
     return path.stat().st_size / 1e6
-
-
-# Pause before timing anything: threads busy a moment ago (PyTorch's libgomp after an export, ONNX Runtime's pool)
-# spin on a core for a while, and a runtime timed meanwhile gets one core instead of two.
-SETTLE_S = 0.1
-
-
-def cpu_threads() -> int:
-    return len(os.sched_getaffinity(0))

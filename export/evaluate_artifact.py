@@ -10,16 +10,14 @@ and in the demo. Prints mAP, CP..OF1 at the manifest's per-class thresholds and 
 """
 
 import argparse
-import time
 from pathlib import Path
-
-import numpy as np
-from tqdm import tqdm
 
 from hsvlt.cli import positive_int, program, run_command
 from hsvlt.data import DATASETS
-from hsvlt.deploy.preprocess import prepare_image, to_input
-from hsvlt.evaluate import checkpoint_data, format_report
+from hsvlt.data.base import FirstSamples
+from hsvlt.data.loader import eval_loader
+from hsvlt.data.transforms import eval_transform
+from hsvlt.evaluate import checkpoint_data, format_report, predict
 from hsvlt.metrics import evaluate_scores
 from hsvlt.outputs import check_output_file, write_json
 
@@ -32,35 +30,17 @@ def validation_set(model, data: str | None = None, root: str | None = None, val_
 
 
 def evaluate(model, dataset, batch_size: int = 16, limit: int | None = None) -> dict:
-    """Run `model` (hsvlt.deploy.runtimes.Model) over `dataset`; figures at its thresholds and at 0.5."""
-    from hsvlt.images import BadImage
-
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    scores, targets, skipped, seconds = [], [], [], 0.0
-    for start in tqdm(range(0, count, batch_size), desc=f"{model.runtime} evaluate", leave=False):
-        images, batch_targets = [], []
-        for index in range(start, min(start + batch_size, count)):
-            try:
-                image, target = dataset.load(index)
-            except BadImage as error:
-                skipped.append(str(error))
-                continue
-            images.append(prepare_image(image, model.input_size))
-            batch_targets.append(target)
-        if not images:
-            continue
-        batch = to_input(np.stack(images))
-        started = time.perf_counter()
-        scores.append(model.run(batch).probabilities)
-        seconds += time.perf_counter() - started
-        targets += batch_targets
-    if not scores:
-        raise ValueError(f"none of the {count} validation images could be read (first: {skipped[0]})" if skipped
-                         else "the validation set is empty")
-    scores, targets = np.concatenate(scores), np.stack(targets)
+    """Run `model` (hsvlt.deploy.runtimes.Model) over `dataset` through hsvlt.evaluate.predict, on the
+    deployed preprocessing; figures at its thresholds and at 0.5."""
+    if limit is not None:
+        dataset = FirstSamples(dataset, limit)
+    loader = eval_loader(dataset, eval_transform(model.input_size), batch_size, workers=0)
+    predictions = predict(model, loader, desc=f"{model.runtime} evaluate")
+    scores, targets = predictions.scores, predictions.targets
     return {"at_thresholds": evaluate_scores(scores, targets, model.thresholds),
             "at_0.5": evaluate_scores(scores, targets, 0.5),
-            "images_per_s": len(scores) / max(seconds, 1e-9), "skipped": skipped}
+            "images_per_s": len(scores) / max(predictions.model_seconds, 1e-9),
+            "skipped": [reason for _, reason in predictions.skipped]}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -24,18 +24,16 @@ import numpy as np
 from export.common import (
     ExportError,
     SourceCheckpoint,
+    add_source_arguments,
     check_attention_stage,
+    check_parity,
     deployable_program,
-    format_parity,
     int8_program,
     load_source,
     manifest_for,
-    parity,
-    reference_outputs,
     size_mb,
-    validation_images,
 )
-from hsvlt.cli import non_negative_int, program, run_command
+from hsvlt.cli import program, run_command
 from hsvlt.deploy.manifest import manifest_path, write_manifest
 from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import atomic_path, check_output_file
@@ -188,27 +186,19 @@ def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weight
               "checked without compiling)")
         return result
     if parity_images:
-        images = validation_images(source, parity_images)
-        reference = reference_outputs(source, images, attention_stage)[0]
-        result["parity"] = parity(reference, predict(out, images), source.thresholds)
-        print(format_parity(result["parity"]) + " (Core ML)")
+        result["parity"] = check_parity(source, parity_images, attention_stage, lambda images: predict(out, images),
+                                        "Core ML")
     return result
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=program("python export/to_coreml.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
-    parser.add_argument("--out", required=True, type=Path, help="output package, e.g. HSVLT.mlpackage")
+    add_source_arguments(parser, "output package, e.g. HSVLT.mlpackage", parity_images=16)
     parser.add_argument("--int8", type=Path, help="int8 program made by quant/qat.py from this checkpoint (.pt2)")
     parser.add_argument("--quantize-weights", action="store_true",
                         help="int8 weights by Core ML's weight quantisation (no QAT needed)")
     parser.add_argument("--fp32", action="store_true", help="compute in float32 (default: float16)")
-    parser.add_argument("--attention-stage", type=non_negative_int,
-                        help="also output the label-to-pixel attention of this stage (0-3)")
-    parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
-    parser.add_argument("--parity-images", type=non_negative_int, default=16,
-                        help="macOS: validation images to compare with PyTorch on (0: skip)")
     return parser.parse_args(argv)
 
 

@@ -18,18 +18,16 @@ from pathlib import Path
 from export.common import (
     ExportError,
     SourceCheckpoint,
+    add_source_arguments,
     check_attention_stage,
+    check_parity,
     deployable_program,
-    format_parity,
     int8_program,
     load_source,
     manifest_for,
-    parity,
-    reference_outputs,
     size_mb,
-    validation_images,
 )
-from hsvlt.cli import non_negative_int, positive_int, program, run_command
+from hsvlt.cli import positive_int, program, run_command
 from hsvlt.deploy.manifest import manifest_path, write_manifest
 from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import check_output_file, write_bytes
@@ -110,29 +108,21 @@ def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: 
     if parity_images:
         from hsvlt.deploy.runtimes import ExecuTorchModel
 
-        images = validation_images(source, parity_images)
-        reference = reference_outputs(source, images, attention_stage)[0]
-        result["parity"] = parity(reference, ExecuTorchModel(out).run(images).probabilities, source.thresholds)
-        print(format_parity(result["parity"]))
+        result["parity"] = check_parity(source, parity_images, attention_stage,
+                                        lambda images: ExecuTorchModel(out).run(images).probabilities, "ExecuTorch")
     return result
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=program("python export/to_executorch.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
-    parser.add_argument("--out", required=True, type=Path, help="output program, e.g. model.pte")
+    add_source_arguments(parser, "output program, e.g. model.pte", parity_images=32)
     parser.add_argument("--int8", type=Path, help="int8 program made by quant/qat.py from this checkpoint (.pt2)")
     parser.add_argument("--backend", default="xnnpack", choices=BACKENDS,
                         help="delegate: xnnpack (CPU, every platform) or coreml (Apple; runs on macOS / iOS)")
-    parser.add_argument("--attention-stage", type=non_negative_int,
-                        help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
-    parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
     parser.add_argument("--max-batch", type=positive_int, default=1,
                         help="largest batch the program accepts (xnnpack; memory grows with it; larger batches "
                              "run in chunks through hsvlt.deploy.runtimes)")
-    parser.add_argument("--parity-images", type=non_negative_int, default=32,
-                        help="validation images to compare with PyTorch on (0: skip)")
     return parser.parse_args(argv)
 
 

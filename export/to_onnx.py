@@ -15,16 +15,14 @@ import torch
 
 from export.common import (
     SourceCheckpoint,
+    add_source_arguments,
     check_attention_stage,
-    format_parity,
+    check_parity,
     load_source,
     manifest_for,
-    parity,
-    reference_outputs,
     size_mb,
-    validation_images,
 )
-from hsvlt.cli import non_negative_int, program, run_command
+from hsvlt.cli import program, run_command
 from hsvlt.deploy.manifest import manifest_path, write_manifest
 from hsvlt.deploy.wrapper import for_export
 from hsvlt.outputs import atomic_path, check_output_file
@@ -52,23 +50,15 @@ def export(source: SourceCheckpoint, out: Path, attention_stage: int | None = No
     if parity_images:
         from hsvlt.deploy.runtimes import OnnxModel
 
-        images = validation_images(source, parity_images)
-        reference = reference_outputs(source, images, attention_stage)[0]
-        result["parity"] = parity(reference, OnnxModel(out).run(images).probabilities, source.thresholds)
-        print(format_parity(result["parity"]) + " (ONNX Runtime)")
+        result["parity"] = check_parity(source, parity_images, attention_stage,
+                                        lambda images: OnnxModel(out).run(images).probabilities, "ONNX Runtime")
     return result
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=program("python export/to_onnx.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
-    parser.add_argument("--out", required=True, type=Path, help="output file, e.g. model.onnx")
-    parser.add_argument("--attention-stage", type=non_negative_int,
-                        help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
-    parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
-    parser.add_argument("--parity-images", type=non_negative_int, default=32,
-                        help="validation images to compare with PyTorch on (0: skip)")
+    add_source_arguments(parser, "output file, e.g. model.onnx", parity_images=32)
     return parser.parse_args(argv)
 
 

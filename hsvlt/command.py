@@ -3,7 +3,8 @@ mirrors (`hsvlt train ...` is `python -m hsvlt.train ...`, `hsvlt export executo
 `python export/to_executorch.py ...`).
 
 Nothing of a job is imported until it runs, so `hsvlt --help` answers at once; this is the one module of the
-library that reaches the tools built on it (quant/, export/, edge_demo/), and only inside the job it runs.
+library that reaches the tools built on it (quant/, export/, edge_demo/, reports/), and only inside the job it
+runs.
 """
 
 import importlib
@@ -43,7 +44,8 @@ JOBS = {
                    "hsvlt predict photos/ --model model.pte --out predictions"),
     "demo": Job("edge_demo.camera", "python edge_demo/camera.py", "live detection from a camera or a stream",
                 "hsvlt demo --model model.pte --source shapes"),
-    "bench": Job("export.bench", "python export/bench.py", "latency, size and memory of every runtime",
+    "bench": Job("reports.export_bench", "python reports/export_bench.py",
+                 "latency, size and memory of every runtime",
                  "hsvlt bench --presets hsvlt_lite0", wrapped=True),
     "labels": Job("hsvlt.labels.__main__", "python -m hsvlt.labels", "embed label names for your own data",
                   "hsvlt labels --names cat,dog,sofa --out labels.npz"),

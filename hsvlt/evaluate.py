@@ -6,6 +6,7 @@ Without --data, the checkpoint's own validation set is used (for `shapes`, the s
 
 import argparse
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class Predictions:
     targets: np.ndarray  # N x C, 1 / 0 / -1 (ignored)
     loss: float = float("nan")
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (index, reason) of unreadable images
+    model_seconds: float = 0.0  # time inside the model alone (the slowest rank's)
 
 
 def uses_bf16(device: torch.device, enabled: bool = True, cpu: bool = False) -> bool:
@@ -52,31 +54,54 @@ def autocast_dtype(device: torch.device, enabled: bool = True, cpu: bool = False
     return torch.bfloat16
 
 
-def autocast(device: torch.device, bf16: bool = False, dtype: torch.dtype | None = None):
-    """Autocast on `device` in `dtype` (decided once by `autocast_dtype`), or when `bf16` (decided by
-    `uses_bf16`) in bf16, float16 on a CUDA device without native bf16; else full precision."""
-    if dtype is None and bf16:
-        dtype = torch.float16 if autocast_dtype(device) == torch.float16 else torch.bfloat16
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast on `device` in `dtype` (decided once by `autocast_dtype`); None: full precision."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+def batch_scorer(model, device: torch.device):
+    """images (N x 3 x S x S in [0, 1], on `device`) -> (logits N x C or None, probabilities N x C) for
+    anything `predict` scores: a PyTorch module returning logits (a trained model, the deployable wrapper with
+    logits=True, a quantised torch.export graph), or a deployed program opened by hsvlt.deploy.runtimes
+    (ExecuTorch, ONNX Runtime), which returns probabilities."""
+    if not isinstance(model, torch.nn.Module):
+        def run_program(images):
+            return None, torch.from_numpy(model.run(images.cpu().numpy()).probabilities)
+
+        return run_program
+    if not isinstance(model, torch.fx.GraphModule):  # an exported graph has no train / eval switch
+        model.eval()
+    dtype = autocast_dtype(device)
+
+    def run_module(images):
+        with autocast(device, dtype):
+            outputs = model(images)
+        logits = (outputs[0] if isinstance(outputs, (tuple, list)) else outputs).float()
+        return logits, torch.sigmoid(logits)
+
+    return run_module
+
+
 @torch.no_grad()
-def predict(model, loader, placement: distributed.Placement, loss_fn=None, progress: bool = True) -> Predictions:
-    """Run `model` over a (sharded) loader and gather every rank's results, ordered by dataset index."""
-    model.eval()
-    bf16 = uses_bf16(placement.device)
-    indices, scores, targets, losses, skipped = [], [], [], [], []
-    for batch in tqdm(loader, desc="validate", leave=False, disable=not (progress and placement.is_main)):
+def predict(model, loader, placement: distributed.Placement | None = None, loss_fn=None, progress: bool = True,
+            desc: str = "validate") -> Predictions:
+    """Score a (sharded) loader with `model` (see `batch_scorer`) and gather every rank's results, ordered by
+    dataset index. The one evaluation loop: training's validation, hsvlt.evaluate, QAT and exported programs."""
+    placement = placement or distributed.Placement(torch.device("cpu"))
+    score = batch_scorer(model, placement.device)
+    indices, scores, targets, losses, skipped, seconds = [], [], [], [], [], 0.0
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not (progress and placement.is_main)):
         skipped += batch["bad"]
         if batch["images"] is None:
             continue
-        with autocast(placement.device, bf16):
-            logits = model(to_model_input(batch["images"], placement.device)).float()
-        batch_targets = batch["targets"].to(placement.device)
+        images = to_model_input(batch["images"], placement.device)
+        started = time.perf_counter()
+        logits, probabilities = score(images)
+        seconds += time.perf_counter() - started
         if loss_fn is not None:
-            losses.append(float(loss_fn(logits, batch_targets)) * len(logits))
+            losses.append(float(loss_fn(logits, batch["targets"].to(placement.device))) * len(logits))
         indices.append(batch["indices"].numpy())
-        scores.append(torch.sigmoid(logits).cpu().numpy())
+        scores.append(probabilities.cpu().numpy())
         targets.append(batch["targets"].numpy())
     part = (
         np.concatenate(indices) if indices else np.zeros(0, int),
@@ -84,6 +109,7 @@ def predict(model, loader, placement: distributed.Placement, loss_fn=None, progr
         np.concatenate(targets) if targets else None,
         sum(losses),
         skipped,
+        seconds,
     )
     parts = distributed.gather_objects(part, placement)
     order = np.concatenate([p[0] for p in parts])
@@ -95,7 +121,8 @@ def predict(model, loader, placement: distributed.Placement, loss_fn=None, progr
     all_scores = np.concatenate([p[1] for p in parts if p[1] is not None])[keep]
     all_targets = np.concatenate([p[2] for p in parts if p[2] is not None])[keep]
     total_loss = sum(p[3] for p in parts) / max(len(order), 1)
-    return Predictions(all_scores, all_targets, total_loss, [s for p in parts for s in p[4]])
+    return Predictions(all_scores, all_targets, total_loss, [s for p in parts for s in p[4]],
+                       max(p[5] for p in parts))
 
 
 def checkpoint_data(checkpoint: dict, path, img_size: int, data: str | None = None, root: str | None = None,

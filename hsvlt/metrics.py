@@ -42,13 +42,18 @@ def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
-def label_set_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """CP, CR, CF1, OP, OR, OF1 (percent) of boolean predictions against 1/0/-1 targets."""
+def label_counts(predicted: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class: (true positives, predictions, positives) of boolean predictions against 1/0/-1 targets."""
     valid = targets >= 0
     positive = (targets > 0) & valid
     predicted = predicted & valid
-    true_pos = (predicted & positive).sum(0).astype(float)
-    n_pred, n_pos = predicted.sum(0).astype(float), positive.sum(0).astype(float)
+    return ((predicted & positive).sum(0).astype(float), predicted.sum(0).astype(float),
+            positive.sum(0).astype(float))
+
+
+def label_set_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """CP, CR, CF1, OP, OR, OF1 (percent) of boolean predictions against 1/0/-1 targets."""
+    true_pos, n_pred, n_pos = label_counts(predicted, targets)
     cp = float(np.mean(true_pos / np.maximum(n_pred, 1)))
     cr = float(np.mean(true_pos / np.maximum(n_pos, 1)))
     op = float(true_pos.sum() / max(n_pred.sum(), 1))

@@ -15,7 +15,7 @@ A run that stops for any reason continues exactly where it stopped with `--resum
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from hsvlt import distributed
 from hsvlt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hsvlt.cli import (
     StopRequest,
+    UsageError,
     attention_stage,
     float_range,
     image_size,
@@ -52,11 +53,117 @@ from hsvlt.recipes import GENERATED_DATASETS, data_defaults
 from hsvlt.run_log import RunLog
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on, as nanoGPT's config or the model's HSVLTConfig: the command line
+    parses its flags into one (`parse_args`), tools build one directly (`train(TrainConfig(epochs=3))`). None
+    means "the dataset's recipe" (hsvlt/recipes.py) or the preset's; `resolved()` fills those in."""
+
+    # data
+    data: str = "shapes"
+    root: str | None = None
+    label_file: str | None = None
+    train_size: int | None = None
+    val_size: int = VAL_SIZE
+    img_size: int | None = None
+    crop_scale: float | None = None
+    randaugment: int | None = None
+    low_res_epochs: int = 0
+    low_res_size: int | None = None
+    workers: int = 1
+    # model
+    model: str = "hsvlt_nano"
+    heads: int | None = None
+    drop_path: float | None = None
+    visual_feedback: bool = False
+    fusion: str = "ivla"
+    aggregate_stages: tuple[int, ...] | None = None
+    pretrained: str | None = None
+    no_pretrained: bool = False
+    freeze_stages: int = 0
+    # optimisation
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    backbone_lr_scale: float | None = None
+    weight_decay: float = 0.05
+    warmup_epochs: float | None = None
+    schedule: str = "cosine"
+    patience: int = 0
+    loss: str = "bce"
+    clip_grad: float = 5.0
+    ema: float = 0.0
+    # run
+    out: Path = Path("runs/hsvlt")
+    exist_ok: bool = False
+    resume: str | None = None
+    override: tuple[str, ...] = ()
+    checkpoint_minutes: float = 10.0
+    seed: int = 0
+    device: str = "auto"
+    no_amp: bool = False
+    world_size: int = 1  # processes of the run (set when it starts)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every None filled from the dataset's recipe and the preset; contradictions refused."""
+        if self.model not in PRESETS:
+            raise UsageError(f"--model: no preset named {self.model!r} (choose from {', '.join(sorted(PRESETS))})")
+        if self.override and not self.resume:
+            raise UsageError("--override applies to --resume only")
+        if self.pretrained and self.no_pretrained:
+            raise UsageError("--pretrained and --no-pretrained contradict each other")
+        recipe = data_defaults(self.data)
+        filled = {key: recipe[key] for key in ("train_size", "epochs", "batch_size", "crop_scale", "randaugment",
+                                               "warmup_epochs") if getattr(self, key) is None}
+        img_size = self.img_size or recipe["img_size"] or PRESETS[self.model].img_size
+        pretrained = self.pretrained
+        if pretrained is None and not self.no_pretrained and PRESETS[self.model].backbone == "efficientnet_lite0":
+            pretrained = "imagenet"
+        return replace(
+            self, **filled, img_size=img_size, pretrained=pretrained, out=Path(self.out),
+            low_res_size=self.low_res_size or max(8, round(img_size * 5 / 6 / 8) * 8),
+            lr=self.lr or (1e-4 if pretrained else recipe["lr"]),
+            backbone_lr_scale=(0.1 if pretrained else 1.0) if self.backbone_lr_scale is None
+            else self.backbone_lr_scale,
+            aggregate_stages=tuple(self.aggregate_stages) if self.aggregate_stages else None,
+            override=tuple(self.override))
+
+    def to_dict(self) -> dict:
+        """Plain values (for the checkpoint, which loads with weights_only=True)."""
+        def plain(value):
+            return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+
+        return {key: plain(value) for key, value in asdict(self).items()}
+
+    def flags(self) -> list[str]:
+        """The command-line flags that give this config: those that differ from the defaults and from what the
+        dataset's recipe and the preset fill in."""
+        choices = ("data", "model", "pretrained", "no_pretrained")
+        defaults = TrainConfig()
+        recipe = TrainConfig(**{key: getattr(self, key) for key in choices}).resolved()
+        words = []
+        for key, value in asdict(self).items():
+            if (key == "world_size" or value is None or value == getattr(defaults, key)
+                    or (key not in choices and value == getattr(recipe, key))):
+                continue
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                words += [flag] if value else []
+            elif isinstance(value, (tuple, list)):
+                words += [flag, *map(str, value)]
+            else:
+                words += [flag, str(value)]
+        return words
+
+
+def parse_args(argv=None, base: TrainConfig | None = None) -> TrainConfig:
+    """The config the flags `argv` give; with `base`, flags not given keep base's values instead of the
+    defaults."""
+    defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog=program("python -m hsvlt.train"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--data", default="shapes", choices=DATASETS, help="dataset (default: built-in shapes)")
+    data.add_argument("--data", default=defaults.data, choices=DATASETS, help="dataset (default: built-in shapes)")
     data.add_argument("--root", help="dataset folder (voc: holds VOCdevkit; coco: annotations/ and train2014/; "
                                      "nuswide: see hsvlt/data/nuswide.py; csv: train.csv and val.csv; "
                                      "fashion-mosaic: the Fashion-MNIST IDX files, default "
@@ -65,7 +172,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                            "(default: computed now, needs the text extra)")
     data.add_argument("--train-size", type=positive_int,
                       help=f"shapes, fashion-mosaic: training scenes (default: {TRAIN_SIZE})")
-    data.add_argument("--val-size", type=positive_int, default=VAL_SIZE,
+    data.add_argument("--val-size", type=positive_int, default=defaults.val_size,
                       help="shapes, fashion-mosaic: validation scenes")
     data.add_argument("--img-size", type=image_size,
                       help="training and validation input size (default: 88 for shapes and fashion-mosaic, else "
@@ -75,22 +182,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "fashion-mosaic, 0.7 otherwise)")
     data.add_argument("--randaugment", type=non_negative_int,
                       help="RandAugment-style ops per image (default: 0 shapes and fashion-mosaic, 2 real)")
-    data.add_argument("--low-res-epochs", type=non_negative_int, default=0,
+    data.add_argument("--low-res-epochs", type=non_negative_int, default=defaults.low_res_epochs,
                       help="progressive resizing: train the first N epochs at --low-res-size, each costing "
                            "~(low / full size)^2 of a full one (default: 0)")
     data.add_argument("--low-res-size", type=image_size,
                       help="input size of the low-resolution epochs (default: 5/6 of --img-size, a multiple of 8)")
-    data.add_argument("--workers", type=non_negative_int, default=1,
+    data.add_argument("--workers", type=non_negative_int, default=defaults.workers,
                       help="data-loading processes per training process")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="hsvlt_nano", choices=sorted(PRESETS), help="preset")
+    model.add_argument("--model", default=defaults.model, choices=sorted(PRESETS), help="preset")
     model.add_argument("--heads", type=positive_int, help="attention heads (default: the preset's, 1)")
     model.add_argument("--drop-path", type=float_range(0.0, 1.0, high_open=True),
                        help="stochastic depth rate (default: the preset's)")
     model.add_argument("--visual-feedback", action="store_true",
                        help="let the visual map attend to the label tokens too (zero-initialised)")
-    model.add_argument("--fusion", default="ivla", choices=FUSIONS,
+    model.add_argument("--fusion", default=defaults.fusion, choices=FUSIONS,
                        help="ivla: HSVLT; ablation baselines: late (label queries after the last stage only), "
                             "none (global pooling and a linear head); see hsvlt/models/baselines.py")
     model.add_argument("--aggregate-stages", type=attention_stage, nargs="+", metavar="I",
@@ -99,7 +206,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "layout); 'imagenet' for the packaged EfficientNet-Lite0 weights "
                                             "(the default of hsvlt_lite0)")
     model.add_argument("--no-pretrained", action="store_true", help="train hsvlt_lite0 from scratch")
-    model.add_argument("--freeze-stages", type=int_between(0, 4), default=0,
+    model.add_argument("--freeze-stages", type=int_between(0, 4), default=defaults.freeze_stages,
                        help="freeze the backbone of the first N stages")
 
     optim = parser.add_argument_group("optimisation")
@@ -111,53 +218,45 @@ def parse_args(argv=None) -> argparse.Namespace:
                             "1e-3 otherwise; 1e-4 with --pretrained)")
     optim.add_argument("--backbone-lr-scale", type=non_negative_float,
                        help="backbone lr = lr x this (default: 1 from scratch, 0.1 with --pretrained)")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW decoupled weight decay")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay,
+                       help="AdamW decoupled weight decay")
     optim.add_argument("--warmup-epochs", type=non_negative_float,
                        help="linear warm-up length (default: 0.3 for shapes and fashion-mosaic, else 1)")
-    optim.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"],
+    optim.add_argument("--schedule", default=defaults.schedule, choices=["cosine", "plateau"],
                        help="after warm-up: cosine decay, or the paper's ReduceLROnPlateau on val mAP")
-    optim.add_argument("--patience", type=non_negative_int, default=0,
+    optim.add_argument("--patience", type=non_negative_int, default=defaults.patience,
                        help="stop after N epochs without a better mAP (0: never; the paper used 4)")
-    optim.add_argument("--loss", default="bce", choices=["bce", "asl"], help="BCE, or ASL (gamma- 1, clip 0.05)")
-    optim.add_argument("--clip-grad", type=non_negative_float, default=5.0, help="gradient norm clip (0: off)")
-    optim.add_argument("--ema", type=float_range(0.0, 1.0, high_open=True), default=0.0,
+    optim.add_argument("--loss", default=defaults.loss, choices=["bce", "asl"],
+                       help="BCE, or ASL (gamma- 1, clip 0.05)")
+    optim.add_argument("--clip-grad", type=non_negative_float, default=defaults.clip_grad,
+                       help="gradient norm clip (0: off)")
+    optim.add_argument("--ema", type=float_range(0.0, 1.0, high_open=True), default=defaults.ema,
                        help="EMA decay of the weights, e.g. 0.999 (0: off); validation and best.pt use the EMA "
                             "weights")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=Path("runs/hsvlt"),
+    run.add_argument("--out", type=Path, default=defaults.out,
                      help="output folder; one that holds an earlier run is kept, and the next free name "
                           "(runs/hsvlt2, ...) is taken instead, unless --resume or --exist-ok")
     run.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier run")
     run.add_argument("--resume", nargs="?", const="last", help="continue from OUT/last.pt (or the given file)")
-    run.add_argument("--override", nargs="+", default=[], metavar="FIELD",
+    run.add_argument("--override", nargs="+", default=defaults.override, metavar="FIELD",
                      help="with --resume: let these settings differ from the checkpoint's (e.g. --override lr "
                           "batch_size); --epochs and --patience may always change")
-    run.add_argument("--checkpoint-minutes", type=non_negative_float, default=10.0,
+    run.add_argument("--checkpoint-minutes", type=non_negative_float, default=defaults.checkpoint_minutes,
                      help="also save last.pt inside an epoch this often (0: only at epoch ends)")
-    run.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and augmentation")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda)")
+    run.add_argument("--seed", type=int, default=defaults.seed,
+                     help="seeds the weights, the data order and augmentation")
+    run.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N (under torchrun: cuda)")
     run.add_argument("--no-amp", action="store_true",
                      help="train in float32 instead of autocast: bf16 on CUDA and on CPUs with native bf16 "
                           "(AVX512-BF16 or AMX), float16 with a gradient scaler on GPUs without bf16 (V100, T4)")
-    args = parser.parse_args(argv)
-    if args.override and not args.resume:
-        parser.error("--override applies to --resume only")
-
-    defaults = data_defaults(args.data)
-    for key in ("train_size", "epochs", "batch_size", "crop_scale", "randaugment", "warmup_epochs"):
-        if getattr(args, key) is None:
-            setattr(args, key, defaults[key])
-    args.img_size = args.img_size or defaults["img_size"] or PRESETS[args.model].img_size
-    args.low_res_size = args.low_res_size or max(8, round(args.img_size * 5 / 6 / 8) * 8)
-    if args.pretrained and args.no_pretrained:
-        parser.error("--pretrained and --no-pretrained contradict each other")
-    if args.pretrained is None and not args.no_pretrained and PRESETS[args.model].backbone == "efficientnet_lite0":
-        args.pretrained = "imagenet"
-    args.lr = args.lr or (1e-4 if args.pretrained else defaults["lr"])
-    if args.backbone_lr_scale is None:
-        args.backbone_lr_scale = 0.1 if args.pretrained else 1.0
-    return args
+    if base is not None:
+        parser.set_defaults(**asdict(base))
+    try:
+        return TrainConfig(**vars(parser.parse_args(argv))).resolved()
+    except UsageError as error:
+        parser.error(str(error))
 
 
 @dataclass
@@ -194,19 +293,19 @@ def freeze_batch_norm_statistics(model: torch.nn.Module, frozen_stages: int) -> 
             module.eval()
 
 
-def parameter_groups(model: torch.nn.Module, args) -> list[dict]:
+def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
     """AdamW groups: backbone vs the rest (own learning rates), and no weight decay on 1-D tensors
     (norms, biases, layer scales). Frozen stages' backbone weights are left out entirely."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         backbone = backbone_parameter(name)
-        if backbone and stage_of(name) < args.freeze_stages:
+        if backbone and stage_of(name) < config.freeze_stages:
             parameter.requires_grad_(False)
             continue
         groups.setdefault((backbone, parameter.ndim > 1), []).append(parameter)
     return [
-        {"params": params, "lr": args.lr * (args.backbone_lr_scale if backbone else 1.0),
-         "weight_decay": args.weight_decay if decay else 0.0}
+        {"params": params, "lr": config.lr * (config.backbone_lr_scale if backbone else 1.0),
+         "weight_decay": config.weight_decay if decay else 0.0}
         for (backbone, decay), params in sorted(groups.items())
     ]
 
@@ -240,10 +339,6 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(cuda[device.index or 0] if isinstance(cuda, list) else cuda, device)
 
 
-def plain_args(args) -> dict:
-    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-
-
 # Settings that may differ on --resume without --override: they say how long the run goes on, where it is written
 # and what runs it, not what one step computes. A longer --epochs stretches the cosine schedule from where the run
 # stands (the learning rate rises a little, then decays over the new length).
@@ -251,16 +346,16 @@ RESUME_FREE = {"epochs", "patience", "out", "resume", "override", "exist_ok", "w
                "device", "world_size"}
 
 
-def check_resume_settings(saved: dict, args, path: Path) -> None:
+def check_resume_settings(saved: dict, config: TrainConfig, path: Path) -> None:
     """Refuse to resume with settings that differ from the checkpoint's (a changed --lr or --val-size would mix
     two runs silently and pick the best epoch on another validation set), naming each, unless --override lists
     it. Settings this code did not have when the checkpoint was written are not compared."""
-    current = plain_args(args)
-    unknown = sorted(set(args.override) - set(current))
+    current = config.to_dict()
+    unknown = sorted(set(config.override) - set(current))
     if unknown:
         raise ValueError(f"--override: no setting named {', '.join(unknown)} (names as in --help, with _ for -)")
     differ = [key for key in sorted(set(saved) & set(current))
-              if key not in RESUME_FREE and saved[key] != current[key] and key not in args.override]
+              if key not in RESUME_FREE and saved[key] != current[key] and key not in config.override]
     if differ:
         changes = ", ".join(f"{key} {saved[key]!r} -> {current[key]!r}" for key in differ)
         raise CheckpointError(f"{path}: was trained with other settings ({changes}); give the same values, or "
@@ -268,61 +363,63 @@ def check_resume_settings(saved: dict, args, path: Path) -> None:
 
 
 class Trainer:
-    def __init__(self, args, placement: distributed.Placement):
-        self.args, self.placement = args, placement
-        self.amp_dtype = autocast_dtype(placement.device, not args.no_amp, cpu=True)  # the steps' precision; None: fp32
+    def __init__(self, config: TrainConfig, placement: distributed.Placement):
+        self.config, self.placement = config, placement
+        # The steps' precision (None: float32).
+        self.amp_dtype = autocast_dtype(placement.device, not config.no_amp, cpu=True)
         # float16 (CUDA without native bf16) loses small gradients to underflow unless the loss is scaled; disabled,
         # the scaler passes every call straight through.
         self.scaler = torch.amp.GradScaler(placement.device.type, enabled=self.amp_dtype == torch.float16)
-        self.out = args.out
-        torch.manual_seed(args.seed)
-        self.data = build_data(args.data, args.root, args.img_size, args.seed, args.train_size, args.val_size,
-                               args.label_file)
+        self.out = config.out
+        torch.manual_seed(config.seed)
+        self.data = build_data(config.data, config.root, config.img_size, config.seed, config.train_size,
+                               config.val_size, config.label_file)
         self.check_files()
-        if args.data in GENERATED_DATASETS:
+        if config.data in GENERATED_DATASETS:
             self.data.train = InMemoryDataset(self.data.train, "drawing training scenes")
             self.data.val = InMemoryDataset(self.data.val, "drawing validation scenes")
-        overrides = {"img_size": args.img_size, "visual_feedback": args.visual_feedback, "fusion": args.fusion}
-        if args.aggregate_stages:
-            overrides["aggregate_stages"] = tuple(args.aggregate_stages)
-        if args.heads:
-            overrides["num_heads"] = args.heads
-        if args.drop_path is not None:
-            overrides["drop_path"] = args.drop_path
-        self.model = create_model(args.model, torch.from_numpy(self.data.embeddings), **overrides)
+        overrides = {"img_size": config.img_size, "visual_feedback": config.visual_feedback, "fusion": config.fusion}
+        if config.aggregate_stages:
+            overrides["aggregate_stages"] = tuple(config.aggregate_stages)
+        if config.heads:
+            overrides["num_heads"] = config.heads
+        if config.drop_path is not None:
+            overrides["drop_path"] = config.drop_path
+        self.model = create_model(config.model, torch.from_numpy(self.data.embeddings), **overrides)
         self.model.init_head_bias(torch.from_numpy(self.data.train.prevalence()))
-        if args.pretrained:
+        if config.pretrained:
             from hsvlt.models.pretrained import load_pretrained
 
-            report = load_pretrained(self.model, args.pretrained)
+            report = load_pretrained(self.model, config.pretrained)
             if placement.is_main:
                 print(report)
         self.model.to(placement.device)
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
-                    if args.ema else None)
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args), lr=args.lr)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+                    if config.ema else None)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config), lr=config.lr)
         self.net = (DistributedDataParallel(self.model, device_ids=[placement.device.index]
                                             if placement.device.type == "cuda" else None)
                     if placement.distributed else self.model)
 
         # Progressive resizing: one loader per input size (the sampler's order depends on the epoch only).
-        self.loaders = {size: train_loader(self.data.train, train_transform(size, args.crop_scale, args.randaugment),
-                                           args.batch_size, args.workers, args.seed, placement.rank,
+        self.loaders = {size: train_loader(self.data.train,
+                                           train_transform(size, config.crop_scale, config.randaugment),
+                                           config.batch_size, config.workers, config.seed, placement.rank,
                                            placement.world_size)
-                        for size in {args.img_size, self.input_size(0)}}
-        self.val_loader = eval_loader(self.data.val, eval_transform(args.img_size), 2 * args.batch_size,
-                                      args.workers, placement.rank, placement.world_size)
-        self.steps_per_epoch = len(self.loaders[args.img_size][0])  # the same at every size
+                        for size in {config.img_size, self.input_size(0)}}
+        self.val_loader = eval_loader(self.data.val, eval_transform(config.img_size), 2 * config.batch_size,
+                                      config.workers, placement.rank, placement.world_size)
+        self.steps_per_epoch = len(self.loaders[config.img_size][0])  # the same at every size
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.data.train)} training images is less than one batch of "
-                             f"{args.batch_size} per process")
-        warmup = int(args.warmup_epochs * self.steps_per_epoch)
+                             f"{config.batch_size} per process")
+        warmup = int(config.warmup_epochs * self.steps_per_epoch)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(args.epochs * self.steps_per_epoch, warmup, args.schedule == "cosine"))
+            self.optimizer, warmup_cosine(config.epochs * self.steps_per_epoch, warmup, config.schedule == "cosine"))
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.1,
                                                                   patience=1)
         self.warmup_steps = warmup
-        self.loss_fn = build_loss(args.loss)
+        self.loss_fn = build_loss(config.loss)
         self.state = TrainState(history=[])
         self.skipped = {"train": {}, "validation": {}}  # split -> {dataset index: why it could not be read}
 
@@ -341,21 +438,21 @@ class Trainer:
 
     def input_size(self, epoch: int) -> int:
         """Training input size of `epoch` (0-based): --low-res-size for the first --low-res-epochs."""
-        return self.args.low_res_size if epoch < self.args.low_res_epochs else self.args.img_size
+        return self.config.low_res_size if epoch < self.config.low_res_epochs else self.config.img_size
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def eval_model(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
     def checkpoint(self, **extra) -> dict:
-        root = str(Path(self.args.root).resolve()) if self.args.root else None  # usable from any folder
+        root = str(Path(self.config.root).resolve()) if self.config.root else None  # usable from any folder
         return {
             "config": self.model.config.to_dict(),
             "labels": self.data.labels,
             "model": self.eval_model().state_dict(),
-            "data": {"name": self.args.data, "root": root, "seed": self.args.seed,
-                     "train_size": self.args.train_size, "val_size": self.args.val_size,
-                     "label_file": self.args.label_file},
+            "data": {"name": self.config.data, "root": root, "seed": self.config.seed,
+                     "train_size": self.config.train_size, "val_size": self.config.val_size,
+                     "label_file": self.config.label_file},
             **extra,
         }
 
@@ -371,7 +468,7 @@ class Trainer:
             "rng": rng_state(self.placement.device),
             "scaler": self.scaler.state_dict(),
             "progress": self.state.to_dict(),
-            "args": plain_args(self.args),
+            "args": self.config.to_dict(),
         }
         save_checkpoint(self.checkpoint(epoch=self.state.epoch, train_state=train_state), self.out / "last.pt")
 
@@ -398,13 +495,13 @@ class Trainer:
     # ---- one epoch ---------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict:
         self.net.train()
-        freeze_batch_norm_statistics(self.model, self.args.freeze_stages)
+        freeze_batch_norm_statistics(self.model, self.config.freeze_stages)
         size = self.input_size(epoch)
         loader, sampler = self.loaders[size]
         sampler.set_epoch(epoch, self.state.skip)
         total, count, started = 0.0, 0, time.perf_counter()
         last_save = time.monotonic()
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{self.args.epochs} at {size}px", leave=False,
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs} at {size}px", leave=False,
                         disable=not self.placement.is_main)
         for batch in progress:
             self.skipped["train"].update(batch["bad"])
@@ -412,19 +509,19 @@ class Trainer:
                 continue
             images = to_model_input(batch["images"], self.placement.device)
             targets = batch["targets"].to(self.placement.device, non_blocking=True)
-            with autocast(self.placement.device, dtype=self.amp_dtype):
+            with autocast(self.placement.device, self.amp_dtype):
                 logits = self.net(images)
             loss = self.loss_fn(logits.float(), targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if self.args.clip_grad:
+            if self.config.clip_grad:
                 self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip_grad)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
             self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
             self.scaler.update()
-            if self.args.schedule == "cosine" or self.schedule.last_epoch < self.warmup_steps:
+            if self.config.schedule == "cosine" or self.schedule.last_epoch < self.warmup_steps:
                 self.schedule.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
@@ -432,9 +529,9 @@ class Trainer:
             count += len(images)
             if self.placement.is_main:
                 self.log.step(self.schedule.last_epoch, loss.item())
-            self.state.skip += self.args.batch_size
+            self.state.skip += self.config.batch_size
             progress.set_postfix(loss=f"{total / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-            minutes = self.args.checkpoint_minutes
+            minutes = self.config.checkpoint_minutes
             if minutes and time.monotonic() - last_save > 60 * minutes:
                 self.save_last()
                 last_save = time.monotonic()
@@ -471,15 +568,15 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> dict:
-        args, state = self.args, self.state
+        config, state = self.config, self.state
         if self.placement.is_main:
             params = sum(p.numel() for p in self.model.parameters()) / 1e6
             amp = self.amp_dtype
             precision = "float32" if amp is None else str(amp).removeprefix("torch.") + " autocast"
-            print(f"{args.model} ({params:.1f}M params) on {args.data}: {self.image_counts['training']} train / "
-                  f"{self.image_counts['validation']} val images at {args.img_size}px, {args.epochs} epochs, "
+            print(f"{config.model} ({params:.1f}M params) on {config.data}: {self.image_counts['training']} train / "
+                  f"{self.image_counts['validation']} val images at {config.img_size}px, {config.epochs} epochs, "
                   f"{self.placement.world_size} x {self.placement.device.type}, {precision}")
-        for epoch in range(state.epoch, args.epochs):
+        for epoch in range(state.epoch, config.epochs):
             train_log = self.train_epoch(epoch)
             predictions, result = self.validate()
             state.epoch, state.skip = epoch + 1, 0
@@ -496,7 +593,7 @@ class Trainer:
                     save_checkpoint(self.checkpoint(**self.best), self.out / "best.pt")
             else:
                 state.stale_epochs += 1
-            if args.schedule == "plateau" and self.schedule.last_epoch >= self.warmup_steps:
+            if config.schedule == "plateau" and self.schedule.last_epoch >= self.warmup_steps:
                 self.plateau.step(result["mAP"])
             self.save_last()
             if self.placement.is_main:
@@ -507,9 +604,9 @@ class Trainer:
                 self.report_skipped()
             if self.stop_requested():
                 self.stop_now(f"after epoch {epoch + 1}")
-            if args.patience and state.stale_epochs >= args.patience:
+            if config.patience and state.stale_epochs >= config.patience:
                 if self.placement.is_main:
-                    print(f"no better mAP for {args.patience} epochs: stopping early")
+                    print(f"no better mAP for {config.patience} epochs: stopping early")
                 break
         return self.finish()
 
@@ -530,32 +627,33 @@ class Trainer:
                        "labels": self.data.labels, "thresholds": best["thresholds"]}
             write_json(self.out / "metrics.json", summary)
             self.log.finish(self.data.labels, best["metrics"]["AP"], best["epoch"])
-            print(format_report(best["metrics"], title=f"best epoch {best['epoch']} of {self.args.model} on "
-                                                       f"{self.args.data} validation ({len(self.data.val)} images)"))
+            print(format_report(best["metrics"], title=f"best epoch {best['epoch']} of {self.config.model} on "
+                                                       f"{self.config.data} validation ({len(self.data.val)} images)"))
             print(f"wrote {self.out}/best.pt, last.pt, metrics.json, log.jsonl, curves.png")
         return summary
 
 
-def run(args: argparse.Namespace) -> dict | None:
-    """Join the process group (under torchrun), choose the run folder (or check the checkpoint to resume against
-    these settings), build the trainer, resume if asked, train."""
-    placement = distributed.setup(args.device)
-    args.world_size = placement.world_size
+def train(config: TrainConfig) -> dict | None:
+    """Train one run: join the process group (under torchrun), choose the run folder (or check the checkpoint to
+    resume against these settings), build the trainer, resume if asked, train. Returns the best epoch's figures
+    (on the main process)."""
+    placement = distributed.setup(config.device)
+    config = replace(config.resolved(), world_size=placement.world_size)
     checkpoint, path = None, None
-    if args.resume:
-        path = args.out / "last.pt" if args.resume == "last" else Path(args.resume)
+    if config.resume:
+        path = config.out / "last.pt" if config.resume == "last" else Path(config.resume)
         checkpoint = load_checkpoint(path)
         if "train_state" not in checkpoint:
             raise CheckpointError(f"{path}: holds no training state (use last.pt to resume)")
-        check_resume_settings(checkpoint["train_state"]["args"], args, path)
-        check_output_folder(args.out)
+        check_resume_settings(checkpoint["train_state"]["args"], config, path)
+        check_output_folder(config.out)
     else:
-        chosen = run_folder(args.out, args.exist_ok) if placement.is_main else None
+        chosen = run_folder(config.out, config.exist_ok) if placement.is_main else None
         chosen = distributed.broadcast_object(chosen, placement)
-        if placement.is_main and chosen != args.out:
-            print(f"{args.out} holds an earlier run: writing to {chosen} (--exist-ok writes into {args.out})")
-        args.out = chosen
-    trainer = Trainer(args, placement)
+        if placement.is_main and chosen != config.out:
+            print(f"{config.out} holds an earlier run: writing to {chosen} (--exist-ok writes into {config.out})")
+        config = replace(config, out=chosen)
+    trainer = Trainer(config, placement)
     if checkpoint is not None:
         trainer.resume(path, checkpoint)
         if placement.is_main:
@@ -565,7 +663,7 @@ def run(args: argparse.Namespace) -> dict | None:
 
 def main(argv=None) -> dict | None:
     try:
-        return run_command(run, parse_args(argv))
+        return run_command(train, parse_args(argv))
     finally:
         distributed.teardown()
 

@@ -1,5 +1,5 @@
 """torchao's eager QAT flow (quantize_ with QATConfig), measured against the PT2E flow of quant/qat.py by
-`python quant/report.py --eager-study` (the reason PT2E is the default: quant/pt2e.py).
+`python reports/quant.py --eager-study` (the reason PT2E is the default: quant/pt2e.py).
 
 Every nn.Linear of the trained model is fake-quantised the way torchao's Int8DynamicActivationIntxWeightConfig
 runs it: int8 weights per output channel, int8 activations quantised per token at run time (the eager flow has
@@ -9,15 +9,13 @@ wrapper, hsvlt.deploy.wrapper.DeployableHSVLT: the export-time rewrites (hsvlt/d
 into new layers and cannot fold quantised tensors.
 """
 
-import argparse
-
 import torch
 from tqdm import tqdm
 
 from hsvlt.checkpoint import load_model
 from hsvlt.deploy.wrapper import DeployableHSVLT
 from hsvlt.losses import build_loss
-from quant.qat import loaders, optimizer_and_schedule, train_epoch, validation_map
+from quant.qat import QuantizeConfig, loaders, optimizer_and_schedule, train_epoch, validation_map
 
 
 def int8_config():
@@ -27,24 +25,24 @@ def int8_config():
     return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
 
 
-def quantization_aware(args: argparse.Namespace) -> tuple[torch.nn.Module, list[dict]]:
-    """Eager QAT of args.ckpt for args.epochs (at most args.max_steps each) at peak args.lr, cosine decay, as
+def quantization_aware(config: QuantizeConfig) -> tuple[torch.nn.Module, list[dict]]:
+    """Eager QAT of config.ckpt for config.epochs (at most config.max_steps each) at peak config.lr, cosine decay, as
     quant/qat.py trains. Returns the converted model (images -> logits) and the per-epoch log (fake-quantised
     validation mAP). The last epoch is kept: a converted model cannot train on, so there is no best-of."""
     from torchao.quantization import quantize_
     from torchao.quantization.qat import QATConfig
 
-    torch.manual_seed(args.seed)
-    model, checkpoint = load_model(args.ckpt)
-    train, sampler, val = loaders(checkpoint, model.config.img_size, args, augment=True)
+    torch.manual_seed(config.seed)
+    model, checkpoint = load_model(config.ckpt)
+    train, sampler, val = loaders(checkpoint, model.config.img_size, config, augment=True)
     quantize_(model, QATConfig(int8_config(), step="prepare"))
-    optimizer, schedule = optimizer_and_schedule(model, len(train), args)
-    loss_fn, log = build_loss(args.loss), []
-    for epoch in range(args.epochs):
+    optimizer, schedule = optimizer_and_schedule(model, len(train), config)
+    loss_fn, log = build_loss(config.loss), []
+    for epoch in range(config.epochs):
         model.train()
         sampler.set_epoch(epoch)
-        loss = train_epoch(model, train, optimizer, schedule, loss_fn, None, 0.0, args.max_steps,
-                           f"eager QAT epoch {epoch + 1}/{args.epochs}")
+        loss = train_epoch(model, train, optimizer, schedule, loss_fn, None, 0.0, config.max_steps,
+                           f"eager QAT epoch {epoch + 1}/{config.epochs}")
         model.eval()
         fake_map = validation_map(model, val, "fake-quantised validate")
         log.append({"epoch": epoch + 1, "loss": loss, "fake_quantised_mAP": fake_map})

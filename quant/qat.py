@@ -15,9 +15,9 @@ int8 torch.export program, images in [0, 1] -> probabilities) and its manifest X
 import argparse
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -38,7 +38,7 @@ from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
 from hsvlt.deploy.manifest import checkpoint_manifest, file_sha256
 from hsvlt.deploy.wrapper import for_export
-from hsvlt.evaluate import checkpoint_data
+from hsvlt.evaluate import checkpoint_data, predict
 from hsvlt.losses import build_loss, distillation_loss
 from hsvlt.metrics import evaluate_scores
 from hsvlt.outputs import check_output_file
@@ -61,10 +61,41 @@ from quant.pt2e import (
 quiet_toolchain()
 
 
-def open_data(checkpoint: dict, img_size: int, args: argparse.Namespace):
+@dataclass
+class QuantizeConfig:
+    """One quantisation run, as `python quant/qat.py` takes it (flags parse into one, `parse_args`); tools build
+    one directly: `run(QuantizeConfig(ckpt=Path("best.pt"), out=Path("qat.pt2")))`."""
+
+    ckpt: Path
+    out: Path
+    ptq: bool = False
+    epochs: int = 3
+    lr: float = 5e-5
+    # Distillation from the fp32 model is the usual QAT aid; on shapes (an hsvlt_nano of fp32 mAP 87.94, 3 x 150
+    # steps, lr 2e-4) it measured no better than the labels alone (int8 mAP 88.11 at weight 0.5 vs 88.14 at 0),
+    # so it is off.
+    distill: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    loss: str = "bce"
+    freeze_bn_after: int = 1
+    freeze_observers_after: int = 2
+    max_steps: int | None = None
+    calibration_images: int = 512
+    float_layers: str = ",".join(DEFAULT_FLOAT_LAYERS)
+    attention_stage: int | None = None
+    data: str | None = None
+    root: str | None = None
+    train_size: int | None = None
+    val_size: int | None = None
+    workers: int = 1
+    seed: int = 0
+
+
+def open_data(checkpoint: dict, img_size: int, config: QuantizeConfig):
     """The checkpoint's own training and validation sets (hsvlt.evaluate.checkpoint_data), or --data's."""
-    return checkpoint_data(checkpoint, args.ckpt, img_size, args.data, args.root, args.val_size,
-                           args.train_size or (checkpoint.get("data") or {}).get("train_size") or TRAIN_SIZE)
+    return checkpoint_data(checkpoint, config.ckpt, img_size, config.data, config.root, config.val_size,
+                           config.train_size or (checkpoint.get("data") or {}).get("train_size") or TRAIN_SIZE)
 
 
 def batches(loader, limit: int | None = None):
@@ -80,14 +111,10 @@ def logits_of(outputs) -> torch.Tensor:
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
-@torch.no_grad()
 def validation_map(module, loader, desc: str) -> float:
-    """mAP (percent) of a module returning logits, over the validation loader."""
-    scores, targets = [], []
-    for images, batch_targets in tqdm(batches(loader), total=len(loader), desc=desc, leave=False):
-        scores.append(torch.sigmoid(logits_of(module(images))).numpy())
-        targets.append(batch_targets.numpy())
-    return evaluate_scores(np.concatenate(scores), np.concatenate(targets))["mAP"]
+    """mAP (percent) of a module returning logits, over the validation loader (hsvlt.evaluate.predict)."""
+    predictions = predict(module, loader, desc=desc)
+    return evaluate_scores(predictions.scores, predictions.targets)["mAP"]
 
 
 @torch.no_grad()
@@ -126,40 +153,40 @@ def train_epoch(prepared, loader, optimizer, schedule, loss_fn, teacher, distill
     return total / max(count, 1)
 
 
-def post_training(prepared, train, val, args: argparse.Namespace):
+def post_training(prepared, train, val, config: QuantizeConfig):
     """Calibrate the observers on training images, convert: (int8 graph, its mAP)."""
-    calibrate(prepared, train, args.calibration_images)
+    calibrate(prepared, train, config.calibration_images)
     graph = convert(prepared)
     return graph, validation_map(graph, val, "int8 validate")
 
 
-def optimizer_and_schedule(model: torch.nn.Module, steps_per_epoch: int, args: argparse.Namespace):
-    """AdamW over the trainable parameters at peak args.lr, decayed by a cosine over args.epochs (of at most
-    args.max_steps steps each)."""
+def optimizer_and_schedule(model: torch.nn.Module, steps_per_epoch: int, config: QuantizeConfig):
+    """AdamW over the trainable parameters at peak config.lr, decayed by a cosine over config.epochs (of at most
+    config.max_steps steps each)."""
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
-    steps = args.epochs * (steps_per_epoch if args.max_steps is None else min(args.max_steps, steps_per_epoch))
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * (steps_per_epoch if config.max_steps is None else min(config.max_steps, steps_per_epoch))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
     return optimizer, schedule
 
 
-def quantization_aware(prepared, teacher, train, sampler, val, args: argparse.Namespace):
+def quantization_aware(prepared, teacher, train, sampler, val, config: QuantizeConfig):
     """Train with fake quantisation; after each epoch convert and validate; keep the best epoch.
     Returns (int8 graph, its mAP, its epoch, per-epoch log)."""
-    optimizer, schedule = optimizer_and_schedule(prepared, len(train), args)
-    loss_fn = build_loss(args.loss)
+    optimizer, schedule = optimizer_and_schedule(prepared, len(train), config)
+    loss_fn = build_loss(config.loss)
     best_graph, best_map, best_epoch, log = None, -1.0, -1, []
-    for epoch in range(args.epochs):
+    for epoch in range(config.epochs):
         started = time.perf_counter()
         train_mode(prepared, True)
-        if epoch >= args.freeze_bn_after:
+        if epoch >= config.freeze_bn_after:
             freeze_batch_norm(prepared)
-        if epoch >= args.freeze_observers_after:
+        if epoch >= config.freeze_observers_after:
             freeze_observers(prepared)
         sampler.set_epoch(epoch)
-        loss = train_epoch(prepared, train, optimizer, schedule, loss_fn, teacher, args.distill, args.max_steps,
-                           f"QAT epoch {epoch + 1}/{args.epochs}")
+        loss = train_epoch(prepared, train, optimizer, schedule, loss_fn, teacher, config.distill, config.max_steps,
+                           f"QAT epoch {epoch + 1}/{config.epochs}")
         converted = convert(prepared)
         int8_map = validation_map(converted, val, "int8 validate")
         improved = int8_map > best_map
@@ -170,74 +197,74 @@ def quantization_aware(prepared, teacher, train, sampler, val, args: argparse.Na
     return best_graph, best_map, best_epoch, log
 
 
-def loaders(checkpoint: dict, img_size: int, args: argparse.Namespace, augment: bool):
+def loaders(checkpoint: dict, img_size: int, config: QuantizeConfig, augment: bool):
     """(training loader, its sampler, validation loader) of the checkpoint's data; training images augmented as
     in training when `augment` (QAT), as for evaluation otherwise (calibration)."""
-    name, bundle = open_data(checkpoint, img_size, args)
-    val = eval_loader(bundle.val, eval_transform(img_size), args.batch_size, args.workers)
+    name, bundle = open_data(checkpoint, img_size, config)
+    val = eval_loader(bundle.val, eval_transform(img_size), config.batch_size, config.workers)
     defaults = data_defaults(name)
     transform = (train_transform(img_size, defaults["crop_scale"], defaults["randaugment"]) if augment
                  else eval_transform(img_size))
-    train, sampler = train_loader(bundle.train, transform, args.batch_size, args.workers, args.seed)
+    train, sampler = train_loader(bundle.train, transform, config.batch_size, config.workers, config.seed)
     if len(train) == 0:
-        raise ValueError(f"{len(bundle.train)} training images is less than one batch of {args.batch_size}")
+        raise ValueError(f"{len(bundle.train)} training images is less than one batch of {config.batch_size}")
     return train, sampler, val
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(config: QuantizeConfig) -> dict:
     """Quantise and write the artifact; returns the figures (fp32 and int8 validation mAP, per-epoch log)."""
-    torch.manual_seed(args.seed)
-    model, checkpoint = load_model(args.ckpt)
+    torch.manual_seed(config.seed)
+    model, checkpoint = load_model(config.ckpt)
     img_size = model.config.img_size
-    float_layers = tuple(name for name in args.float_layers.split(",") if name)
-    qat = not args.ptq
-    train, sampler, val = loaders(checkpoint, img_size, args, augment=qat)
+    float_layers = tuple(name for name in config.float_layers.split(",") if name)
+    qat = not config.ptq
+    train, sampler, val = loaders(checkpoint, img_size, config, augment=qat)
 
-    teacher = for_export(model, args.attention_stage, logits=True)
+    teacher = for_export(model, config.attention_stage, logits=True)
     fp32_map = validation_map(teacher, val, "fp32 validate")
     print(f"fp32 {model.config.preset}: validation mAP {fp32_map:.2f} ({len(val.dataset)} images)")
-    prepared = prepare(capture(model, qat, args.attention_stage), qat, float_layers)
+    prepared = prepare(capture(model, qat, config.attention_stage), qat, float_layers)
     if qat:
-        graph, int8_map, best_epoch, log = quantization_aware(prepared, teacher, train, sampler, val, args)
+        graph, int8_map, best_epoch, log = quantization_aware(prepared, teacher, train, sampler, val, config)
     else:
-        (graph, int8_map), best_epoch, log = post_training(prepared, train, val, args), 0, []
-        print(f"PTQ int8 ({args.calibration_images} calibration images): validation mAP {int8_map:.2f}")
+        (graph, int8_map), best_epoch, log = post_training(prepared, train, val, config), 0, []
+        print(f"PTQ int8 ({config.calibration_images} calibration images): validation mAP {int8_map:.2f}")
     manifest = checkpoint_manifest(
-        model, checkpoint, file_sha256(args.ckpt), "torch.export", "int8", args.attention_stage,
+        model, checkpoint, file_sha256(config.ckpt), "torch.export", "int8", config.attention_stage,
         quantization={"method": "qat" if qat else "ptq", "float_layers": list(float_layers),
-                      "epochs": args.epochs if qat else 0, "best_epoch": best_epoch,
-                      "distill": args.distill if qat else 0.0,
+                      "epochs": config.epochs if qat else 0, "best_epoch": best_epoch,
+                      "distill": config.distill if qat else 0.0,
                       "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log})
-    save_artifact(to_program(graph, img_size), args.out, manifest)
-    print(f"wrote {args.out} (int8, validation mAP {int8_map:.2f} vs fp32 {fp32_map:.2f}) and its manifest")
+    save_artifact(to_program(graph, img_size), config.out, manifest)
+    print(f"wrote {config.out} (int8, validation mAP {int8_map:.2f} vs fp32 {fp32_map:.2f}) and its manifest")
     return manifest["quantization"]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> QuantizeConfig:
+    defaults = QuantizeConfig(ckpt=Path(), out=Path())
     parser = argparse.ArgumentParser(prog=program("python quant/qat.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, type=Path, help="trained fp32 checkpoint (best.pt)")
     parser.add_argument("--out", required=True, type=Path, help="int8 artifact to write, e.g. qat.pt2")
     parser.add_argument("--ptq", action="store_true", help="post-training quantisation: calibrate, no training")
-    parser.add_argument("--epochs", type=positive_int, default=3, help="QAT epochs")
-    parser.add_argument("--lr", type=positive_float, default=5e-5, help="peak AdamW learning rate (cosine decay)")
-    # Distillation from the fp32 model is the usual QAT aid; on shapes (an hsvlt_nano of fp32 mAP 87.94, 3 x 150
-    # steps, lr 2e-4) it measured no better than the labels alone (int8 mAP 88.11 at weight 0.5 vs 88.14 at 0),
-    # so it is off.
-    parser.add_argument("--distill", type=unit_interval, default=0.0,
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="QAT epochs")
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr,
+                        help="peak AdamW learning rate (cosine decay)")
+    parser.add_argument("--distill", type=unit_interval, default=defaults.distill,
                         help="weight in [0, 1] of distillation from the fp32 checkpoint (binary KL to its "
                              "probabilities); the labels' loss gets 1 - this (default: 0)")
-    parser.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="AdamW weight decay")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step")
-    parser.add_argument("--loss", default="bce", choices=["bce", "asl"], help="training loss")
-    parser.add_argument("--freeze-bn-after", type=non_negative_int, default=1,
+    parser.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay,
+                        help="AdamW weight decay")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="images per step")
+    parser.add_argument("--loss", default=defaults.loss, choices=["bce", "asl"], help="training loss")
+    parser.add_argument("--freeze-bn-after", type=non_negative_int, default=defaults.freeze_bn_after,
                         help="epochs after which batch-norm statistics freeze")
-    parser.add_argument("--freeze-observers-after", type=non_negative_int, default=2,
+    parser.add_argument("--freeze-observers-after", type=non_negative_int, default=defaults.freeze_observers_after,
                         help="epochs after which quantisation ranges freeze")
     parser.add_argument("--max-steps", type=positive_int, help="at most this many steps per epoch (quick runs)")
-    parser.add_argument("--calibration-images", type=positive_int, default=512,
+    parser.add_argument("--calibration-images", type=positive_int, default=defaults.calibration_images,
                         help="--ptq: training images to calibrate on")
-    parser.add_argument("--float-layers", default=",".join(DEFAULT_FLOAT_LAYERS),
+    parser.add_argument("--float-layers", default=defaults.float_layers,
                         help=f"comma-separated layer groups kept in float, from: {', '.join(FLOAT_LAYERS)} "
                              f"(default: {','.join(DEFAULT_FLOAT_LAYERS)}, measured in quant/pt2e.py; "
                              '"" for all int8)')
@@ -249,15 +276,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="generated datasets: training scenes (default: checkpoint's)")
     parser.add_argument("--val-size", type=positive_int,
                         help="generated datasets: validation scenes (default: checkpoint's)")
-    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the data order and augmentation")
-    return parser.parse_args(argv)
+    parser.add_argument("--workers", type=non_negative_int, default=defaults.workers, help="data-loading processes")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the data order and augmentation")
+    return QuantizeConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    run_command(check_output_file, args.out, ARTIFACT_SUFFIX)
-    return run_command(run, args)
+    config = parse_args(argv)
+    run_command(check_output_file, config.out, ARTIFACT_SUFFIX)
+    return run_command(run, config)
 
 
 if __name__ == "__main__":

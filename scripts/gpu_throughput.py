@@ -123,7 +123,7 @@ def time_training(cfg: Config, batch: int, device: torch.device, embeddings: tor
     targets = (torch.rand(batch, len(embeddings)) < 0.04).float().pin_memory()  # ~3 of 80 labels, as on COCO
 
     def step() -> None:
-        with autocast(device, dtype=dtype):
+        with autocast(device, dtype):
             logits = model(to_model_input(images, device))
         loss = loss_fn(logits.float(), targets.to(device, non_blocking=True))
         if not torch.isfinite(loss):  # hsvlt.train checks every step, which waits for the GPU

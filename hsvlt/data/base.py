@@ -104,6 +104,23 @@ class InMemoryDataset(MultiLabelDataset):
         return self.images[index], self.target_matrix[index]
 
 
+class FirstSamples(MultiLabelDataset):
+    """The first `count` samples of a dataset (a quick evaluation)."""
+
+    def __init__(self, dataset: MultiLabelDataset, count: int):
+        super().__init__(dataset.labels)
+        self.dataset, self.count = dataset, min(count, len(dataset))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def describe(self, index: int) -> str:
+        return self.dataset.describe(index)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.dataset.load(index)
+
+
 class SampleDataset(torch.utils.data.Dataset):
     """Applies a transform; a bad image becomes a `None` sample that `collate` drops and counts.
 

@@ -32,13 +32,13 @@ import cv2
 import numpy as np
 
 from hsvlt.data.base import MultiLabelDataset
+from hsvlt.data.scenes import check_split, contrasting_color, scene_rng, surface_colors
 from hsvlt.labels.names import FASHION
 from hsvlt.metrics import size_bucket_edges
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 # Fashion-MNIST's label order, named as words the text encoder knows ("T-shirt/top" -> "t-shirt").
 CLASSES = FASHION  # the one copy of the list is in hsvlt/labels/names.py, in Fashion-MNIST label order
-SPLITS = {"train": 0, "val": 1, "test": 2}
 # The IDX file pair each split draws its items from, and which part of it (fractions of the file).
 ITEM_SOURCES = {"train": ("train", 0.0, 1.0), "val": ("t10k", 0.0, 0.5), "test": ("t10k", 0.5, 1.0)}
 MIN_SIZE, MAX_SIZE = 0.15, 0.60  # side of the item photo as a fraction of the image side (4x)
@@ -151,14 +151,6 @@ class FashionScene:
         return sizes
 
 
-def _random_color(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(c) for c in rng.integers(0, 256, 3))
-
-
-def _luma(color) -> float:
-    return 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-
-
 def _overlap(a: FashionItem, b: FashionItem) -> float:
     """Area shared by the two item boxes, in squared image sides."""
     dx = min(a.x + a.extent / 2, b.x + b.extent / 2) - max(a.x - a.extent / 2, b.x - b.extent / 2)
@@ -177,16 +169,13 @@ def _fits(candidate: FashionItem, placed: list[FashionItem]) -> bool:
 
 def sample_scene(rng: np.random.Generator, items_by_class: list[np.ndarray], max_items: int = 4) -> FashionScene:
     """Draw a scene description; `items_by_class[c]` lists the split's photo indices of class c."""
-    base = _random_color(rng)
-    second = tuple(int(np.clip(c + rng.integers(-70, 71), 0, 255)) for c in base)
+    base, second = surface_colors(rng, spread=70)
     count = int(rng.integers(1, max_items + 1))
     placed: list[FashionItem] = []
     for label in rng.choice(len(CLASSES), size=count, replace=False):
         photo = int(rng.choice(items_by_class[label]))
         size = float(np.exp(rng.uniform(np.log(MIN_SIZE), np.log(MAX_SIZE))))
-        dye = _random_color(rng)
-        while min(abs(_luma(dye) - _luma(base)), abs(_luma(dye) - _luma(second))) < MIN_LUMA_CONTRAST:
-            dye = _random_color(rng)
+        dye = contrasting_color(rng, (base, second), MIN_LUMA_CONTRAST)
         angle, mirrored = float(rng.uniform(-MAX_ANGLE, MAX_ANGLE)), bool(rng.random() < 0.5)
         item = FashionItem(int(label), photo, 0.5, 0.5, size, angle, mirrored, dye)
         for _ in range(50):
@@ -284,8 +273,7 @@ class FashionMosaicDataset(MultiLabelDataset):
         seed: int = 0,
         root: str | Path = DEFAULT_ROOT,
     ):
-        if split not in SPLITS:
-            raise ValueError(f"fashion-mosaic has splits {sorted(SPLITS)}, not {split!r}")
+        check_split("fashion-mosaic", split)
         super().__init__(list(CLASSES))
         self.split, self.length, self.image_size, self.seed = split, length, image_size, seed
         prefix, start, stop = ITEM_SOURCES[split]
@@ -302,7 +290,7 @@ class FashionMosaicDataset(MultiLabelDataset):
         return self.length
 
     def scene(self, index: int) -> FashionScene:
-        return sample_scene(np.random.default_rng([self.seed, SPLITS[self.split], index]), self.items_by_class)
+        return sample_scene(scene_rng(self.seed, self.split, index), self.items_by_class)
 
     def describe(self, index: int) -> str:
         return f"fashion-mosaic/{self.split}/{index}"

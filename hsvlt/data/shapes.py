@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 
 from hsvlt.data.base import MultiLabelDataset
+from hsvlt.data.scenes import check_split, contrasting_color, random_color, scene_rng, surface_colors
 from hsvlt.labels.names import SHAPES
 
 CLASSES = SHAPES  # the one copy of the list is in hsvlt/labels/names.py; OUTLINES draws each by name
-SPLITS = {"train": 0, "val": 1, "test": 2}
 MIN_SIZE, MAX_SIZE = 0.16, 0.64  # object diameter as a fraction of the image side (4x)
 MAX_TILT = np.pi / 6  # objects turn up to +-30 degrees: "upright-ish", as photographed objects are
 SUBPIXEL_BITS = 4
@@ -110,19 +110,10 @@ class SceneSpec:
         return replace(self, objects=tuple(objects))
 
 
-def _random_color(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(c) for c in rng.integers(0, 256, 3))
-
-
-def _luma(color) -> float:
-    return 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-
-
 def sample_scene(rng: np.random.Generator, max_objects: int = 4) -> SceneSpec:
     """Draw a scene description: background, 1..max_objects objects that may overlap a little but never hide
     each other (an object with no room left is dropped)."""
-    base = _random_color(rng)
-    second = tuple(int(np.clip(c + rng.integers(-40, 41), 0, 255)) for c in base)
+    base, second = surface_colors(rng, spread=40)
     count = int(rng.integers(1, max_objects + 1))
     labels = rng.choice(len(CLASSES), size=count, replace=False)
     objects: list[ShapeObject] = []
@@ -134,9 +125,7 @@ def sample_scene(rng: np.random.Generator, max_objects: int = 4) -> SceneSpec:
                 break
         else:
             continue  # no room left for this object without hiding another: the scene holds fewer
-        color = _random_color(rng)
-        while min(abs(_luma(color) - _luma(base)), abs(_luma(color) - _luma(second))) < 80:
-            color = _random_color(rng)
+        color = contrasting_color(rng, (base, second), 80)
         objects.append(ShapeObject(int(label), float(x), float(y), size, float(rng.uniform(-MAX_TILT, MAX_TILT)), color))
     return SceneSpec(
         background=str(rng.choice(["gradient", "stripes", "noise", "checker"])),
@@ -174,7 +163,7 @@ def _clutter(image: np.ndarray, spec: SceneSpec) -> None:
     rng = np.random.default_rng(spec.clutter_seed)
     size = image.shape[0]
     for _ in range(int(rng.integers(1, 5))):
-        color = _random_color(rng)
+        color = random_color(rng)
         p = tuple(int(v) for v in rng.uniform(0, size, 2))
         if rng.random() < 0.6:
             q = tuple(int(v) for v in rng.uniform(0, size, 2))
@@ -210,8 +199,7 @@ class ShapesDataset(MultiLabelDataset):
     """`length` generated scenes of `image_size` pixels for one split."""
 
     def __init__(self, split: str = "train", length: int = 8000, image_size: int = 160, seed: int = 0):
-        if split not in SPLITS:
-            raise ValueError(f"shapes has splits {sorted(SPLITS)}, not {split!r}")
+        check_split("shapes", split)
         super().__init__(list(CLASSES))
         self.split, self.length, self.image_size, self.seed = split, length, image_size, seed
 
@@ -219,7 +207,7 @@ class ShapesDataset(MultiLabelDataset):
         return self.length
 
     def scene(self, index: int) -> SceneSpec:
-        return sample_scene(np.random.default_rng([self.seed, SPLITS[self.split], index]))
+        return sample_scene(scene_rng(self.seed, self.split, index))
 
     def describe(self, index: int) -> str:
         return f"shapes/{self.split}/{index}"

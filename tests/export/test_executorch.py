@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from export import evaluate_artifact, op_profile, to_executorch
-from export.common import cpu_threads, load_source, validation_images
+from export import evaluate_artifact, to_executorch
+from export.common import load_source, validation_images
 from hsvlt.deploy.manifest import file_sha256, read_manifest
 from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
+from reports import op_profile
+from reports.measure import cpu_threads
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 MAX_OPS_OUTSIDE = 2
@@ -105,7 +107,7 @@ def test_core_ml_backend_gives_a_core_ml_delegated_program(checkpoint, tmp_path)
 
 
 def test_op_profile_accounts_for_the_delegate_call(exported):
-    """export/op_profile.py: the delegate's operators, by kind, from a real ETDump; their times fit in the call."""
+    """reports/op_profile.py: the delegate's operators, by kind, from a real ETDump; their times fit in the call."""
     out, _ = exported
     result = op_profile.profile(out, threads=cpu_threads(), runs=3)
     counts = {kind: count for kind, count, _ in result["kinds"]}

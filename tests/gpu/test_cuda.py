@@ -359,7 +359,7 @@ def test_qat_steps_on_cuda_then_int8_export_on_the_cpu(checkpoint, tmp_path):
 
 
 def test_ablation_quick_on_cuda(tmp_path):
-    """`hsvlt.ablation --device cuda --quick` (two variants): trains and tests on the GPU, names it on the page,
+    """`reports.ablation --device cuda --quick` (two variants): trains and tests on the GPU, names it on the page,
     and its GPU test scores are what the CPU computes from the same checkpoint."""
     out = tmp_path / "ablation"
     argv = ["--device", "cuda", "--quick", "--data", "shapes", "--variants", "hsvlt", "no-ivla", "--workers", "0",

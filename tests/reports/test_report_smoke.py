@@ -1,5 +1,5 @@
 """The report generators run end to end on tiny sizes (their figures mean nothing here: the pages are what is
-checked). The full runs are scripts: quant/report.py, hsvlt.benchmark."""
+checked). The full runs are the scripts themselves: reports/quant.py, reports/train_speed.py."""
 
 import pytest
 
@@ -7,7 +7,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def test_eager_study_page_renders(checkpoint, tmp_path):
-    from quant import report
+    from reports import quant as report
 
     out = tmp_path / "QUANT_EAGER.md"
     report.main(["--ckpt", str(checkpoint), "--eager-study", "--qat-epochs", "1", "--max-steps", "2",
@@ -17,8 +17,8 @@ def test_eager_study_page_renders(checkpoint, tmp_path):
 
 
 def test_benchmark_table_renders(capsys):
-    from hsvlt import benchmark
+    from reports import train_speed
 
-    rows = benchmark.main(["--presets", "hsvlt_pico", "--batch-size", "2", "--steps", "1", "--workers", "0"])
+    rows = train_speed.main(["--presets", "hsvlt_pico", "--batch-size", "2", "--steps", "1", "--workers", "0"])
     assert rows[0]["preset"] == "hsvlt_pico" and rows[0]["train_img_s"] > 0
     assert "| hsvlt_pico |" in capsys.readouterr().out

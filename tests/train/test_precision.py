@@ -14,10 +14,10 @@ def test_cpu_bf16_only_for_training_and_only_where_native():
     assert not uses_bf16(cpu, enabled=False, cpu=True)  # --no-amp
     assert uses_bf16(cpu, cpu=True) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert uses_bf16(torch.device("cuda"))
-    with autocast(cpu, bf16=True):
+    with autocast(cpu, torch.bfloat16):
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
-    with autocast(cpu, bf16=False):
+    with autocast(cpu, None):
         assert not torch.is_autocast_enabled("cpu")
 
 

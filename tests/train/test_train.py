@@ -179,7 +179,7 @@ def test_torchrun_two_cpu_processes_with_gloo(tmp_path):
 
 
 def test_compare_tabulates_a_finished_run(trained, capsys):
-    from hsvlt.compare import main as compare_main
+    from reports.compare import main as compare_main
 
     out, summary = trained
     compare_main([str(out), "--runs", "2"])

@@ -3,9 +3,9 @@ ExecuTorch runtime on the checkpoint's validation set; written to docs/QUANT.md 
 
     python -m hsvlt.train --model hsvlt_nano --out runs/nano
     python -m hsvlt.train --model hsvlt_lite0 --pretrained imagenet --out runs/lite0
-    python quant/report.py --ckpt runs/nano/best.pt runs/lite0/best.pt
-    python quant/report.py --ckpt runs/nano/best.pt --float-study     # which layers should stay float
-    python quant/report.py --ckpt runs/nano/best.pt --eager-study     # torchao's eager QAT flow against PT2E
+    python reports/quant.py --ckpt runs/nano/best.pt runs/lite0/best.pt
+    python reports/quant.py --ckpt runs/nano/best.pt --float-study     # which layers should stay float
+    python reports/quant.py --ckpt runs/nano/best.pt --eager-study     # torchao's eager QAT flow against PT2E
 
 For each checkpoint: quant/qat.py --ptq and quant/qat.py (QAT, --qat-epochs), both exported with
 export/to_executorch.py --int8 and evaluated by export/evaluate_artifact.py's code, next to the fp32 program.
@@ -27,17 +27,15 @@ from export.common import load_source, size_mb
 from hsvlt.cli import non_negative_int, positive_float, positive_int, run_command
 from hsvlt.outputs import save_figure, write_bytes, write_text
 from quant.pt2e import DEFAULT_FLOAT_LAYERS, FLOAT_LAYERS
+from quant.qat import QuantizeConfig
 
 STUDY = [()] + [(name,) for name in FLOAT_LAYERS] + [tuple(FLOAT_LAYERS)]
 
 
-def qat_args(checkpoint: Path, out: Path, args: argparse.Namespace, *extra: str) -> list[str]:
-    common = ["--ckpt", str(checkpoint), "--out", str(out), "--workers", str(args.workers)]
-    if args.val_size:
-        common += ["--val-size", str(args.val_size)]
-    if args.train_size:
-        common += ["--train-size", str(args.train_size)]
-    return common + list(extra)
+def qat_config(checkpoint: Path, out: Path, args: argparse.Namespace, **settings) -> QuantizeConfig:
+    """quant/qat.py's run of `checkpoint` for this report: its data sizes, and `settings`."""
+    return QuantizeConfig(ckpt=checkpoint, out=out, workers=args.workers, val_size=args.val_size,
+                          train_size=args.train_size, **settings)
 
 
 def program_map(program: Path, args: argparse.Namespace) -> float:
@@ -58,10 +56,9 @@ def runtime_map(source, program: Path, int8: Path | None, args: argparse.Namespa
     return program_map(program, args), size_mb(program)
 
 
-def qat_extra(qat_lr: float | None, args: argparse.Namespace) -> list[str]:
-    """quant/qat.py's training options for the QAT runs of this report."""
-    extra = ["--epochs", str(args.qat_epochs)] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
-    return extra + (["--lr", str(qat_lr)] if qat_lr else [])
+def qat_training(qat_lr: float | None, args: argparse.Namespace) -> dict:
+    """quant/qat.py's training settings for the QAT runs of this report."""
+    return dict(epochs=args.qat_epochs, max_steps=args.max_steps, **({"lr": qat_lr} if qat_lr else {}))
 
 
 def compare(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, workdir: Path) -> dict:
@@ -70,9 +67,9 @@ def compare(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, wo
     source = load_source(checkpoint)
     stem = f"{source.preset}_{checkpoint.parent.name}"
     print(f"{checkpoint}: PTQ")
-    qat.run(qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_ptq.pt2", args, "--ptq")))
+    qat.run(qat_config(checkpoint, workdir / f"{stem}_ptq.pt2", args, ptq=True))
     print(f"{checkpoint}: QAT, {args.qat_epochs} epochs")
-    qat_run = qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_qat.pt2", args, *qat_extra(qat_lr, args)))
+    qat_run = qat_config(checkpoint, workdir / f"{stem}_qat.pt2", args, **qat_training(qat_lr, args))
     figures = qat.run(qat_run)
     row = {"preset": source.preset, "checkpoint": str(checkpoint), "qat_epochs": args.qat_epochs,
            "qat_lr": qat_run.lr, "qat_best_epoch": figures["best_epoch"]}
@@ -87,8 +84,8 @@ def study(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> list[tup
 
     rows = []
     for layers in STUDY:
-        figures = qat.run(qat.parse_args(qat_args(checkpoint, workdir / "study.pt2", args, "--ptq",
-                                                  "--float-layers", ",".join(layers))))
+        figures = qat.run(qat_config(checkpoint, workdir / "study.pt2", args, ptq=True,
+                                     float_layers=",".join(layers)))
         rows.append((layers, figures["val_mAP_int8"], figures["val_mAP_fp32"]))
     return rows
 
@@ -104,7 +101,7 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
 
     source = load_source(checkpoint)
     stem = f"{source.preset}_{checkpoint.parent.name}"
-    qat_run = qat.parse_args(qat_args(checkpoint, workdir / f"{stem}_qat.pt2", args, *qat_extra(qat_lr, args)))
+    qat_run = qat_config(checkpoint, workdir / f"{stem}_qat.pt2", args, **qat_training(qat_lr, args))
     print(f"{checkpoint}: PT2E QAT, {args.qat_epochs} epochs")
     qat.run(qat_run)
     rows = []
@@ -123,10 +120,9 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
 
 
 def measure_program(name: str, path: Path, delegation: dict, args: argparse.Namespace) -> dict:
-    from export.bench import measure
-    from export.common import cpu_threads
+    from reports.measure import cpu_threads, time_in_turns
 
-    latency = measure({"program": path}, cpu_threads(), runs=50, warmup=5)["program"]["p50_ms"]
+    latency = time_in_turns({"program": path}, cpu_threads(), runs=50, warmup=5)["program"]["p50_ms"]
     return {"program": name, "mAP": program_map(path, args), "p50_ms": latency, "mb": size_mb(path),
             "subgraphs": delegation["subgraphs"], "ops_outside": delegation["ops_outside"]}
 
@@ -143,7 +139,7 @@ def eager_table(checkpoint: str, rows: list[dict], img_size: int) -> list[str]:
 def write_report(path: Path, command: str, rows: list[dict], studies: dict, args: argparse.Namespace) -> None:
     measured = f"Measured {date.today().isoformat()} by `{command}`."
     if args.eager_study:
-        from export.common import cpu_threads
+        from reports.measure import cpu_threads
 
         threads = cpu_threads()
         text = ["# Int8: torchao's eager QAT flow against PT2E", "",
@@ -216,7 +212,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python quant/report.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python reports/quant.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", nargs="+", required=True, type=Path, help="trained fp32 checkpoints (best.pt)")
     parser.add_argument("--qat-epochs", type=positive_int, default=3, help="QAT epochs")
@@ -248,7 +244,7 @@ def main(argv=None) -> None:
     default = ("docs/QUANT_FLOAT_LAYERS.md" if args.float_study else
                "docs/QUANT_EAGER.md" if args.eager_study else "docs/QUANT.md")
     args.out = args.out or Path(default)
-    command = "python quant/report.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python reports/quant.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows, studies = [], {}
     with tempfile.TemporaryDirectory(prefix="hsvlt_quant_") as temporary:
         workdir = args.workdir or Path(temporary)

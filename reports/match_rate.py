@@ -1,6 +1,6 @@
 """How often the demo's detections match what is really in view, on the generated `shapes` stream.
 
-    python edge_demo/match_rate.py --model model_int8.pte --frames 900 --out runs/match_rate
+    python reports/match_rate.py --model model_int8.pte --frames 900 --out runs/match_rate
 
 It runs `edge_demo/camera.py --source shapes --headless` (the demo itself: same preprocessing, runtime,
 smoothing) and compares every frame's labels with the objects the stream drew:
@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_demo import camera
 from hsvlt.cli import attention_stage, positive_int
+from hsvlt.metrics import label_counts, label_set_metrics
 from hsvlt.outputs import save_figure, write_json
 
 
@@ -30,19 +31,17 @@ def read_records(path: Path) -> list[dict]:
 
 
 def label_scores(records: list[dict], labels: list[str], key: str) -> dict:
-    """Exact-match rate, micro precision / recall / F1 and per-label precision / recall of record[key]."""
+    """Exact-match rate, micro precision / recall / F1 (hsvlt.metrics' OP, OR, OF1) and per-label precision /
+    recall of record[key], as fractions."""
     truth = np.array([[label in {o["label"] for o in r["truth"]} for label in labels] for r in records])
     predicted = np.array([[label in set(r[key]) for label in labels] for r in records])
-    hits = (truth & predicted).sum(axis=0)
-    precision = hits / np.maximum(predicted.sum(axis=0), 1)
-    recall = hits / np.maximum(truth.sum(axis=0), 1)
-    micro_p = hits.sum() / max(predicted.sum(), 1)
-    micro_r = hits.sum() / max(truth.sum(), 1)
+    overall = label_set_metrics(predicted, truth.astype(float))
+    hits, shown, in_view = label_counts(predicted, truth.astype(float))
+    precision, recall = hits / np.maximum(shown, 1), hits / np.maximum(in_view, 1)
     return {"exact_match": float((truth == predicted).all(axis=1).mean()),
-            "precision": float(micro_p), "recall": float(micro_r),
-            "f1": float(2 * micro_p * micro_r / max(micro_p + micro_r, 1e-12)),
+            "precision": overall["OP"] / 100, "recall": overall["OR"] / 100, "f1": overall["OF1"] / 100,
             "per_label": {label: {"precision": float(p), "recall": float(r), "frames_in_view": int(n)}
-                          for label, p, r, n in zip(labels, precision, recall, truth.sum(axis=0))}}
+                          for label, p, r, n in zip(labels, precision, recall, in_view)}}
 
 
 def pointing(records: list[dict]) -> dict | None:
@@ -97,7 +96,7 @@ def format_result(result: dict) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python edge_demo/match_rate.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python reports/match_rate.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path,
                         help="a model trained on shapes: .pte, .onnx or checkpoint (.pt)")
@@ -113,11 +112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    demo = ["--model", str(args.model), "--source", "shapes", "--headless", "--max-frames", str(args.frames),
-            "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(args.out)]
-    if args.attention_stage is not None:
-        demo += ["--attention-stage", str(args.attention_stage)]
-    summary = camera.main(demo)
+    summary = camera.run(camera.DemoConfig(model=args.model, source="shapes", headless=True, max_frames=args.frames,
+                                           seed=args.seed, threads=args.threads, out=args.out,
+                                           attention_stage=args.attention_stage))
     records = read_records(args.out / "detections.jsonl")
     labels = list(records[0]["probabilities"])
     unknown = {o["label"] for r in records for o in r["truth"]} - set(labels)

@@ -1,4 +1,4 @@
-"""The ablation study: `python -m hsvlt.ablation` trains HSVLT and its ablations on the same data and writes
+"""The ablation study: `python reports/ablation.py` trains HSVLT and its ablations on the same data and writes
 docs/RESULTS.md (table, command, machine) and docs/ablation.png, every number from this run.
 
     (a) hsvlt       HSVLT (--model, default hsvlt_nano)
@@ -22,7 +22,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,7 +32,6 @@ import torch
 from hsvlt import distributed
 from hsvlt.checkpoint import load_model
 from hsvlt.cli import image_size, non_negative_int, positive_float, positive_int, run_command
-from hsvlt.compare import batch1_latency_ms
 from hsvlt.data.base import MultiLabelDataset
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
@@ -41,6 +40,9 @@ from hsvlt.machine import count_gflops, describe
 from hsvlt.metrics import average_precision_by_size, average_precisions, evaluate_scores, size_bucket_edges
 from hsvlt.models import PRESETS
 from hsvlt.outputs import save_figure, save_npz, write_json, write_text
+from hsvlt.train import TrainConfig, train
+from hsvlt.train import parse_args as parse_train_flags
+from reports.measure import batch1_latency_ms, bootstrap_interval, bootstrap_samples
 
 SIZE_BUCKETS = ("small", "medium", "large")
 DATASET_NOTES = {
@@ -57,17 +59,17 @@ DATASET_NOTES = {
 class Variant:
     key: str
     title: str
-    train_args: tuple[str, ...] = ()
+    settings: tuple[tuple[str, object], ...] = ()  # TrainConfig fields that make the variant
     model: str | None = None  # a preset of its own; None: the study's --model
 
 
 VARIANTS = (
     Variant("hsvlt", "(a) HSVLT"),
-    Variant("no-csa", "(b) without CSA (last scale's S)", ("--aggregate-stages", "3")),
-    Variant("no-ivla", "(c) without IVLA (pool + linear)", ("--fusion", "none")),
-    Variant("late", "(d) late fusion (Query2Label-style)", ("--fusion", "late")),
-    Variant("feedback", "(e) HSVLT + visual feedback", ("--visual-feedback",)),
-    Variant("lite0", "(f) hsvlt_lite0, ImageNet-pretrained", ("--pretrained", "imagenet"), model="hsvlt_lite0"),
+    Variant("no-csa", "(b) without CSA (last scale's S)", (("aggregate_stages", (3,)),)),
+    Variant("no-ivla", "(c) without IVLA (pool + linear)", (("fusion", "none"),)),
+    Variant("late", "(d) late fusion (Query2Label-style)", (("fusion", "late"),)),
+    Variant("feedback", "(e) HSVLT + visual feedback", (("visual_feedback", True),)),
+    Variant("lite0", "(f) hsvlt_lite0, ImageNet-pretrained", (("pretrained", "imagenet"),), model="hsvlt_lite0"),
 )
 # The paper's claims, as comparisons with (a): (variant, what (a) shows over it if the claim holds).
 CLAIMS = (
@@ -86,7 +88,7 @@ QUICK = dict(model="hsvlt_pico", img_size=64, train_size=96, val_size=32, test_s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hsvlt.ablation", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python reports/ablation.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="fashion-mosaic", choices=["fashion-mosaic", "shapes"],
                         help="a generated dataset that knows its object sizes")
@@ -138,7 +140,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"preset {missing[0]} does not exist in this version")
     if args.model not in PRESETS:
         parser.error(f"unknown --model {args.model}; choose from {', '.join(sorted(PRESETS))}")
-    args.command = "python -m hsvlt.ablation" + (" " + shlex.join(sys.argv[1:] if argv is None else argv)).rstrip()
+    args.command = "python reports/ablation.py" + (" " + shlex.join(sys.argv[1:] if argv is None else argv)).rstrip()
     return args
 
 
@@ -174,39 +176,29 @@ def mean_ap(scores: np.ndarray, targets: np.ndarray) -> float:
     return float(100 * np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
 
 
-def bootstrap_samples(count: int, rounds: int, seed: int) -> np.ndarray:
-    """`rounds` resamples (with replacement) of `count` test images, the same for every variant."""
-    return np.random.default_rng(seed).integers(0, count, (rounds, count))
-
-
-def bootstrap_interval(values: list[float]) -> tuple[float, float]:
-    low, high = np.nanpercentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
 # ---- one variant --------------------------------------------------------------------------------------------
+
+def variant_config(variant: Variant, args, folder: Path) -> TrainConfig:
+    """The training config of one variant: the study's shared settings, the variant's own, then --train-args."""
+    config = TrainConfig(data=args.data, root=args.root, model=variant.model or args.model, img_size=args.img_size,
+                         train_size=args.train_size, val_size=args.val_size, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, workers=args.workers,
+                         device=args.device, out=folder, **dict(variant.settings))
+    return parse_train_flags(shlex.split(args.train_args), base=config)
+
 
 def train_variant(variant: Variant, args, folder: Path) -> float:
     """Train through hsvlt.train (its Trainer, checkpoints and logs); returns minutes spent."""
-    from hsvlt.train import main as train_main
-
     timing = folder / "train_minutes.txt"
     if args.resume and timing.is_file():
         print(f"  {folder} holds a finished run: keeping it (--resume)")
         return float(timing.read_text())
-    argv = ["--data", args.data, "--model", variant.model or args.model, "--img-size", str(args.img_size),
-            "--train-size", str(args.train_size), "--val-size", str(args.val_size), "--epochs", str(args.epochs),
-            "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--workers", str(args.workers),
-            "--device", args.device, "--out", str(folder), *variant.train_args, *shlex.split(args.train_args)]
-    if args.root:
-        argv += ["--root", args.root]
-    if args.lr:
-        argv += ["--lr", str(args.lr)]
+    config = variant_config(variant, args, folder)
     if args.resume and (folder / "last.pt").is_file():
-        argv += ["--resume"]
-    print(f"  python -m hsvlt.train {shlex.join(argv)}")
+        config = replace(config, resume="last")
+    print(f"  python -m hsvlt.train {shlex.join(config.flags())}")
     started = time.perf_counter()
-    train_main(argv)
+    train(config)
     minutes = (time.perf_counter() - started) / 60
     write_text(timing, f"{minutes:.3f}\n")
     return minutes
@@ -315,10 +307,11 @@ def write_page(path: Path, args, results: list[dict], machine: str, minutes: flo
              "pipeline runs. The study's figures come from the command without `--quick`.\n\n" if args.quick else "")
     edge_text = ", ".join(f"{edge:.3f}" for edge in edges)
     variants = "\n".join(f"- {v.title}: `" + shlex.join(["hsvlt.train", "--model", v.model or args.model,
-                                                           *v.train_args]) + "`" for v in args.variant_list)
+                                                           *TrainConfig(**dict(v.settings)).flags()]) + "`"
+                         for v in args.variant_list)
     page = f"""# Results: HSVLT and its ablations on {args.data}
 
-{quick}Generated by `hsvlt/ablation.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in {minutes:.1f} minutes;
+{quick}Generated by `reports/ablation.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in {minutes:.1f} minutes;
 every number on this page comes from that run. Reproduce it with:
 
     {args.command}
@@ -361,7 +354,7 @@ difference that excludes 0 resolves it; one that contains 0 means this test set 
 The defaults are sized for about an hour on 2 CPU cores. On a CUDA GPU, train at the preset's full resolution
 with the whole Fashion-MNIST train split behind the scenes and a larger test set, for example:
 
-    python -m hsvlt.ablation --device cuda --img-size 224 --train-size 60000 --val-size 2000 --test-size 5000 \\
+    python reports/ablation.py --device cuda --img-size 224 --train-size 60000 --val-size 2000 --test-size 5000 \\
         --epochs 30 --batch-size 64 --workers 8 --out runs/ablation-gpu
 
 Training and test then run on the GPU; GFLOPs and CPU latency are still measured on the machine's CPU.

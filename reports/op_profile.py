@@ -1,8 +1,8 @@
 """Where an ExecuTorch program spends its time: the XNNPACK delegate's own per-operator times, read from the
 runtime's ETDump, summed by operator kind.
 
-    python export/op_profile.py model.pte              # 2 threads (the cores of this machine), 20 runs
-    python export/op_profile.py model.pte --threads 1
+    python reports/op_profile.py model.pte              # 2 threads (the cores of this machine), 20 runs
+    python reports/op_profile.py model.pte --threads 1
 
 One table: per kind (fully connected, depthwise conv, ...) the number of operators, the mean time per run summed
 over them, and the share. Means, not medians: the sum of means is the mean of the sums, whereas on two threads
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from export.common import SETTLE_S, cpu_threads
 from hsvlt.cli import positive_int, run_command
 from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import cannot_load
+from reports.measure import SETTLE_S, cpu_threads
 
 RUNTIME_EVENTS = ("DELEGATE_CALL", "Method::execute")
 

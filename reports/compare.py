@@ -1,4 +1,4 @@
-"""Compare finished training runs: `python -m hsvlt.compare RUN_DIR [RUN_DIR ...]`.
+"""Compare finished training runs: `python reports/compare.py RUN_DIR [RUN_DIR ...]`.
 
 For each run folder written by `python -m hsvlt.train --out RUN_DIR`: preset, best validation mAP, training
 images/s (median over epochs, as logged), and batch-1 CPU latency of its best.pt at its training size and at
@@ -8,7 +8,6 @@ images/s (median over epochs, as logged), and batch-1 CPU latency of its best.pt
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -16,19 +15,7 @@ import torch
 from hsvlt.checkpoint import load_model
 from hsvlt.cli import positive_int, run_command
 from hsvlt.distributed import configure_cpu
-
-
-def batch1_latency_ms(models: list[torch.nn.Module], sizes: list[int], runs: int, warmup: int = 5) -> list[float]:
-    inputs = [torch.rand(1, 3, size, size) for size in sizes]
-    times: list[list[float]] = [[] for _ in models]
-    with torch.inference_mode():
-        for step in range(warmup + runs):
-            for model, images, spent in zip(models, inputs, times):
-                started = time.perf_counter()
-                model(images)
-                if step >= warmup:
-                    spent.append(1000 * (time.perf_counter() - started))
-    return [statistics.median(spent) for spent in times]
+from reports.measure import batch1_latency_ms
 
 
 def read_runs(runs: list[Path]) -> tuple[list, list[list[dict]]]:
@@ -39,7 +26,7 @@ def read_runs(runs: list[Path]) -> tuple[list, list[list[dict]]]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hsvlt.compare", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python reports/compare.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders holding best.pt and log.jsonl")
     parser.add_argument("--runs", dest="calls", type=positive_int, default=30, help="timed calls per model")

@@ -1,8 +1,8 @@
 """Benchmark the deployment targets of each preset in one run: one table, written to docs/EXPORT.md.
 
-    python export/bench.py                                    # hsvlt_nano and hsvlt_lite0 at 224 px
-    python export/bench.py --presets hsvlt_lite0 --runs 200
-    python export/bench.py --ablation                         # also: each export-time rewrite switched off
+    python reports/export_bench.py                                    # hsvlt_nano and hsvlt_lite0 at 224 px
+    python reports/export_bench.py --presets hsvlt_lite0 --runs 200
+    python reports/export_bench.py --ablation                         # also: each export-time rewrite switched off
 
 Per preset: eager PyTorch fp32 (the trained model as is), ExecuTorch XNNPACK fp32, ExecuTorch XNNPACK int8
 (PT2E static int8, calibrated) and ONNX Runtime fp32: p50 / p90 / best latency at batch 1, file size, peak memory
@@ -11,7 +11,7 @@ achieved GFLOP/s (the model's multiply-add FLOPs / p50 latency) against this mac
 fp32 matrix-product rate of PyTorch or XNNPACK with the same threads, measured in the same run). Every runtime
 runs in its own process with the same number of threads, on the same images; all are loaded at once and timed
 in turns (rounds of a few calls each, the order rotated every round), so that on a shared machine whose speed
-drifts they all see the same minutes. Below the table, export/op_profile.py's breakdown of each fp32 .pte by
+drifts they all see the same minutes. Below the table, reports/op_profile.py's breakdown of each fp32 .pte by
 operator kind.
 
 Latency and size do not depend on the weights' values, so the models are built from the presets with random
@@ -22,29 +22,25 @@ its file. Latency targets are judged at p50 and on the best call (see `targets`)
 """
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from export import op_profile
-from export.common import SETTLE_S, SourceCheckpoint, cpu_threads, load_source, manifest_for, size_mb
+from export.common import SourceCheckpoint, load_source, manifest_for, size_mb
 from hsvlt.checkpoint import save_checkpoint
 from hsvlt.cli import image_size, non_negative_int, positive_int, program, run_command
+from hsvlt.deploy.manifest import read_manifest
 from hsvlt.machine import count_gflops, describe
 from hsvlt.models import PRESETS, create_model
 from hsvlt.outputs import save_figure, write_bytes, write_text
+from reports import op_profile
+from reports.measure import ROUNDS, cpu_threads, gemm_ceiling, time_in_turns
 
 DEFAULT_PRESETS = ("hsvlt_nano", "hsvlt_lite0")
-IMAGES = 10  # distinct random images each runtime cycles through
-ROUNDS = 10  # every runtime is timed in this many turns of runs / ROUNDS calls
 ROWS = (("eager", "PyTorch eager fp32", ".pt"), ("pte", "ExecuTorch XNNPACK fp32", ".pte"),
         ("pte_int8", "ExecuTorch XNNPACK int8", ".pte"), ("onnx", "ONNX Runtime fp32", ".onnx"))
 
@@ -100,147 +96,39 @@ def build_artifacts(checkpoint: Path, workdir: Path, rows: set[str]) -> dict[str
     return artifacts
 
 
-# ---- measuring (one process per runtime) -----------------------------------------------------------------
-
-
-def memory_mb(field: str) -> float:
-    """VmRSS (resident now) or VmHWM (peak resident) of this process, from /proc (Linux)."""
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
-    return int(line.split()[1]) / 1024
-
-
-def serve(path: Path, threads: int, warmup: int) -> None:
-    """The worker side of `RuntimeProcess`: load `path` with its runtime (hsvlt.deploy.runtimes), warm it up, then for
-    each number read from stdin time that many calls at batch 1 and print their seconds as JSON; on "done" print the
-    peak memory. Peak memory: the peak resident memory from loading on (the peak is reset first) less the
-    resident memory before loading, the runtime library already imported."""
-    from hsvlt.deploy.runtimes import open_model
-
-    torch.set_flush_denormal(True)
-    if path.suffix.lower() == ".pte":  # the runtimes' own imports are not the model's memory
-        from executorch.runtime import Runtime
-
-        Runtime.get()
-    elif path.suffix.lower() == ".onnx":
-        import onnxruntime  # noqa: F401
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
-    before = memory_mb("VmRSS")
-    model = open_model(path, threads)
-    images = np.random.default_rng(0).random((IMAGES, 1, 3, model.input_size, model.input_size), dtype=np.float32)
-    for i in range(warmup):
-        model.run(images[i % IMAGES])
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "done":
-            break
-        times = []
-        for i in range(int(line)):
-            started = time.perf_counter()
-            model.run(images[i % IMAGES])
-            times.append(time.perf_counter() - started)
-        print(json.dumps({"times": times}), flush=True)
-    print(json.dumps({"peak_mb": memory_mb("VmHWM") - before}), flush=True)
-
-
-class RuntimeProcess:
-    """One exported file loaded in its own process (`serve`), timed on request."""
-
-    def __init__(self, path: Path, threads: int, warmup: int):
-        self.path, self.log = path, tempfile.TemporaryFile(mode="w+")
-        command = [sys.executable, __file__, "--serve", str(path), "--threads", str(threads), "--warmup", str(warmup)]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                        text=True)
-        self.reply()
-
-    def reply(self) -> dict:
-        for line in self.process.stdout:
-            if line.startswith("{"):
-                return json.loads(line)
-        self.log.seek(0)
-        raise RuntimeError(f"measuring {self.path.name} failed: {self.log.read().strip().splitlines()[-1:]}")
-
-    def time(self, runs: int) -> list[float]:
-        self.process.stdin.write(f"{runs}\n")
-        self.process.stdin.flush()
-        return self.reply()["times"]
-
-    def close(self) -> float:
-        """Stop the process; its peak memory in MB."""
-        self.process.stdin.write("done\n")
-        self.process.stdin.flush()
-        peak = self.reply()["peak_mb"]
-        self.process.wait()
-        self.log.close()
-        return peak
-
-
-def measure(paths: dict[str, Path], threads: int, runs: int, warmup: int) -> dict[str, dict]:
-    """Time every file at batch 1, each in its own process, all loaded at once and timed in turns: ROUNDS
-    rounds of runs / ROUNDS calls each, the order rotated every round. On a shared machine whose speed drifts
-    from one minute to the next, every runtime then sees the same minutes, and the ratios between them hold."""
-    runtimes = {key: RuntimeProcess(path, threads, warmup) for key, path in paths.items()}
-    times = {key: [] for key in runtimes}
-    keys = list(runtimes)
-    for turn in tqdm(range(ROUNDS), desc="timing in turns", leave=False):
-        for key in keys[turn % len(keys):] + keys[:turn % len(keys)]:
-            time.sleep(SETTLE_S)
-            times[key] += runtimes[key].time(max(1, runs // ROUNDS))
-    return {key: {"p50_ms": 1e3 * float(np.percentile(times[key], 50)),
-                  "p90_ms": 1e3 * float(np.percentile(times[key], 90)), "best_ms": 1e3 * min(times[key]),
-                  "peak_mb": runtime.close()}
-            for key, runtime in runtimes.items()}
-
-
-# ---- the tables ------------------------------------------------------------------------------------------
-
-
-def best_rate(run, flops: float, repeats: int) -> float:
-    """GFLOP/s of the fastest of `repeats` calls of `run` (after 5 untimed ones)."""
-    best = float("inf")
-    for i in range(repeats + 5):
-        started = time.perf_counter()
-        run()
-        if i >= 5:
-            best = min(best, time.perf_counter() - started)
-    return flops / best / 1e9
-
-
-def gemm_ceiling(threads: int, repeats: int = 20) -> dict[str, float]:
-    """What this machine's cores reach on the friendliest workload, fp32 with `threads`, by two libraries: a
-    2048 x 2048 matrix product in PyTorch (oneDNN / MKL), and XNNPACK's fully connected operator through the
-    ExecuTorch runtime on four layers shaped like hsvlt_nano's stage-3 pointwise MLP at 224 px (196 x 192 -> 768
-    -> 192, twice). A nominal peak (cores x FLOP/cycle x clock) cannot be read reliably on a virtual machine whose
-    clock boosts."""
-    from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer, _unsafe_reset_threadpool
-
-    from export.to_executorch import lower
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    rates = {"torch.mm": best_rate(lambda: torch.mm(a, b), 2 * 2048**3, repeats)}
-    tokens, width = 196, 192
-    layers = torch.nn.Sequential(*[torch.nn.Linear(width, 4 * width), torch.nn.Linear(4 * width, width)] * 2).eval()
-    sample = torch.randn(1, tokens, width)
-    buffer, _ = lower(torch.export.export(layers, (sample,)))
-    _unsafe_reset_threadpool(threads)
-    program = _load_for_executorch_from_buffer(buffer)
-    time.sleep(SETTLE_S)
-    rates["XNNPACK"] = best_rate(lambda: program.forward([sample]), 4 * 2 * tokens * width * 4 * width, repeats)
-    return rates
-
-
 def bench_preset(preset: str, args: argparse.Namespace, workdir: Path) -> dict:
     checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}.pt")
     source = load_source(checkpoint)
     gflops = count_gflops(source.model, source.img_size)
     artifacts = build_artifacts(checkpoint, workdir, {key for key, _, _ in ROWS})
-    results = measure(artifacts, args.threads, args.runs, args.warmup)
+    results = time_in_turns(artifacts, args.threads, args.runs, args.warmup)
     for key, result in results.items():
         result["size_mb"] = size_mb(artifacts[key])
         result["gflops_per_s"] = gflops / (result["p50_ms"] / 1e3)
         print(f"  {preset} {key}: p50 {result['p50_ms']:.1f} ms")
-    profile = op_profile.profile(artifacts["pte"], args.threads)
-    return {"preset": preset, "img_size": args.img_size, "gflops": gflops, "rows": results, "profile": profile}
+    profiles = {key: op_profile.profile(artifacts[key], args.threads) for key in ("pte", "pte_int8")}
+    return {"preset": preset, "img_size": args.img_size, "gflops": gflops, "rows": results, "profiles": profiles,
+            "float_layers": read_manifest(artifacts["pte_int8"].with_suffix(".pt2"))["quantization"]["float_layers"]}
+
+
+def top_operator_kinds(bench: dict, count: int = 8) -> str:
+    """The int8 program's costliest operator kinds beside the fp32 program's, and the int8 / fp32 ratio: where
+    the int8 program gains and where it loses, in one table."""
+    rows = bench["rows"]
+    ratio = rows["pte_int8"]["p50_ms"] / rows["pte"]["p50_ms"]
+    fp32, int8 = (bench["profiles"][key]["kinds"][:count] for key in ("pte", "pte_int8"))
+    lines = [f"**{bench['preset']}**: int8 / fp32 .pte p50 = {rows['pte_int8']['p50_ms']:.2f} / "
+             f"{rows['pte']['p50_ms']:.2f} ms = {ratio:.2f}; layers kept float in the int8 program: "
+             f"{', '.join(bench['float_layers']) or 'none'}", "",
+             "| # | fp32 .pte operator kind | ops | ms | int8 .pte operator kind | ops | ms |",
+             "|---:|---|---:|---:|---|---:|---:|"]
+    for rank in range(max(len(fp32), len(int8))):
+        cells = []
+        for kinds in (fp32, int8):
+            kind, ops, ms = kinds[rank] if rank < len(kinds) else ("", "", None)
+            cells += [kind, str(ops), "" if ms is None else f"{ms:.3f}"]
+        lines.append(f"| {rank + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(bench: dict, peak: float) -> str:
@@ -262,7 +150,7 @@ def targets(bench: dict) -> list[str]:
     rows, preset, checks = bench["rows"], bench["preset"], []
 
     def check(name: str, value: str, passed: bool) -> None:
-        checks.append(f"- {preset}: {name}: {value} -> {'PASS' if passed else 'MISS'}")
+        checks.append(f"- {preset}: {name}: {value} -> {'met' if passed else 'not met'}")
 
     def latency(key: str) -> dict[str, float]:
         return {"p50": rows[key]["p50_ms"], "best": rows[key]["best_ms"]}
@@ -310,7 +198,7 @@ def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
         paths[name] = workdir / f"{preset}_{name.replace(' ', '_').replace('(', '').replace(')', '')}.pte"
         write_bytes(paths[name], buffer)
         write_manifest(paths[name], manifest_for(source, "executorch-xnnpack", "fp32", None))
-    latencies = measure(paths, args.threads, args.runs, args.warmup)
+    latencies = time_in_turns(paths, args.threads, args.runs, args.warmup)
     for name, summary in summaries.items():
         latency = latencies[name]["p50_ms"]
         lines.append(f"| {name} | {summary['subgraphs']} | {summary['ops_outside']} | {latency:.1f} |")
@@ -355,9 +243,13 @@ def write_report(path: Path, command: str, benches: list[dict], checks: list[str
     for bench in benches:
         text += [table(bench, peak), ""]
     text += ["Measured against the project's stated targets:", "", *checks, ""]
-    text += ["## Where the fp32 .pte spends its time (export/op_profile.py)", ""]
+    text += ["## Int8 against fp32, by operator kind (reports/op_profile.py)", ""]
     for bench in benches:
-        text += [f"**{bench['preset']}**", "", op_profile.format_profile(bench["profile"]), ""]
+        text += [top_operator_kinds(bench), ""]
+    text += ["## Where each .pte spends its time (reports/op_profile.py)", ""]
+    for bench in benches:
+        for key, name in (("pte", "fp32"), ("pte_int8", "int8")):
+            text += [f"**{bench['preset']}, {name}**", "", op_profile.format_profile(bench["profiles"][key]), ""]
     if ablations:
         text += ["## Export-time rewrites (hsvlt/deploy/rewrites.py)", "", *[block + "\n" for block in ablations]]
     text += [f"![latency]({path.with_suffix('.png').name})", ""]
@@ -367,7 +259,7 @@ def write_report(path: Path, command: str, benches: list[dict], checks: list[str
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=program("python export/bench.py"), description=__doc__,
+    parser = argparse.ArgumentParser(prog=program("python reports/export_bench.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), choices=sorted(PRESETS),
                         help="presets to benchmark")
@@ -379,16 +271,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ablation", action="store_true", help="also measure each rewrite switched off")
     parser.add_argument("--out", type=Path, default=Path("docs/EXPORT.md"), help="report to write (and .png)")
     parser.add_argument("--workdir", type=Path, help="keep the exported files here (default: a temporary folder)")
-    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # internal: one runtime's process (serve)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.serve:
-        serve(args.serve, args.threads, args.warmup)
-        return
-    command = "python export/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python reports/export_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="hsvlt_bench_") as temporary:
         workdir = args.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -402,7 +290,7 @@ def main(argv=None) -> None:
             benches.append(bench)
             checks += targets(bench)
             print(table(bench, peak))
-            print(op_profile.format_profile(bench["profile"]))
+            print(top_operator_kinds(bench))
             if args.ablation:
                 ablations.append(ablation(preset, args, workdir))
                 print(ablations[-1])

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from hsvlt.ablation import claims_section, count_gflops, main, parse_args
 from hsvlt.checkpoint import load_model
 from hsvlt.data.fashion_mosaic import DEFAULT_ROOT
+from reports.ablation import claims_section, count_gflops, main, parse_args
 
 torch.set_flush_denormal(True)
 HAS_FASHION_MNIST = (DEFAULT_ROOT / "train-images-idx3-ubyte.gz").is_file()
@@ -45,7 +45,7 @@ def test_runner_trains_scores_and_writes_page_and_plot(tmp_path, data):
     assert "a_minus_this_ci" in results["late"] and "a_minus_this" not in results["hsvlt"]
 
     page = (tmp_path / "docs" / "RESULTS.md").read_text()
-    assert "python -m hsvlt.ablation --quick --data " + data in page
+    assert "python reports/ablation.py --quick --data " + data in page
     assert summary["machine"] in page and "Smoke test" in page
     row = next(line for line in page.splitlines() if line.startswith("| (d) late fusion"))
     assert f"| {results['late']['mAP']:.1f} (" in row and f"| {results['late']['params_M']:.2f} |" in row

@@ -1,9 +1,9 @@
-"""export/bench.py end to end on a tiny preset: every runtime measured, the report and its plot written (the
+"""reports/export_bench.py end to end on a tiny preset: every runtime measured, the report and its plot written (the
 timings themselves are not checked here: speed targets live in the benchmark's table, not in tests)."""
 
 import pytest
 
-from export import bench
+from reports import export_bench as bench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -17,5 +17,7 @@ def test_bench_writes_the_table_the_targets_and_the_profile(tmp_path):
     assert "- hsvlt_pico: int8 .pte <= 30% of fp32:" in report
     assert "| best ms |" in report and " best -> " in report  # latency targets judged at p50 and best
     assert "| Fully Connected (NC, F32) GEMM |" in report  # the fp32 .pte's operator profile
+    assert "int8 / fp32 .pte p50 =" in report and "| int8 .pte operator kind |" in report  # side by side
+    assert "layers kept float in the int8 program: norms" in report
     assert "GEMM ceiling" in report and "XNNPACK fully connected" in report
     assert out.with_suffix(".png").stat().st_size > 0

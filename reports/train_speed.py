@@ -1,4 +1,4 @@
-"""Throughput of every preset on this machine: `python -m hsvlt.benchmark`.
+"""Throughput of every preset on this machine: `python reports/train_speed.py`.
 
 For each preset at its own input size: training images/s (forward, backward, AdamW step), data-loading
 images/s (the training pipeline on `shapes`: generation, augmentation, collation, with --workers processes),
@@ -18,26 +18,18 @@ from hsvlt.data.loader import train_loader
 from hsvlt.data.shapes import CLASSES, ShapesDataset
 from hsvlt.data.transforms import train_transform
 from hsvlt.distributed import configure_cpu
-from hsvlt.evaluate import autocast, uses_bf16
+from hsvlt.evaluate import autocast, autocast_dtype
 from hsvlt.labels import load_label_set
 from hsvlt.losses import BCELoss
 from hsvlt.machine import count_gflops, cpu_name
 from hsvlt.models import PRESETS, create_model
+from reports.measure import timed
 
 DEFAULT_PRESETS = ["hsvlt_nano", "hsvlt_lite0", "hsvlt_tiny", "hsvlt_small"]
 CPU = torch.device("cpu")
 
 
-def timed(function, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def measure(preset: str, batch_size: int, steps: int, workers: int, bf16: bool) -> dict:
+def measure(preset: str, batch_size: int, steps: int, workers: int, dtype: torch.dtype | None) -> dict:
     size = PRESETS[preset].img_size
     embeddings = torch.from_numpy(load_label_set("shapes").embeddings)
     model = create_model(preset, embeddings)
@@ -47,7 +39,7 @@ def measure(preset: str, batch_size: int, steps: int, workers: int, bf16: bool) 
     loss_fn = BCELoss()
 
     def train_step():  # as hsvlt.train steps: bf16 autocast where the CPU has native bf16
-        with autocast(CPU, bf16):
+        with autocast(CPU, dtype):
             logits = model(images)
         loss = loss_fn(logits.float(), targets)
         optimizer.zero_grad(set_to_none=True)
@@ -90,7 +82,8 @@ def measure(preset: str, batch_size: int, steps: int, workers: int, bf16: bool) 
 
 
 def format_table(rows: list[dict]) -> str:
-    header = "| preset | px | params (M) | GFLOPs | train img/s | data img/s | infer img/s | batch-1 ms | data keeps up |"
+    header = ("| preset | px | params (M) | GFLOPs | train img/s | data img/s | infer img/s | batch-1 ms "
+              "| data keeps up |")
     lines = [header, "|" + "---|" * 9]
     for r in rows:
         lines.append(f"| {r['preset']} | {r['size']} | {r['params_M']:.1f} | {r['GFLOPs']:.2f} | "
@@ -100,7 +93,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m hsvlt.benchmark", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python reports/train_speed.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS, choices=sorted(PRESETS))
     parser.add_argument("--batch-size", type=positive_int, default=8, help="batch for training and inference")
@@ -108,10 +101,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes (as in training)")
     args = parser.parse_args(argv)
     configure_cpu()
-    bf16 = uses_bf16(CPU, cpu=True)
-    rows = [measure(preset, args.batch_size, args.steps, args.workers, bf16)
+    dtype = autocast_dtype(CPU, cpu=True)
+    rows = [measure(preset, args.batch_size, args.steps, args.workers, dtype)
             for preset in tqdm(args.presets, desc="presets")]
-    precision = "bf16 autocast" if bf16 else "float32"
+    precision = "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch_size}, "
           f"training in {precision}, inference in float32")
     print(format_table(rows))
