@@ -17,7 +17,7 @@ from hsvlt.cli import UsageError, non_negative_int
 from hsvlt.deploy.manifest import checkpoint_manifest, checkpoint_thresholds, file_sha256
 from hsvlt.deploy.preprocess import prepare_image, to_input
 from hsvlt.deploy.wrapper import DeployableHSVLT, for_export, trace
-from hsvlt.models.hsvlt import HSVLT
+from hsvlt.models.classifier import MultiLabelClassifier
 from hsvlt.toolchain import quiet_toolchain
 
 quiet_toolchain()
@@ -36,7 +36,7 @@ class SourceCheckpoint:
     """A checkpoint opened for export."""
 
     path: Path
-    model: HSVLT
+    model: MultiLabelClassifier
     checkpoint: dict
     sha256: str
 
@@ -83,7 +83,7 @@ def int8_program(path: Path, source: SourceCheckpoint, attention_stage: int | No
     return program, stage
 
 
-def check_attention_stage(stage: int | None, model: HSVLT) -> int | None:
+def check_attention_stage(stage: int | None, model: MultiLabelClassifier) -> int | None:
     stages = len(model.config.widths)
     if stage is not None and not 0 <= stage < stages:
         raise ExportFlagError(f"--attention-stage must be 0..{stages - 1}, got {stage}")

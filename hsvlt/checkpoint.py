@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
+from hsvlt.models.classifier import MultiLabelClassifier
+from hsvlt.models.config import HSVLTConfig
 from hsvlt.models.factory import build_model
-from hsvlt.models.hsvlt import HSVLT, HSVLTConfig
 from hsvlt.outputs import atomic_write
 
 FORMAT, VERSION = "hsvlt-checkpoint", 1
@@ -83,7 +84,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> HSVLT:
+def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> MultiLabelClassifier:
     """Rebuild the model a checkpoint describes and load its weights (strictly)."""
     try:
         config = HSVLTConfig.from_dict(state["config"])
@@ -113,7 +114,7 @@ def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> HSVLT
     return model.eval()
 
 
-def load_model(path: str | Path) -> tuple[HSVLT, dict]:
+def load_model(path: str | Path) -> tuple[MultiLabelClassifier, dict]:
     """Checkpoint file -> (model in eval mode, checkpoint dict)."""
     state = load_checkpoint(path)
     return model_from_checkpoint(state, path), state

@@ -47,7 +47,7 @@ from hsvlt.evaluate import autocast, autocast_dtype, format_report, predict
 from hsvlt.losses import build_loss
 from hsvlt.metrics import calibrate_thresholds, evaluate_scores
 from hsvlt.models import PRESETS, create_model
-from hsvlt.models.hsvlt import FUSIONS
+from hsvlt.models.config import FUSIONS
 from hsvlt.outputs import check_output_folder, run_folder, write_json
 from hsvlt.recipes import GENERATED_DATASETS, data_defaults
 from hsvlt.run_log import RunLog

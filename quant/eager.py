@@ -5,8 +5,8 @@ Every nn.Linear of the trained model is fake-quantised the way torchao's Int8Dyn
 runs it: int8 weights per output channel, int8 activations quantised per token at run time (the eager flow has
 no static int8 configuration). Training is quant/qat.py's loop; convert then swaps in the quantised weights.
 Convolutions stay float (the configuration covers linear layers), and the model exports through the plain
-wrapper, hsvlt.deploy.wrapper.DeployableHSVLT: the export-time rewrites (hsvlt/deploy/rewrites.py) fold float weights
-into new layers and cannot fold quantised tensors.
+wrapper, hsvlt.deploy.wrapper.DeployableHSVLT: the export-time rewrites (HSVLT.deployable,
+hsvlt/models/deployable.py) fold float weights into new layers and cannot fold quantised tensors.
 """
 
 import torch

@@ -11,7 +11,7 @@ Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_F
 statistics), comes from the measurements written beside it.
 
 Why PT2E and not torchao's eager QAT (quantize_ with QATConfig, quant/eager.py): measured side by side by
-`python quant/report.py --eager-study` (docs/QUANT_EAGER.md; shapes checkpoints, 3 x 150 QAT steps each), the
+`python reports/quant.py --eager-study` (docs/QUANT_EAGER.md; shapes checkpoints, 3 x 150 QAT steps each), the
 eager flow's programs score a little higher (hsvlt_nano 91.06 vs 90.81 mAP, hsvlt_lite0 98.29 vs 98.10) but run
 about 2x (nano) and 3x (lite0) slower than PT2E's, are 1.3x and 3.3x larger, and split into 40 and 14 XNNPACK
 subgraphs with 90 and 26 operators outside. Its int8 configurations quantise activations at run time and cover
@@ -28,9 +28,11 @@ from pathlib import Path
 import torch
 
 from hsvlt.deploy.manifest import manifest_path, read_manifest, write_manifest
-from hsvlt.deploy.rewrites import ChannelNorm, ExportHead, LabelAttention, PixelAttention, Rewrites, TokenNorm
 from hsvlt.deploy.wrapper import for_export, trace
+from hsvlt.models.csa import ExportHead
+from hsvlt.models.deployable import ChannelNorm, Rewrites, TokenNorm
 from hsvlt.models.hsvlt import HSVLT
+from hsvlt.models.ivla import LabelAttention, PixelAttention
 from hsvlt.outputs import write_bytes
 
 ARTIFACT_SUFFIX = ".pt2"
@@ -71,11 +73,9 @@ FLOAT_LAYERS = {
     "residual": _is_residual_add,
 }
 # The LayerNorm statistics stay float by default. Their variance is a mean of squares, whose range one int8
-# scale per tensor cannot hold: on the default shapes checkpoint (hsvlt_nano, 96 px) the fake-quantised graph's
-# BCE loss on the first four training batches was 16763 / 61650 / 109063 / 103318 with everything int8 (fp32:
-# about 2.3; QAT then diverged), 2.32 / 2.12 / 2.26 / 2.63 with the norms float. Float norms cost no speed:
-# int8 .pte at 224 px, one core, p50 17.0 ms all int8 vs 16.8 ms norms float (hsvlt_nano), 7.6 vs 7.6 ms
-# (hsvlt_lite0). Keeping only the square and the variance layer float gave the same loss and 17.8 ms.
+# scale per tensor cannot hold: with everything int8 the fake-quantised graph's loss on the first training batches
+# was orders of magnitude above fp32's and QAT diverged; with the norms float it starts where fp32's does. Float
+# norms cost no measurable speed. `python reports/quant.py --float-study` measures each group kept float.
 DEFAULT_FLOAT_LAYERS: tuple[str, ...] = ("norms",)
 
 

@@ -181,8 +181,8 @@ def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
 
     from export.to_executorch import lower
     from hsvlt.deploy.manifest import write_manifest
-    from hsvlt.deploy.rewrites import Rewrites
     from hsvlt.deploy.wrapper import for_export, trace
+    from hsvlt.models.deployable import Rewrites
 
     checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_ablation.pt")
     source = load_source(checkpoint)
@@ -251,7 +251,7 @@ def write_report(path: Path, command: str, benches: list[dict], checks: list[str
         for key, name in (("pte", "fp32"), ("pte_int8", "int8")):
             text += [f"**{bench['preset']}, {name}**", "", op_profile.format_profile(bench["profiles"][key]), ""]
     if ablations:
-        text += ["## Export-time rewrites (hsvlt/deploy/rewrites.py)", "", *[block + "\n" for block in ablations]]
+        text += ["## Export-time rewrites (hsvlt/models/deployable.py)", "", *[block + "\n" for block in ablations]]
     text += [f"![latency]({path.with_suffix('.png').name})", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, "\n".join(text))

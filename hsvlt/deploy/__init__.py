@@ -3,12 +3,12 @@
 
     preprocess.py   the model's view of an image (resize, layout)
     manifest.py     the JSON beside every exported file
-    wrapper.py      the module every exporter traces (DeployableHSVLT, for_export)
-    rewrites.py     the exported form of each block: same function, operators the XNNPACK delegate runs whole
+    wrapper.py      the module every exporter traces (DeployableHSVLT, for_export; the rewritten blocks it is
+                    built from live beside the blocks, hsvlt/models/deployable.py)
     runtimes.py     one interface over ExecuTorch, ONNX Runtime and PyTorch (imported only when used)
     sources.py      frames from a camera, a video, images or the generated `shapes` stream
     overlay.py      drawing labels and where they were found
 
 Import the submodule you need: this package imports none of them, so the training transforms (which need
-preprocess) do not load the export rewrites.
+preprocess) do not load the wrapper, the runtimes or the frame sources.
 """

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from hsvlt.models.hsvlt import HSVLT
+from hsvlt.models.classifier import MultiLabelClassifier
 from hsvlt.outputs import write_json
 
 MANIFEST_VERSION = 1
@@ -21,7 +21,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def build_manifest(
-    model: HSVLT,
+    model: MultiLabelClassifier,
     labels: list[str],
     thresholds: list[float],
     checkpoint_sha256: str,
@@ -60,7 +60,7 @@ def checkpoint_thresholds(checkpoint: dict, num_classes: int) -> list[float]:
     return [float(t) for t in (checkpoint.get("thresholds") or [0.5] * num_classes)]
 
 
-def checkpoint_manifest(model: HSVLT, checkpoint: dict, checkpoint_sha256: str, artifact_format: str,
+def checkpoint_manifest(model: MultiLabelClassifier, checkpoint: dict, checkpoint_sha256: str, artifact_format: str,
                         precision: str = "fp32", attention_stage: int | None = None, **extra) -> dict:
     """The manifest of a file made from `checkpoint` (the model built from it): build_manifest with the
     checkpoint's labels and thresholds, the attention stage, where its validation data came from (so that the

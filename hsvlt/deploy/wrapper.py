@@ -10,27 +10,39 @@ Contract of an exported model (docs/DESIGN.md section 3):
 import torch
 from torch import nn
 
-from hsvlt.deploy.rewrites import ExportHSVLT, Rewrites
+from hsvlt.models.classifier import LabelQueryClassifier, MultiLabelClassifier
+from hsvlt.models.deployable import Rewrites
 from hsvlt.models.hsvlt import HSVLT
 
 
 class DeployableHSVLT(nn.Module):
     """Images in [0, 1] -> class probabilities (and optionally one stage's attention maps).
 
-    The label embeddings and the first language projection depend on the labels only; they are computed
-    once here and held as a constant, so the exported graph carries neither the text encoder nor E."""
+    Where the model has label tokens (a LabelQueryClassifier), the label embeddings and the first language
+    projection depend on the labels only; they are computed once here and held as a constant, so the exported
+    graph carries neither the text encoder nor E. A model without them (fusion="none") runs on the images
+    alone."""
 
-    def __init__(self, model: HSVLT, attention_stage: int | None = None):
+    def __init__(self, model: MultiLabelClassifier, attention_stage: int | None = None):
         super().__init__()
         self.model = model.eval()
         self.attention_stage = attention_stage
-        with torch.no_grad():
-            self.register_buffer("label_tokens", model.encode_labels().detach().clone())  # C x d1
+        tokens = None
+        if isinstance(model, LabelQueryClassifier):
+            with torch.no_grad():
+                tokens = model.encode_labels().detach().clone()  # C x d1
+        self.register_buffer("label_tokens", tokens)
+
+    def run_model(self, image: torch.Tensor, return_attention: bool):
+        """The model's logits (and attention maps with `return_attention`), given the held label tokens."""
+        if self.label_tokens is None:
+            return self.model(image, return_attention)
+        return self.model.forward_with_labels(image, self.label_tokens, return_attention)
 
     def forward(self, image: torch.Tensor):
         if self.attention_stage is None:
-            return torch.sigmoid(self.model.forward_with_labels(image, self.label_tokens))
-        logits, attention = self.model.forward_with_labels(image, self.label_tokens, return_attention=True)
+            return torch.sigmoid(self.run_model(image, False))
+        logits, attention = self.run_model(image, True)
         return torch.sigmoid(logits), attention[self.attention_stage].mean(dim=1)  # N x C, N x C x h x w
 
 
@@ -44,15 +56,15 @@ def trace(module: nn.Module, img_size: int, max_batch: int | None = None) -> tor
     return torch.export.export(module, (torch.rand(2, 3, img_size, img_size),), dynamic_shapes=({0: batch},))
 
 
-def for_export(model: HSVLT, attention_stage: int | None = None, rewrites: Rewrites | None = None,
+def for_export(model: MultiLabelClassifier, attention_stage: int | None = None, rewrites: Rewrites | None = None,
                logits: bool = False) -> nn.Module:
     """The module every exporter and the quantiser trace: DeployableHSVLT's contract (images in [0, 1] ->
     probabilities, optionally attention) computed by a rewritten copy of `model` that the XNNPACK delegate
-    runs whole (hsvlt/deploy/rewrites.py: folded norms, label-only computations as constants, ...). `logits` skips
-    the final sigmoid (quantisation-aware training takes its loss on logits). The ablation baselines
-    (config.fusion other than "ivla") have no rewrites: they get the plain wrapper."""
-    if type(model) is not HSVLT:
+    runs whole (HSVLT.deployable; hsvlt/models/deployable.py: folded norms, label-only computations as
+    constants, ...). `logits` skips the final sigmoid (quantisation-aware training takes its loss on logits).
+    The ablation baselines (config.fusion other than "ivla") have no rewrites: they get the plain wrapper."""
+    if not isinstance(model, HSVLT):
         if logits:
             raise ValueError(f"for_export(logits=True) needs an HSVLT model, got {type(model).__name__}")
         return DeployableHSVLT(model, attention_stage).eval()
-    return ExportHSVLT(model, attention_stage, rewrites or Rewrites(), logits).eval()
+    return model.deployable(attention_stage, rewrites or Rewrites(), logits).eval()

@@ -1,13 +1,17 @@
-"""The ablation baselines of HSVLT (hsvlt.ablation): the same backbone with the label-image interaction moved
+"""The ablation baselines of HSVLT (reports/ablation.py): the same backbone with the label-image interaction moved
 to the end or removed. `build_model(config, E)` (hsvlt/models/factory.py) builds one when `config.fusion` names
-it, so the trainer, checkpoints, evaluation and export handle them like any HSVLT.
+it, and the trainer, checkpoints, evaluation and export handle them as they handle HSVLT: all three are
+MultiLabelClassifiers (hsvlt/models/classifier.py).
 
     fusion="late"   "separate steps", Query2Label-style: the backbone runs all four stages on its own, then
                     the label tokens meet the last map only, in depths[-1] interaction blocks (IVLA's
-                    cross-attention, multi-modal feature S and language update, without a visual update);
-                    the per-class head scores that S. HSVLT without its stage 1-3 interaction, in effect.
+                    cross-attention, multi-modal feature S and language update, without a visual update,
+                    with pre-norms as `pre_norm` says); the per-class head scores that S. HSVLT without its
+                    stage 1-3 interaction, in effect.
     fusion="none"   no vision-language interaction: global average pooling of the last map, LayerNorm and a
-                    linear classifier. The label embeddings stay a buffer (checkpoints look alike), unused.
+                    linear classifier. The label embeddings stay a buffer (checkpoints look alike), unused: it
+                    has no label tokens (not a LabelQueryClassifier), so the deployable wrapper runs it on the
+                    images alone.
 
 The backbone's parameters keep HSVLT's names (stages.i.downsample, stages.i.blocks.j.visual), so ImageNet
 weights (hsvlt.models.pretrained), backbone learning rates and frozen stages apply unchanged.
@@ -17,9 +21,11 @@ weights (hsvlt.models.pretrained), backbone learning rates and frozen stages app
 import torch
 from torch import nn
 
+from hsvlt.models.classifier import LabelQueryClassifier, MultiLabelClassifier, is_backbone
+from hsvlt.models.config import HSVLTConfig
 from hsvlt.models.csa import CrossScaleAggregation
-from hsvlt.models.hsvlt import HSVLT, Stage, StageSpec
 from hsvlt.models.ivla import IVLABlock
+from hsvlt.models.stages import Stage, StageSpec
 
 
 class VisualBlock(nn.Module):
@@ -33,40 +39,43 @@ class VisualBlock(nn.Module):
         return self.visual(visual)
 
 
-class BackboneBaseline(HSVLT):
-    """Shared part of the baselines: the four backbone stages with no language in them."""
-
-    def _build_backbone(self, specs: list[StageSpec]) -> None:
-        self.stages = nn.ModuleList(
-            Stage(spec.downsample, [VisualBlock(visual) for visual in spec.visual_blocks]) for spec in specs
-        )
-
-    def visual_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images: B x 3 x H x W in [0, 1] -> the last stage's map, B x d4 x H/32 x W/32."""
-        visual = (images - self.pixel_mean) / self.pixel_std
-        for stage in self.stages:
-            visual = stage.downsample(visual)
-            for block in stage.blocks:
-                visual = block(visual)
-        return visual
+def visual_stages(specs: list[StageSpec]) -> nn.ModuleList:
+    """The backbone's four stages with no language in them, under HSVLT's parameter names."""
+    return nn.ModuleList(
+        Stage(spec.downsample, [VisualBlock(visual) for visual in spec.visual_blocks]) for spec in specs
+    )
 
 
-class LateFusionHSVLT(BackboneBaseline):
+def visual_features(stages: nn.ModuleList, visual: torch.Tensor) -> torch.Tensor:
+    """A normalised image, B x 3 x H x W, through `stages` -> the last stage's map, B x d4 x H/32 x W/32."""
+    for stage in stages:
+        visual = stage.downsample(visual)
+        for block in stage.blocks:
+            visual = block(visual)
+    return visual
+
+
+class LateFusionHSVLT(LabelQueryClassifier):
     """fusion="late": label queries attend to the last stage's map only, after the backbone."""
 
-    def _build(self, specs: list[StageSpec], drop_rates: list[float], text_dim: int, num_classes: int) -> None:
-        config, width, depth = self.config, self.config.widths[-1], self.config.depths[-1]
-        self._build_backbone(specs)
+    def __init__(self, config: HSVLTConfig, label_embeddings: torch.Tensor):
+        super().__init__(config, label_embeddings)
+        num_classes, text_dim = label_embeddings.shape
+        width, depth = config.widths[-1], config.depths[-1]
+        drop_rates = self.drop_rates()
+        self.stages = visual_stages(self.backbone_stages(drop_rates))
         self.language_projections = nn.ModuleList([nn.Linear(text_dim, width)])
         self.interaction = nn.ModuleList(
-            IVLABlock(nn.Identity(), width, config.num_heads, rate, config.visual_feedback, final=j == depth - 1)
+            IVLABlock(nn.Identity(), width, config.num_heads, rate, config.visual_feedback, final=j == depth - 1,
+                      pre_norm=config.pre_norm)
             for j, rate in enumerate(drop_rates[-depth:])
         )
         self.head = CrossScaleAggregation([width], num_classes)
+        self._init_weights()
 
     def forward_with_labels(self, images: torch.Tensor, labels: torch.Tensor, return_attention: bool = False):
         """As HSVLT's; with `return_attention`, one map: the last interaction block's, B x heads x C x h x w."""
-        visual = self.visual_features(images)  # B d4 h w
+        visual = visual_features(self.stages, self.normalise(images))  # B d4 h w
         labels = labels.expand(images.shape[0], -1, -1)  # B C d4
         for block in self.interaction:
             visual, labels, features, attention = block(visual, labels)
@@ -74,31 +83,30 @@ class LateFusionHSVLT(BackboneBaseline):
         return (logits, [attention.unflatten(-1, visual.shape[-2:])]) if return_attention else logits
 
 
-class PooledClassifier(BackboneBaseline):
+class PooledClassifier(MultiLabelClassifier):
     """fusion="none": global average pooling, LayerNorm and a linear head (the plain ConvNeXt classifier)."""
 
-    def _build(self, specs: list[StageSpec], drop_rates: list[float], text_dim: int, num_classes: int) -> None:
-        self._build_backbone(specs)
-        self.norm = nn.LayerNorm(self.config.widths[-1], eps=1e-6)
-        self.head = nn.Linear(self.config.widths[-1], num_classes)
+    def __init__(self, config: HSVLTConfig, label_embeddings: torch.Tensor):
+        super().__init__(config, label_embeddings)
+        self.stages = visual_stages(self.backbone_stages(self.drop_rates()))
+        self.norm = nn.LayerNorm(config.widths[-1], eps=1e-6)
+        self.head = nn.Linear(config.widths[-1], self.num_classes)
+        self._init_weights()
 
     def _init_weights(self) -> None:
         """The backbone as HSVLT's (the config's backbone_init), the head ConvNeXt's truncated normal."""
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
-                if name.startswith("stages."):
+                if is_backbone(name):
                     self._init_backbone_weight(module.weight)
                 else:
                     nn.init.trunc_normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def encode_labels(self) -> torch.Tensor:
-        """The label embeddings themselves: this model has no language path (the input is ignored)."""
-        return self.label_embeddings
-
-    def forward_with_labels(self, images: torch.Tensor, labels: torch.Tensor, return_attention: bool = False):
+    def forward(self, images: torch.Tensor, return_attention: bool = False) -> torch.Tensor:
+        """images: B x 3 x H x W RGB in [0, 1] -> logits B x C."""
         if return_attention:
             raise ValueError("the fusion='none' baseline has no label-to-pixel attention to return")
-        pooled = self.visual_features(images).mean(dim=(2, 3))  # B d4
+        pooled = visual_features(self.stages, self.normalise(images)).mean(dim=(2, 3))  # B d4
         return self.head(self.norm(pooled))  # B C

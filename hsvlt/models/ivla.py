@@ -1,4 +1,6 @@
-"""Interactive Visual-Linguistic Attention (IVLA): one interaction step between image and label tokens.
+"""Interactive Visual-Linguistic Attention (IVLA): one interaction step between image and label tokens, and
+beside it its deployable form (the layer_norm, attention and label_constants rewrites of
+hsvlt/models/deployable.py).
 
 Attention is written as matmul -> softmax -> matmul with separate q/k/v Linear layers on purpose:
 F.scaled_dot_product_attention decomposes into ops XNNPACK does not delegate, and a packed in-projection
@@ -6,9 +8,19 @@ F.scaled_dot_product_attention decomposes into ops XNNPACK does not delegate, an
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from hsvlt.models.convnext import DropPath
+from hsvlt.models.convnext import DropPath, LayerNorm2d, rewrite_visual
+from hsvlt.models.deployable import (
+    ChannelNorm,
+    Rewrites,
+    TokenNorm,
+    constant,
+    fold_input_affine,
+    linear_from,
+    pointwise,
+)
 
 
 class Attention(nn.Module):
@@ -124,4 +136,213 @@ class IVLABlock(nn.Module):
         if self.feedback is not None:
             update = self.feedback(tokens, self.label_norm(labels), *visual.shape[-2:])
             visual = visual + self.drop_path(update)
+        return visual, labels, multimodal, attention
+
+    def deployable(self, rewrites: Rewrites, constant_labels: torch.Tensor | None = None,
+                   pixel_side: bool = False) -> "ExportIVLABlock":
+        """The same block for export (ExportIVLABlock): `constant_labels` (C x d) where the labels it is given are
+        the same for every image (stage 1's first block), `pixel_side` to project the attention on the pixels."""
+        return ExportIVLABlock(self, rewrites, constant_labels, pixel_side)
+
+
+# ---- deployable form -------------------------------------------------------------------------------------
+
+
+def split_norm(norm: nn.Module, width: int, channels_first: bool, rewrites: Rewrites, fold: bool):
+    """A pre-norm of IVLA (nn.LayerNorm or nn.Identity) on label tokens (B C d) or on the map (B d H W,
+    `channels_first`) -> (module, (weight, bias)): with `fold` the module normalises only and the affine
+    part is returned for the next layers to fold in; otherwise the module applies it (identity returned).
+    With the layer_norm rewrite off the module is the native LayerNorm."""
+    identity = (torch.ones(width), torch.zeros(width))
+    if not isinstance(norm, nn.LayerNorm):
+        return nn.Identity(), identity
+    weight, bias = norm.weight.detach(), norm.bias.detach()
+    if not rewrites.layer_norm:
+        native = LayerNorm2d(width, eps=norm.eps) if channels_first else nn.LayerNorm(width, eps=norm.eps)
+        native.load_state_dict(norm.state_dict())
+        return native, identity
+    kind = ChannelNorm if channels_first else TokenNorm
+    if fold:
+        return kind(width, norm.eps), (weight, bias)
+    return kind(width, norm.eps, weight, bias), identity
+
+
+def folded_projections(attention: Attention) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per head h: query-key  QK_h = s Wq_h^T Wk_h and value-output VO_h = Wv_h^T Wo_h^T (each d x d), so that
+    head h's scores are Q QK_h K^T and the output is sum_h A_h K VO_h + b (Q, K the raw inputs)."""
+    heads, dim = attention.num_heads, attention.query.in_features
+    size = dim // heads
+    wq = attention.query.weight.detach() * attention.scale
+    wk, wv, wo = attention.key.weight.detach(), attention.value.weight.detach(), attention.proj.weight.detach()
+    rows = [slice(h * size, (h + 1) * size) for h in range(heads)]
+    query_key = torch.stack([wq[r].T @ wk[r] for r in rows])  # h d d
+    value_out = torch.stack([wv[r].T @ wo[:, r].T for r in rows])  # h d d
+    return query_key, value_out
+
+
+class LabelAttention(nn.Module):
+    """Label tokens attend to the pixels of a B x d x H x W map; returns B x C x d and the attention
+    B x C x heads x HW. Projections folded onto the label side (folded_projections), and with them the
+    affine parts of the label and pixel pre-norms: a pixel-side bias adds the same score to every pixel
+    (softmax ignores it) and, as attention weights sum to 1, a constant to the output. With `keys` (h C d,
+    precomputed from constant labels) the scores are a 1 x 1 conv of the map. Rows are ordered label-major,
+    (C h): every reshape is then a view (a transpose before a reshape of a dynamic batch leaves an
+    undelegated view_copy). With `pixel_side` (one head; the label affine must then be applied to the labels
+    already) the products are 1 x 1 convs of the map instead: keys QK p and values VO^T p + b per pixel p."""
+
+    def __init__(self, attention: Attention, label_affine, pixel_affine, keys: torch.Tensor | None = None,
+                 pixel_side: bool = False):
+        super().__init__()
+        query_key, value_out = folded_projections(attention)
+        self.heads, dim = attention.num_heads, attention.query.in_features
+        (label_weight, label_bias), (pixel_weight, pixel_bias) = label_affine, pixel_affine
+        out_bias = attention.proj.bias.detach() + torch.einsum("e,hed->d", pixel_bias, value_out)
+        query_key = query_key * pixel_weight  # QK_h diag(w_pixel)
+        value_out = value_out * pixel_weight[:, None]  # diag(w_pixel) VO_h
+        self.query_key = self.score_kernel = self.value_out = self.pixel_keys = self.pixel_values = None
+        if pixel_side:
+            self.pixel_keys = pointwise(query_key[0], torch.zeros(dim))
+            self.pixel_values = pointwise(value_out[0].T, out_bias)
+            return
+        self.value_out = linear_from(value_out.permute(2, 0, 1).reshape(dim, self.heads * dim), out_bias)
+        if keys is None:
+            weight = query_key.permute(0, 2, 1).reshape(self.heads * dim, dim)  # L -> B C (h d): L QK_h
+            self.query_key = fold_input_affine(linear_from(weight), label_weight, label_bias)
+        else:
+            keys = torch.einsum("hcd,hde->che", keys, query_key)  # (labels) QK_h diag(w_pixel), C h d
+            self.score_kernel = constant(keys.reshape(-1, dim)[:, :, None, None])
+
+    def forward(self, labels: torch.Tensor | None, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Shapes are written with -1 for the batch: a view of a symbolic size is not delegated.
+        dim, height, width = visual.shape[1:]
+        if self.pixel_keys is not None:  # one head
+            scores = torch.bmm(labels, self.pixel_keys(visual).reshape(-1, dim, height * width))  # B C HW
+            attention = scores.softmax(dim=-1)
+            values = self.pixel_values(visual).reshape(-1, dim, height * width)  # B d HW
+            mixed = torch.bmm(attention, values.transpose(1, 2))  # B C d
+            return mixed, attention.reshape(-1, labels.shape[1], 1, height * width)
+        pixels = visual.reshape(-1, dim, height * width)  # B d HW
+        if self.score_kernel is not None:
+            scores = F.conv2d(visual, self.score_kernel).reshape(-1, self.score_kernel.shape[0], height * width)
+        else:
+            keys = self.query_key(labels).reshape(-1, labels.shape[1] * self.heads, dim)  # B (C h) d
+            scores = torch.bmm(keys, pixels)  # B (C h) HW
+        attention = scores.softmax(dim=-1)
+        classes = attention.shape[1] // self.heads
+        mixed = torch.bmm(attention, pixels.transpose(1, 2)).reshape(-1, classes, self.heads * dim)  # B C (h d)
+        return self.value_out(mixed), attention.reshape(-1, classes, self.heads, height * width)
+
+
+class TokenAttention(nn.Module):
+    """The model's own Attention over the flattened map (the `attention` rewrite switched off); its attention
+    is returned as LabelAttention's, B x C x heads x HW."""
+
+    def __init__(self, attention: Attention):
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, labels: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attended, attention = self.attention(labels, visual.flatten(2).transpose(1, 2))  # B C d, B h C HW
+        return attended, attention.transpose(1, 2)
+
+
+class PixelAttention(nn.Module):
+    """Visual feedback: the pixels of B x d x H x W attend to label tokens B x C x d; returns the update,
+    B x d x H x W. Projections folded onto the label side, K'_h = L QK_h^T and V'_h = L VO_h, with the label
+    pre-norm's affine part. One linear layer per head, concatenated head-major (B (h C) d) so that the
+    softmax over labels runs on the last axis without a transpose before a reshape (which leaves an
+    undelegated view_copy with a dynamic batch)."""
+
+    def __init__(self, attention: Attention, label_affine):
+        super().__init__()
+        query_key, value_out = folded_projections(attention)
+        self.heads, dim = attention.num_heads, attention.query.in_features
+        self.keys = nn.ModuleList(fold_input_affine(linear_from(qk), *label_affine) for qk in query_key)
+        self.values = nn.ModuleList(fold_input_affine(linear_from(vo.T), *label_affine) for vo in value_out)
+        self.bias = constant(attention.proj.bias.view(1, dim, 1, 1))
+
+    @staticmethod
+    def per_head(layers: nn.ModuleList, labels: torch.Tensor) -> torch.Tensor:  # B C d -> B (h C) d
+        return torch.cat([layer(labels) for layer in layers], dim=1) if len(layers) > 1 else layers[0](labels)
+
+    def forward(self, visual: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        dim, height, width = visual.shape[1:]
+        classes = labels.shape[1]
+        pixels = visual.reshape(-1, dim, height * width).transpose(1, 2)  # B HW d
+        keys, values = self.per_head(self.keys, labels), self.per_head(self.values, labels)
+        scores = torch.bmm(pixels, keys.transpose(1, 2)).reshape(-1, height * width, self.heads, classes)  # B HW h C
+        attention = scores.softmax(dim=-1).reshape(-1, height * width, self.heads * classes)
+        update = torch.bmm(values.transpose(1, 2), attention.transpose(1, 2))  # B d HW, summed over heads
+        return update.reshape(-1, dim, height, width) + self.bias
+
+
+class TokenFeedback(nn.Module):
+    """The model's own VisualFeedback on the flattened map (the `attention` rewrite switched off)."""
+
+    def __init__(self, feedback: VisualFeedback):
+        super().__init__()
+        self.feedback = feedback
+
+    def forward(self, visual: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.feedback(visual.flatten(2).transpose(1, 2), labels, *visual.shape[-2:])
+
+
+class ExportIVLABlock(nn.Module):
+    """IVLABlock with its visual update, pre-norms and attention rewritten. `constant_labels` (C x d, stage
+    1's first block): the label pre-norm, the query-key product and the language projection are constants.
+    `pixel_side`: the attention's projections go onto the pixels (LabelAttention), the label pre-norm then
+    applies its affine part itself."""
+
+    def __init__(self, block: IVLABlock, rewrites: Rewrites, constant_labels: torch.Tensor | None = None,
+                 pixel_side: bool = False):
+        super().__init__()
+        dim = block.cross_attention.query.in_features
+        pixel_side = pixel_side and rewrites.attention and constant_labels is None
+        self.visual = rewrite_visual(block.visual, rewrites)
+        fold = rewrites.attention  # the model's own Attention needs the affine parts applied
+        self.label_norm, label_affine = split_norm(block.label_norm, dim, False, rewrites, fold and not pixel_side)
+        self.pixel_norm, pixel_affine = split_norm(block.token_norm, dim, True, rewrites, fold)
+        self.constant_labels = constant_labels is not None
+        if not rewrites.attention:
+            self.cross_attention = TokenAttention(block.cross_attention)
+        elif self.constant_labels:
+            with torch.no_grad():
+                queries = block.label_norm(constant_labels)  # C d
+                self.register_buffer("labels", constant_labels.detach().clone())
+                self.register_buffer("language", block.language_proj(queries).detach())  # C d
+            keys = queries.detach().expand(block.cross_attention.num_heads, -1, -1)
+            self.cross_attention = LabelAttention(block.cross_attention, label_affine, pixel_affine, keys)
+        else:
+            self.cross_attention = LabelAttention(block.cross_attention, label_affine, pixel_affine,
+                                                  pixel_side=pixel_side)
+        self.language_proj = None if self.constant_labels else nn.Sequential(
+            fold_input_affine(block.language_proj[0], *label_affine), block.language_proj[1])
+        self.multimodal_proj = block.multimodal_proj
+        self.language_gate = block.language_gate
+        self.feedback, self.pixel_affine = None, None
+        if block.feedback is not None and rewrites.attention:
+            self.feedback = PixelAttention(block.feedback.attention, label_affine)
+            weight, bias = pixel_affine  # the feedback's queries are the normalised pixels, affine included
+            self.pixel_affine = nn.ParameterList([constant(weight.view(1, dim, 1, 1)),
+                                                  constant(bias.view(1, dim, 1, 1))])
+        elif block.feedback is not None:
+            self.feedback = TokenFeedback(block.feedback)
+
+    def forward(self, visual: torch.Tensor, labels: torch.Tensor | None):
+        visual = self.visual(visual)  # B d H W
+        pixels = self.pixel_norm(visual)
+        if self.constant_labels:
+            attended, attention = self.cross_attention(None, pixels)  # B C d, B C h HW
+            labels, language = self.labels, self.language
+        else:
+            queries = self.label_norm(labels)
+            attended, attention = self.cross_attention(queries, pixels)
+            language = self.language_proj(queries)
+        multimodal = self.multimodal_proj(language * attended)  # B C d
+        if self.language_gate is not None:
+            labels = self.language_gate(labels + multimodal)
+        if self.feedback is not None:
+            if self.pixel_affine is not None:
+                pixels = pixels * self.pixel_affine[0] + self.pixel_affine[1]
+            visual = visual + self.feedback(pixels, self.label_norm(labels))
         return visual, labels, multimodal, attention

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from hsvlt.models.classifier import MultiLabelClassifier
 from hsvlt.models.efficientnet_lite import (
     UNUSED_BY_HSVLT,
     checkpoint_filter,
@@ -25,7 +26,6 @@ from hsvlt.models.efficientnet_lite import (
     imagenet_weights_path,
     unit_scale_stages,
 )
-from hsvlt.models.hsvlt import HSVLT
 
 
 class PretrainedError(ValueError):
@@ -127,7 +127,7 @@ def _fresh_parts(keys: list[str]) -> str:
     return ", ".join(f"{name} ({len(blocks)} blocks)" if blocks else name for name, blocks in groups.items())
 
 
-def load_pretrained(model: HSVLT, source: str) -> str:
+def load_pretrained(model: MultiLabelClassifier, source: str) -> str:
     """Load ImageNet backbone weights into `model` (in place); returns a short report of what loaded and
     what starts fresh. Raises PretrainedError (one line) for a missing or unreadable file, a checkpoint of
     another architecture, or any width or depth mismatch."""

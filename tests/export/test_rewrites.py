@@ -1,4 +1,4 @@
-"""hsvlt.deploy.rewrites / hsvlt.deploy.wrapper.for_export: same outputs as the trained model, whole graph inside XNNPACK."""
+"""HSVLT.deployable / hsvlt.deploy.wrapper.for_export: same outputs as the trained model, whole graph inside XNNPACK."""
 
 from dataclasses import fields, replace
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from export.to_executorch import lower
-from hsvlt.deploy.rewrites import Rewrites
 from hsvlt.deploy.wrapper import DeployableHSVLT, for_export, trace
 from hsvlt.models import create_model
+from hsvlt.models.deployable import Rewrites
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 MAX_OPS_OUTSIDE = 2  # operators the XNNPACK delegate may leave to the portable kernels (today: none)

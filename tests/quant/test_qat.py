@@ -119,7 +119,7 @@ def test_float_layers_stay_float(checkpoint):
 def test_quantised_variance_of_zero_stays_finite():
     """int8 rounds the small variances of a tensor with a wide range to 0: the norms clamp before rsqrt, so
     fake quantisation (QAT) gives finite outputs where rsqrt(0) used to give inf and a NaN loss."""
-    from hsvlt.deploy.rewrites import ChannelNorm, TokenNorm
+    from hsvlt.models.deployable import ChannelNorm, TokenNorm
 
     for norm, example in ((TokenNorm(8, 1e-6), torch.randn(2, 5, 8)), (ChannelNorm(8, 1e-6), torch.randn(2, 8, 4, 4))):
         graph = torch.export.export(norm, (example,)).module()
