@@ -70,7 +70,9 @@ def load_source(path: str | Path, preset: str | None = None) -> SourceCheckpoint
 
 
 def int8_program(path: Path, source: SourceCheckpoint, attention_stage: int | None):
-    """The int8 program of a quantisation artifact (quant/qat.py), checked against the checkpoint."""
+    """(program, attention stage, what was quantised) of a quantisation artifact (quant/qat.py), checked against
+    the checkpoint. What was quantised (the layer groups kept float, int8 and float layer counts) goes into the
+    exported file's manifest."""
     from quant.pt2e import load_artifact
 
     program, manifest = load_artifact(path)
@@ -80,7 +82,10 @@ def int8_program(path: Path, source: SourceCheckpoint, attention_stage: int | No
     if attention_stage is not None and attention_stage != stage:
         raise ExportError(f"{path}: was quantised with attention stage {stage}, not {attention_stage} "
                           f"(run quant/qat.py with --attention-stage {attention_stage})")
-    return program, stage
+    quantization = manifest.get("quantization") or {}
+    summary = {key: quantization[key] for key in ("method", "float_layers", "layers", "rewrites_off")
+               if key in quantization}
+    return program, stage, summary
 
 
 def check_attention_stage(stage: int | None, model: MultiLabelClassifier) -> int | None:

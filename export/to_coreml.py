@@ -159,7 +159,7 @@ def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weight
     if int8 is not None and weights_int8:
         raise ExportError("--int8 and --quantize-weights exclude each other (the QAT program is already int8)")
     if int8 is not None:
-        program, attention_stage = int8_program(int8, source, attention_stage)
+        program, attention_stage, _ = int8_program(int8, source, attention_stage)
         program = trace(program.module(), source.img_size)
     else:
         program = deployable_program(source, attention_stage, None)

@@ -87,7 +87,7 @@ def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: 
     max_batch = 1 if backend == "coreml" else max_batch
     dynamic = None if max_batch == 1 else max_batch
     if int8 is not None:
-        program, attention_stage = int8_program(Path(int8), source, attention_stage)
+        program, attention_stage, quantization = int8_program(Path(int8), source, attention_stage)
         program = trace(program.module(), source.img_size, dynamic)
     else:
         program = deployable_program(source, attention_stage, dynamic)
@@ -95,8 +95,9 @@ def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: 
     write_bytes(out, buffer)
     # The Core ML delegate computes in float16 (partitioners).
     precision = "int8" if int8 is not None else ("fp16" if backend == "coreml" else "fp32")
+    extra = {"quantization": quantization} if int8 is not None else {}
     write_manifest(out, manifest_for(source, "executorch-" + backend, precision, attention_stage,
-                                    max_batch=max_batch))
+                                    max_batch=max_batch, **extra))
     print(f"wrote {out} ({size_mb(out):.2f} MB, {precision}) and {manifest_path(out).name}")
     print(format_delegation(summary, backend))
     result = {"delegation": summary, "parity": None}

@@ -23,6 +23,7 @@ and Core ML both take.
 
 import copy
 import io
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -50,6 +51,11 @@ def _module_paths(node: torch.fx.Node) -> list[str]:
     return [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
 
 
+def _is_depthwise(node: torch.fx.Node) -> bool:
+    """A depthwise convolution (one filter per channel): groups > 1 on a 2-D conv."""
+    return node.target == torch.ops.aten.conv2d.default and len(node.args) > 6 and node.args[6] > 1
+
+
 def _is_residual_add(node: torch.fx.Node) -> bool:
     """An add of two computed tensors (a residual or a gate), not a bias or a constant."""
     if node.target != torch.ops.aten.add.Tensor:
@@ -71,12 +77,56 @@ FLOAT_LAYERS = {
     "stem": lambda node: any(path.startswith("downsample.0.0") for path in _module_paths(node)),
     # Residual and gate adds (sums of two computed tensors).
     "residual": _is_residual_add,
+    # Depthwise convolutions: XNNPACK's int8 depthwise kernels are slower than its fp32 ones on x86 (they widen
+    # each int8 tap to 32 bits; there is no dot-product form of a depthwise conv), so int8 gains nothing there.
+    "depthwise": _is_depthwise,
 }
 # The LayerNorm statistics stay float by default. Their variance is a mean of squares, whose range one int8
 # scale per tensor cannot hold: with everything int8 the fake-quantised graph's loss on the first training batches
 # was orders of magnitude above fp32's and QAT diverged; with the norms float it starts where fp32's does. Float
 # norms cost no measurable speed. `python reports/quant.py --float-study` measures each group kept float.
 DEFAULT_FLOAT_LAYERS: tuple[str, ...] = ("norms",)
+# Where the benchmark measured a faster int8 program with more layers float, that preset keeps them float:
+# `python reports/export_bench.py --int8-study` times each choice against the fp32 program (docs/EXPORT.md).
+PRESET_FLOAT_LAYERS: dict[str, tuple[str, ...]] = {}
+
+
+def default_float_layers(preset: str) -> tuple[str, ...]:
+    """The layer groups a preset's int8 program keeps float unless told otherwise."""
+    return PRESET_FLOAT_LAYERS.get(preset, DEFAULT_FLOAT_LAYERS)
+
+
+# Export-time rewrites that the benchmark measured slower in int8 than without, per preset (the fp32 programs
+# keep every rewrite). `--int8-study` measures them too.
+PRESET_INT8_REWRITES: dict[str, Rewrites] = {}
+
+
+def int8_rewrites(preset: str) -> Rewrites:
+    return PRESET_INT8_REWRITES.get(preset, Rewrites())
+
+
+def rewrites_off(preset: str) -> list[str]:
+    """The rewrites the preset's int8 program goes without (for its manifest)."""
+    chosen = int8_rewrites(preset)
+    return [field.name for field in fields(Rewrites) if not getattr(chosen, field.name)]
+
+
+def layer_precisions(converted: torch.fx.GraphModule) -> dict[str, dict[str, int]]:
+    """How many convolutions, depthwise convolutions and linear layers of a converted graph compute in int8 (their
+    weight is an int8 constant, dequantised in the graph) and how many in float: what the manifest reports."""
+    dequantize = {torch.ops.quantized_decomposed.dequantize_per_channel.default,
+                  torch.ops.quantized_decomposed.dequantize_per_tensor.default}
+    kinds = {torch.ops.aten.conv2d.default: "conv", torch.ops.aten.linear.default: "linear"}
+    counts: dict[str, dict[str, int]] = {}
+    for node in converted.graph.nodes:
+        kind = kinds.get(node.target)
+        if kind is None:
+            continue
+        kind = "depthwise conv" if _is_depthwise(node) else kind
+        weight = node.args[1]
+        precision = "int8" if isinstance(weight, torch.fx.Node) and weight.target in dequantize else "float"
+        counts.setdefault(kind, {"int8": 0, "float": 0})[precision] += 1
+    return counts
 
 
 def quantizer(float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS, qat: bool = True):
@@ -95,12 +145,15 @@ def quantizer(float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS, qat: bool = 
         lambda node: not any(test(node) for test in tests))
 
 
-def capture(model: HSVLT, qat: bool, attention_stage: int | None = None) -> torch.fx.GraphModule:
+def capture(model: HSVLT, qat: bool, attention_stage: int | None = None,
+            rewrites: Rewrites | None = None) -> torch.fx.GraphModule:
     """hsvlt.deploy.wrapper.for_export(model) with logits out, traced with a dynamic batch (example batch 2: a graph
     traced at batch 1 is specialised to it). For QAT, batch norm is left unfolded and traced in training
     mode, so that prepare_qat_pt2e simulates its folding while it trains; post-training quantisation takes
-    the folded graph."""
-    module = for_export(model, attention_stage, Rewrites(batch_norm=not qat), logits=True)
+    the folded graph. `rewrites`: the export-time rewrites (default: the preset's int8 choice)."""
+    rewrites = rewrites or int8_rewrites(model.config.preset)
+    module = for_export(model, attention_stage, replace(rewrites, batch_norm=rewrites.batch_norm and not qat),
+                        logits=True)
     module.train(qat)
     return trace(module, model.config.img_size, MAX_BATCH).module()
 

@@ -50,9 +50,12 @@ from quant.pt2e import (
     FLOAT_LAYERS,
     capture,
     convert,
+    default_float_layers,
     freeze_batch_norm,
     freeze_observers,
+    layer_precisions,
     prepare,
+    rewrites_off,
     save_artifact,
     to_program,
     train_mode,
@@ -81,7 +84,7 @@ class QuantizeConfig:
     freeze_observers_after: int = 2
     max_steps: int | None = None
     calibration_images: int = 512
-    float_layers: str = ",".join(DEFAULT_FLOAT_LAYERS)
+    float_layers: str | None = None  # comma-separated FLOAT_LAYERS names; None: the preset's (default_float_layers)
     attention_stage: int | None = None
     data: str | None = None
     root: str | None = None
@@ -215,7 +218,8 @@ def run(config: QuantizeConfig) -> dict:
     torch.manual_seed(config.seed)
     model, checkpoint = load_model(config.ckpt)
     img_size = model.config.img_size
-    float_layers = tuple(name for name in config.float_layers.split(",") if name)
+    float_layers = (default_float_layers(model.config.preset) if config.float_layers is None
+                    else tuple(name for name in config.float_layers.split(",") if name))
     qat = not config.ptq
     train, sampler, val = loaders(checkpoint, img_size, config, augment=qat)
 
@@ -231,6 +235,7 @@ def run(config: QuantizeConfig) -> dict:
     manifest = checkpoint_manifest(
         model, checkpoint, file_sha256(config.ckpt), "torch.export", "int8", config.attention_stage,
         quantization={"method": "qat" if qat else "ptq", "float_layers": list(float_layers),
+                      "layers": layer_precisions(graph), "rewrites_off": rewrites_off(model.config.preset),
                       "epochs": config.epochs if qat else 0, "best_epoch": best_epoch,
                       "distill": config.distill if qat else 0.0,
                       "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log})
@@ -265,8 +270,9 @@ def parse_args(argv=None) -> QuantizeConfig:
                         help="--ptq: training images to calibrate on")
     parser.add_argument("--float-layers", default=defaults.float_layers,
                         help=f"comma-separated layer groups kept in float, from: {', '.join(FLOAT_LAYERS)} "
-                             f"(default: {','.join(DEFAULT_FLOAT_LAYERS)}, measured in quant/pt2e.py; "
-                             '"" for all int8)')
+                             f"(default: the preset's, quant.pt2e.default_float_layers: "
+                             f"{','.join(DEFAULT_FLOAT_LAYERS)}, and more where the benchmark measured it "
+                             'faster; "" for all int8)')
     parser.add_argument("--attention-stage", type=attention_stage,
                         help="keep the attention output of this stage (0-3) in the program, for the demo")
     parser.add_argument("--data", choices=DATASETS, help="dataset (default: the checkpoint's)")

@@ -24,6 +24,7 @@ its file. Latency targets are judged at p50 and on the best call (see `targets`)
 import argparse
 import sys
 import tempfile
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
@@ -61,19 +62,35 @@ def random_checkpoint(preset: str, img_size: int, labels: str, path: Path, seed:
     return path
 
 
-def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int = 32) -> Path:
-    """PT2E static int8 (quant/pt2e.py defaults) calibrated on generated scenes: what quant/qat.py --ptq makes,
-    without the accuracy evaluation."""
+def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int = 32, rewrites=None,
+                  float_layers: tuple[str, ...] | None = None) -> Path:
+    """PT2E static int8 calibrated on generated scenes: what quant/qat.py --ptq makes, without the accuracy
+    evaluation. Rewrites and float layers: the preset's int8 choices (quant/pt2e.py), unless given."""
     from export.common import validation_images
-    from quant.pt2e import capture, convert, prepare, save_artifact, to_program
+    from quant.pt2e import (
+        capture,
+        convert,
+        default_float_layers,
+        int8_rewrites,
+        layer_precisions,
+        prepare,
+        save_artifact,
+        to_program,
+    )
 
-    prepared = prepare(capture(source.model, qat=False), qat=False)
+    preset = source.model.config.preset
+    float_layers = default_float_layers(preset) if float_layers is None else float_layers
+    rewrites = rewrites or int8_rewrites(preset)
+    prepared = prepare(capture(source.model, qat=False, rewrites=rewrites), qat=False, float_layers=float_layers)
     images = torch.from_numpy(validation_images(source, calibration_images))
     with torch.no_grad():
         for start in range(0, len(images), 8):
             prepared(images[start:start + 8])
-    manifest = manifest_for(source, "torch.export", "int8", None)
-    save_artifact(to_program(convert(prepared), source.img_size), out, manifest)
+    converted = convert(prepared)
+    quantization = {"method": "ptq", "float_layers": list(float_layers), "layers": layer_precisions(converted),
+                    "rewrites_off": [name for name, on in asdict(rewrites).items() if not on]}
+    manifest = manifest_for(source, "torch.export", "int8", None, quantization=quantization)
+    save_artifact(to_program(converted, source.img_size), out, manifest)
     return out
 
 
@@ -206,6 +223,49 @@ def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
     return "\n".join(lines)
 
 
+# The int8 programs the study compares: (name, export-time rewrites switched off, layer groups kept float).
+INT8_CHOICES = (
+    ("norms float", (), ("norms",)),
+    ("norms and depthwise float", (), ("norms", "depthwise")),
+    ("norms float, 7 x 7 depthwise unsplit", ("depthwise",), ("norms",)),
+    ("norms, depthwise and attention float", (), ("norms", "depthwise", "attention")),
+)
+
+
+def int8_study(preset: str, args: argparse.Namespace, workdir: Path) -> str:
+    """Each int8 choice of INT8_CHOICES against the fp32 program, timed in turns: the measurement behind the
+    preset's choices in quant/pt2e.py (PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)."""
+    from export import to_executorch
+    from hsvlt.models.deployable import Rewrites
+
+    checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_int8_study.pt")
+    source = load_source(checkpoint)
+    paths = {"fp32": workdir / f"{preset}_study_fp32.pte"}
+    to_executorch.export(source, paths["fp32"], parity_images=0)
+    layers = {}
+    for number, (name, off, float_layers) in enumerate(INT8_CHOICES):
+        if "depthwise" in off and PRESETS[preset].backbone != "convnext":
+            continue  # only ConvNeXt has 7 x 7 kernels to split
+        rewrites = Rewrites(**{key: False for key in off})
+        program = int8_artifact(source, workdir / f"{preset}_study_{number}.pt2", rewrites=rewrites,
+                                float_layers=float_layers)
+        paths[name] = workdir / f"{preset}_study_{number}.pte"
+        to_executorch.export(source, paths[name], int8=program, parity_images=0)
+        layers[name] = read_manifest(program)["quantization"]["layers"]
+    latencies = time_in_turns(paths, args.threads, args.runs, args.warmup)
+    fp32 = latencies["fp32"]["p50_ms"]
+    lines = [f"**{preset}** at {args.img_size} px: int8 choices against the fp32 .pte ({fp32:.2f} ms p50), timed in "
+             f"turns", "", "| int8 program | p50 ms | best ms | int8 / fp32 | file MB | layers int8 / float |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name in layers:
+        result = latencies[name]
+        counts = ", ".join(f"{kind} {n['int8']} / {n['float']}" for kind, n in sorted(layers[name].items()))
+        lines.append(f"| {name} | {result['p50_ms']:.2f} | {result['best_ms']:.2f} | {result['p50_ms'] / fp32:.2f} | "
+                     f"{size_mb(paths[name]):.2f} | {counts} |")
+        print(f"  {preset} int8, {name}: p50 {result['p50_ms']:.2f} ms ({result['p50_ms'] / fp32:.2f} x fp32)")
+    return "\n".join(lines)
+
+
 def plot(benches: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -227,7 +287,7 @@ def plot(benches: list[dict], path: Path) -> None:
 
 
 def write_report(path: Path, command: str, benches: list[dict], checks: list[str], ablations: list[str],
-                 rates: dict[str, float], args: argparse.Namespace) -> None:
+                 studies: list[str], rates: dict[str, float], args: argparse.Namespace) -> None:
     peak = max(rates.values())
     machine = describe("executorch", "onnxruntime")
     text = [
@@ -252,6 +312,9 @@ def write_report(path: Path, command: str, benches: list[dict], checks: list[str
             text += [f"**{bench['preset']}, {name}**", "", op_profile.format_profile(bench["profiles"][key]), ""]
     if ablations:
         text += ["## Export-time rewrites (hsvlt/models/deployable.py)", "", *[block + "\n" for block in ablations]]
+    if studies:
+        text += ["## Int8 choices (quant/pt2e.py: PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)", "",
+                 *[block + "\n" for block in studies]]
     text += [f"![latency]({path.with_suffix('.png').name})", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, "\n".join(text))
@@ -269,6 +332,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=positive_int, default=100, help="timed runs per runtime")
     parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs first")
     parser.add_argument("--ablation", action="store_true", help="also measure each rewrite switched off")
+    parser.add_argument("--int8-study", action="store_true",
+                        help="also time each int8 choice (layers kept float, rewrites off) against fp32")
     parser.add_argument("--out", type=Path, default=Path("docs/EXPORT.md"), help="report to write (and .png)")
     parser.add_argument("--workdir", type=Path, help="keep the exported files here (default: a temporary folder)")
     return parser.parse_args(argv)
@@ -280,7 +345,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="hsvlt_bench_") as temporary:
         workdir = args.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
-        benches, checks, ablations = [], [], []
+        benches, checks, ablations, studies = [], [], [], []
         rates = gemm_ceiling(args.threads)
         peak = max(rates.values())
         print(f"GEMM ceiling with {args.threads} threads: {peak:.0f} GFLOP/s ({rates})")
@@ -294,8 +359,11 @@ def main(argv=None) -> None:
             if args.ablation:
                 ablations.append(ablation(preset, args, workdir))
                 print(ablations[-1])
+            if args.int8_study:
+                studies.append(int8_study(preset, args, workdir))
+                print(studies[-1])
     print("\n".join(checks))
-    write_report(args.out, command.strip(), benches, checks, ablations, rates, args)
+    write_report(args.out, command.strip(), benches, checks, ablations, studies, rates, args)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 

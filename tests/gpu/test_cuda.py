@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import hsvlt.train as train_module
-from hsvlt import ablation, distributed
+from hsvlt import distributed
 from hsvlt.checkpoint import load_checkpoint, load_model
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader, train_loader
@@ -26,6 +26,7 @@ from hsvlt.evaluate import main as evaluate_main
 from hsvlt.evaluate import predict
 from hsvlt.losses import build_loss
 from hsvlt.train import main as train_main
+from reports import ablation
 
 pytestmark = [
     pytest.mark.cuda,
@@ -359,7 +360,7 @@ def test_qat_steps_on_cuda_then_int8_export_on_the_cpu(checkpoint, tmp_path):
 
 
 def test_ablation_quick_on_cuda(tmp_path):
-    """`reports.ablation --device cuda --quick` (two variants): trains and tests on the GPU, names it on the page,
+    """`python reports/ablation.py --device cuda --quick` (two variants): trains and tests on the GPU, names it on the page,
     and its GPU test scores are what the CPU computes from the same checkpoint."""
     out = tmp_path / "ablation"
     argv = ["--device", "cuda", "--quick", "--data", "shapes", "--variants", "hsvlt", "no-ivla", "--workers", "0",
