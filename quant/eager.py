@@ -1,5 +1,5 @@
 """torchao's eager QAT flow (quantize_ with QATConfig), measured against the PT2E flow of quant/qat.py by
-`python reports/quant.py --eager-study` (the reason PT2E is the default: quant/pt2e.py).
+`python reports/quantization.py --eager-study` (the reason PT2E is the default: quant/pt2e.py).
 
 Every nn.Linear of the trained model is fake-quantised the way torchao's Int8DynamicActivationIntxWeightConfig
 runs it: int8 weights per output channel, int8 activations quantised per token at run time (the eager flow has

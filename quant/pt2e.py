@@ -11,7 +11,7 @@ Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_F
 statistics), comes from the measurements written beside it.
 
 Why PT2E and not torchao's eager QAT (quantize_ with QATConfig, quant/eager.py): measured side by side by
-`python reports/quant.py --eager-study` (docs/QUANT_EAGER.md; shapes checkpoints, 3 x 150 QAT steps each), the
+`python reports/quantization.py --eager-study` (docs/QUANT_EAGER.md; shapes checkpoints, 3 x 150 QAT steps each), the
 eager flow's programs score a little higher (hsvlt_nano 91.06 vs 90.81 mAP, hsvlt_lite0 98.29 vs 98.10) but run
 about 2x (nano) and 3x (lite0) slower than PT2E's, are 1.3x and 3.3x larger, and split into 40 and 14 XNNPACK
 subgraphs with 90 and 26 operators outside. Its int8 configurations quantise activations at run time and cover
@@ -84,11 +84,11 @@ FLOAT_LAYERS = {
 # The LayerNorm statistics stay float by default. Their variance is a mean of squares, whose range one int8
 # scale per tensor cannot hold: with everything int8 the fake-quantised graph's loss on the first training batches
 # was orders of magnitude above fp32's and QAT diverged; with the norms float it starts where fp32's does. Float
-# norms cost no measurable speed. `python reports/quant.py --float-study` measures each group kept float.
+# norms cost no measurable speed. `python reports/quantization.py --float-study` measures each group kept float.
 DEFAULT_FLOAT_LAYERS: tuple[str, ...] = ("norms",)
 # Where the benchmark measured a faster int8 program with more layers float, that preset keeps them float:
 # `python reports/export_bench.py --int8-study` times each choice against the fp32 program (docs/EXPORT.md).
-PRESET_FLOAT_LAYERS: dict[str, tuple[str, ...]] = {}
+PRESET_FLOAT_LAYERS: dict[str, tuple[str, ...]] = {"hsvlt_nano": ("norms", "depthwise")}
 
 
 def default_float_layers(preset: str) -> tuple[str, ...]:
@@ -97,7 +97,8 @@ def default_float_layers(preset: str) -> tuple[str, ...]:
 
 
 # Export-time rewrites that the benchmark measured slower in int8 than without, per preset (the fp32 programs
-# keep every rewrite). `--int8-study` measures them too.
+# keep every rewrite). `--int8-study` measures them too: none so far (an unsplit 7 x 7 depthwise kernel falls to
+# XNNPACK's slow convolution path in int8 as in fp32).
 PRESET_INT8_REWRITES: dict[str, Rewrites] = {}
 
 

@@ -1,6 +1,7 @@
 """reports/export_bench.py end to end on a tiny preset: every runtime measured, the report and its plot written (the
 timings themselves are not checked here: speed targets live in the benchmark's table, not in tests)."""
 
+import argparse
 import re
 
 import pytest
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::F
 def test_bench_writes_the_table_the_targets_and_the_profile(tmp_path):
     out, work = tmp_path / "EXPORT.md", tmp_path / "work"
     bench.main(["--presets", "hsvlt_pico", "--img-size", "32", "--runs", "3", "--warmup", "1", "--out", str(out),
-                "--int8-study", "--workdir", str(work)])
+                "--workdir", str(work)])
     report = out.read_text()
     for row in ("PyTorch eager fp32", "ExecuTorch XNNPACK fp32", "ExecuTorch XNNPACK int8", "ONNX Runtime fp32"):
         assert f"| {row} |" in report
@@ -25,8 +26,17 @@ def test_bench_writes_the_table_the_targets_and_the_profile(tmp_path):
     assert "layers kept float in the int8 program: norms" in report
     assert "GEMM ceiling" in report and "XNNPACK fully connected" in report
     assert out.with_suffix(".png").stat().st_size > 0
-    for name, _, _ in bench.INT8_CHOICES:  # every int8 choice timed against fp32
-        assert re.search(rf"\| {re.escape(name)} \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", report), name
     quantization = read_manifest(work / "hsvlt_pico_int8.pte")["quantization"]  # what the program holds in int8
     assert quantization["float_layers"] == ["norms"] and quantization["layers"]["conv"]["int8"] > 0
     assert quantization["layers"]["depthwise conv"]["int8"] > 0 and quantization["rewrites_off"] == []
+
+
+def test_int8_study_times_each_choice_against_fp32(tmp_path, monkeypatch):
+    """One int8 choice beside the default (the depthwise convolutions float), timed against fp32."""
+    choices = bench.INT8_CHOICES[1:2]
+    monkeypatch.setattr(bench, "INT8_CHOICES", choices)
+    args = argparse.Namespace(img_size=32, labels="shapes", threads=1, runs=2, warmup=0)
+    table = bench.int8_study("hsvlt_pico", args, tmp_path)
+    for name, _, _ in choices:
+        assert re.search(rf"\| {re.escape(name)} \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", table), name
+    assert "depthwise conv 0 / " in table  # every depthwise conv float

@@ -3,9 +3,9 @@ ExecuTorch runtime on the checkpoint's validation set; written to docs/QUANT.md 
 
     python -m hsvlt.train --model hsvlt_nano --out runs/nano
     python -m hsvlt.train --model hsvlt_lite0 --pretrained imagenet --out runs/lite0
-    python reports/quant.py --ckpt runs/nano/best.pt runs/lite0/best.pt
-    python reports/quant.py --ckpt runs/nano/best.pt --float-study     # which layers should stay float
-    python reports/quant.py --ckpt runs/nano/best.pt --eager-study     # torchao's eager QAT flow against PT2E
+    python reports/quantization.py --ckpt runs/nano/best.pt runs/lite0/best.pt
+    python reports/quantization.py --ckpt runs/nano/best.pt --float-study     # which layers should stay float
+    python reports/quantization.py --ckpt runs/nano/best.pt --eager-study     # torchao's eager QAT flow against PT2E
 
 For each checkpoint: quant/qat.py --ptq and quant/qat.py (QAT, --qat-epochs), both exported with
 export/to_executorch.py --int8 and evaluated by export/evaluate_artifact.py's code, next to the fp32 program.
@@ -160,7 +160,8 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, args
         text = ["# Int8 quantisation", "",
                 f"{measured} mAP (percent) on each checkpoint's validation set, every model an ExecuTorch XNNPACK "
                 f"program run by the ExecuTorch runtime (export/evaluate_artifact.py). PTQ: "
-                f"{', '.join(DEFAULT_FLOAT_LAYERS) or 'nothing'} kept float (quant.pt2e.DEFAULT_FLOAT_LAYERS), "
+                f"each preset's float layers kept float (quant.pt2e.default_float_layers: "
+                f"{', '.join(DEFAULT_FLOAT_LAYERS)} unless the preset measured faster with more), "
                 f"calibrated on up to 512 training images; QAT: {args.qat_epochs} epochs of quant/qat.py"
                 f"{f' (at most {args.max_steps} steps each)' if args.max_steps else ''} at the peak learning rate "
                 f"in the table, best epoch kept. Size: the .pte file.", "",
@@ -212,7 +213,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python reports/quant.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python reports/quantization.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", nargs="+", required=True, type=Path, help="trained fp32 checkpoints (best.pt)")
     parser.add_argument("--qat-epochs", type=positive_int, default=3, help="QAT epochs")
@@ -244,7 +245,7 @@ def main(argv=None) -> None:
     default = ("docs/QUANT_FLOAT_LAYERS.md" if args.float_study else
                "docs/QUANT_EAGER.md" if args.eager_study else "docs/QUANT.md")
     args.out = args.out or Path(default)
-    command = "python reports/quant.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python reports/quantization.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows, studies = [], {}
     with tempfile.TemporaryDirectory(prefix="hsvlt_quant_") as temporary:
         workdir = args.workdir or Path(temporary)
