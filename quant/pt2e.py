@@ -106,10 +106,9 @@ def int8_rewrites(preset: str) -> Rewrites:
     return PRESET_INT8_REWRITES.get(preset, Rewrites())
 
 
-def rewrites_off(preset: str) -> list[str]:
-    """The rewrites the preset's int8 program goes without (for its manifest)."""
-    chosen = int8_rewrites(preset)
-    return [field.name for field in fields(Rewrites) if not getattr(chosen, field.name)]
+def rewrites_off(rewrites: Rewrites) -> list[str]:
+    """The rewrites an int8 program goes without (for its manifest)."""
+    return [field.name for field in fields(Rewrites) if not getattr(rewrites, field.name)]
 
 
 def layer_precisions(converted: torch.fx.GraphModule) -> dict[str, dict[str, int]]:

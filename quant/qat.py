@@ -53,6 +53,7 @@ from quant.pt2e import (
     default_float_layers,
     freeze_batch_norm,
     freeze_observers,
+    int8_rewrites,
     layer_precisions,
     prepare,
     rewrites_off,
@@ -235,7 +236,8 @@ def run(config: QuantizeConfig) -> dict:
     manifest = checkpoint_manifest(
         model, checkpoint, file_sha256(config.ckpt), "torch.export", "int8", config.attention_stage,
         quantization={"method": "qat" if qat else "ptq", "float_layers": list(float_layers),
-                      "layers": layer_precisions(graph), "rewrites_off": rewrites_off(model.config.preset),
+                      "layers": layer_precisions(graph),
+                      "rewrites_off": rewrites_off(int8_rewrites(model.config.preset)),
                       "epochs": config.epochs if qat else 0, "best_epoch": best_epoch,
                       "distill": config.distill if qat else 0.0,
                       "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log})

@@ -24,7 +24,6 @@ its file. Latency targets are judged at p50 and on the best call (see `targets`)
 import argparse
 import sys
 import tempfile
-from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
@@ -74,6 +73,7 @@ def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int =
         int8_rewrites,
         layer_precisions,
         prepare,
+        rewrites_off,
         save_artifact,
         to_program,
     )
@@ -88,7 +88,7 @@ def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int =
             prepared(images[start:start + 8])
     converted = convert(prepared)
     quantization = {"method": "ptq", "float_layers": list(float_layers), "layers": layer_precisions(converted),
-                    "rewrites_off": [name for name, on in asdict(rewrites).items() if not on]}
+                    "rewrites_off": rewrites_off(rewrites)}
     manifest = manifest_for(source, "torch.export", "int8", None, quantization=quantization)
     save_artifact(to_program(converted, source.img_size), out, manifest)
     return out
