@@ -23,10 +23,10 @@ class DeployableHSVLT(nn.Module):
     graph carries neither the text encoder nor E. A model without them (fusion="none") runs on the images
     alone."""
 
-    def __init__(self, model: MultiLabelClassifier, attention_stage: int | None = None):
+    def __init__(self, model: MultiLabelClassifier, attention_stage: int | None = None, logits: bool = False):
         super().__init__()
         self.model = model.eval()
-        self.attention_stage = attention_stage
+        self.attention_stage, self.logits = attention_stage, logits
         tokens = None
         if isinstance(model, LabelQueryClassifier):
             with torch.no_grad():
@@ -40,10 +40,11 @@ class DeployableHSVLT(nn.Module):
         return self.model.forward_with_labels(image, self.label_tokens, return_attention)
 
     def forward(self, image: torch.Tensor):
+        finish = (lambda logits: logits) if self.logits else torch.sigmoid
         if self.attention_stage is None:
-            return torch.sigmoid(self.run_model(image, False))
+            return finish(self.run_model(image, False))
         logits, attention = self.run_model(image, True)
-        return torch.sigmoid(logits), attention[self.attention_stage].mean(dim=1)  # N x C, N x C x h x w
+        return finish(logits), attention[self.attention_stage].mean(dim=1)  # N x C, N x C x h x w
 
 
 def trace(module: nn.Module, img_size: int, max_batch: int | None = None) -> torch.export.ExportedProgram:
@@ -64,7 +65,5 @@ def for_export(model: MultiLabelClassifier, attention_stage: int | None = None, 
     constants, ...). `logits` skips the final sigmoid (quantisation-aware training takes its loss on logits).
     The ablation baselines (config.fusion other than "ivla") have no rewrites: they get the plain wrapper."""
     if not isinstance(model, HSVLT):
-        if logits:
-            raise ValueError(f"for_export(logits=True) needs an HSVLT model, got {type(model).__name__}")
-        return DeployableHSVLT(model, attention_stage).eval()
+        return DeployableHSVLT(model, attention_stage, logits).eval()
     return model.deployable(attention_stage, rewrites or Rewrites(), logits).eval()

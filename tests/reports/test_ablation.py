@@ -1,4 +1,5 @@
-"""The ablation runner end to end on tiny settings, and its measurement helpers."""
+"""The evidence study end to end on tiny settings, and its pieces: every variant builds and learns a step, the
+learning signals, the verdicts, the defaults."""
 
 import json
 import re
@@ -9,59 +10,117 @@ import pytest
 import torch
 from torch import nn
 
-from hsvlt.checkpoint import load_model
-from hsvlt.data.fashion_mosaic import DEFAULT_ROOT
-from reports.ablation import claims_section, count_gflops, main, parse_args
+from hsvlt.checkpoint import load_checkpoint, load_model
+from hsvlt.data.shapes import ShapesDataset
+from hsvlt.losses import BCELoss
+from hsvlt.models import create_model
+from reports.ablation import (
+    VARIANTS,
+    claims_section,
+    count_gflops,
+    learning_signals,
+    main,
+    parse_args,
+    prior_loss,
+    variant_model,
+)
 
 torch.set_flush_denormal(True)
-HAS_FASHION_MNIST = (DEFAULT_ROOT / "train-images-idx3-ubyte.gz").is_file()
 
 
-@pytest.mark.parametrize("data", [
-    "shapes",
-    pytest.param("fashion-mosaic", marks=pytest.mark.skipif(not HAS_FASHION_MNIST,
-                                                            reason="needs Debian's dataset-fashion-mnist")),
-])
-def test_runner_trains_scores_and_writes_page_and_plot(tmp_path, data):
+def test_study_sweeps_trains_scores_times_and_writes_page_and_plot(tmp_path):
     out = tmp_path / "runs"
-    argv = ["--quick", "--data", data, "--variants", "hsvlt", "no-ivla", "late", "--train-size", "64",
-            "--val-size", "16", "--test-size", "24", "--workers", "0", "--latency-runs", "2", "--bootstrap", "40",
-            "--out", str(out), "--doc", str(tmp_path / "docs" / "RESULTS.md"),
-            "--plot", str(tmp_path / "docs" / "ablation.png")]
+    argv = ["--quick", "--variants", "hsvlt", "no-ivla", "--sweep-factors", "0.5", "1", "--train-size", "64",
+            "--sweep-train-size", "32", "--val-size", "16", "--test-size", "24", "--workers", "0",
+            "--latency-runs", "2", "--bootstrap", "40", "--out", str(out),
+            "--doc", str(tmp_path / "docs" / "RESULTS.md"), "--plot", str(tmp_path / "docs" / "ablation.png")]
     main(argv)
 
     summary = json.loads((out / "results.json").read_text())
     results = {r["key"]: r for r in summary["results"]}
-    assert list(results) == ["hsvlt", "no-ivla", "late"]
-    for key, fusion in (("hsvlt", "ivla"), ("no-ivla", "none"), ("late", "late")):
+    assert list(results) == ["hsvlt", "no-ivla"]
+    for key, fusion in (("hsvlt", "ivla"), ("no-ivla", "none")):
         model, checkpoint = load_model(out / key / "best.pt")  # trained through hsvlt.train
-        assert checkpoint["config"]["fusion"] == fusion and checkpoint["data"]["name"] == data
+        assert checkpoint["config"]["fusion"] == fusion
         r = results[key]
-        assert 0 <= r["mAP"] <= 100 and r["mAP_ci"][0] <= r["mAP_ci"][1]
-        assert all(np.isfinite(r[f"AP_{bucket}"]) for bucket in ("small", "medium", "large"))
+        assert [row["factor"] for row in r["sweep"]] in ([0.5, 1.0], [1.0, 0.5])
+        best = max(row["val_mAP"] for row in r["sweep"])
+        chosen = r["sweep"][0]
+        assert r["lr"] == chosen["lr"] and (chosen["val_mAP"] == best or chosen["factor"] == 1.0)
+        assert (out / key / "sweep" / f"lr{r['sweep'][1]['lr']:g}" / "best.pt").is_file()
+        last = load_checkpoint(out / key / "last.pt")
+        assert last["train_state"]["args"]["lr"] == pytest.approx(r["lr"])  # the full run used the choice
+        assert 0 <= r["mAP"] <= 100 and r["mAP_ci"][0] <= r["mAP_ci"][1] and r["prior_loss"] > 0
         assert r["params_M"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
-        assert r["GFLOPs"] > 0 and r["latency_ms"] > 0
-    assert results["no-ivla"]["params_M"] < results["late"]["params_M"] < results["hsvlt"]["params_M"]
-    assert "a_minus_this_ci" in results["late"] and "a_minus_this" not in results["hsvlt"]
+        assert r["GFLOPs"] > 0 and len(r["grad_norm"]) == 4
+        for kind in ("fp32", "int8"):  # both programs exported and timed
+            assert r[f"pte_{kind}_ms"] > 0 and r[f"pte_{kind}_mb"] > 0
+    assert len(results["hsvlt"]["S_rms"]) == 4 and results["no-ivla"]["S_rms"] == {}
+    assert "reference_minus_this_ci" in results["no-ivla"] and "reference_minus_this" not in results["hsvlt"]
 
     page = (tmp_path / "docs" / "RESULTS.md").read_text()
-    assert "python reports/ablation.py --quick --data " + data in page
+    assert "python reports/ablation.py --quick --variants hsvlt" in page
     assert summary["machine"] in page and "Smoke test" in page
-    row = next(line for line in page.splitlines() if line.startswith("| (d) late fusion"))
-    assert f"| {results['late']['mAP']:.1f} (" in row and f"| {results['late']['params_M']:.2f} |" in row
-    assert "![" in page and "(ablation.png)" in page
+    row = next(line for line in page.splitlines() if line.startswith("| (c) without IVLA"))
+    assert f"| {results['no-ivla']['mAP']:.1f} (" in row and f"| {results['no-ivla']['params_M']:.2f} |" in row
+    assert f"| {results['no-ivla']['pte_int8_ms']:.2f} |" in row
+    assert "## Learning rates" in page and "## Learning signals" in page and "(ablation.png)" in page
     plot = cv2.imread(str(tmp_path / "docs" / "ablation.png"))
     assert plot is not None and plot.shape[0] > 300
 
 
-def test_resume_keeps_finished_variants(tmp_path, capsys):
-    argv = ["--quick", "--data", "shapes", "--variants", "no-ivla", "--train-size", "32", "--val-size", "8",
+def test_resume_keeps_finished_variants_and_a_new_study_gets_its_own_folder(tmp_path, capsys):
+    argv = ["--quick", "--variants", "no-ivla", "--sweep-factors", "1", "--train-size", "32", "--val-size", "8",
             "--test-size", "8", "--workers", "0", "--latency-runs", "1", "--bootstrap", "5", "--out", str(tmp_path)]
     main(argv)
     trained = (tmp_path / "no-ivla" / "best.pt").stat().st_mtime_ns
     main(argv + ["--resume"])
     assert (tmp_path / "no-ivla" / "best.pt").stat().st_mtime_ns == trained
     assert "holds a finished run" in capsys.readouterr().out
+    main(argv)  # without --resume a finished study is not written over
+    assert (tmp_path / "no-ivla" / "best.pt").stat().st_mtime_ns == trained
+    assert f"writing to {tmp_path.with_name(tmp_path.name + '2')}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.key)
+def test_every_variant_builds_and_learns_a_step(variant):
+    data = ShapesDataset("train", 4, 32, seed=0)
+    args = parse_args(["--quick"])
+    torch.manual_seed(0)
+    model = create_model(variant_model(variant, args), torch.from_numpy(data.embeddings), img_size=32,
+                         **dict(variant.settings))
+    images = torch.rand(2, 3, 32, 32)
+    targets = torch.tensor(np.stack([data[i]["targets"] for i in range(2)])).float()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    BCELoss()(model(images), targets).backward()
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    signals = learning_signals(model, images, targets)
+    assert len(signals["grad_norm"]) == 4 and all(value > 0 for value in signals["grad_norm"])
+    has_labels = dict(variant.settings).get("fusion") != "none"
+    assert bool(signals["S_rms"]) == has_labels and all(value > 0 for value in signals["S_rms"].values())
+
+
+def test_learning_signals_see_a_saturated_language_gate_double_the_label_tokens():
+    data = ShapesDataset("train", 2, 32, seed=0)
+    torch.manual_seed(0)
+    model = create_model("hsvlt_pico", torch.from_numpy(data.embeddings), img_size=32)  # gates start closed
+    images, targets = torch.rand(2, 3, 32, 32), torch.zeros(2, data.num_classes)
+    closed = learning_signals(model, images, targets)["L_rms"]
+    with torch.no_grad():  # tanh(...) -> 1: L <- 2 (L + S) in every block that hands L on
+        for block in (b for stage in model.stages for b in stage.blocks if b.language_gate is not None):
+            block.language_gate.gate[2].weight.fill_(10.0)
+    saturated = learning_signals(model, images, targets)["L_rms"]
+    ratios = [saturated[stage] / closed[stage] for stage in ("0", "1", "2")]
+    assert ratios[0] == pytest.approx(2.0, rel=1e-3) and ratios[2] > ratios[0]
+
+
+def test_prior_loss_is_the_loss_of_scoring_each_class_at_its_frequency():
+    targets = np.array([[1, 0], [0, 0], [1, 0], [0, 1]], dtype=np.float32)
+    p = np.array([0.5, 0.25])
+    expected = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).sum(1).mean()
+    assert prior_loss(targets) == pytest.approx(expected, rel=1e-5)
 
 
 def test_flop_count_of_a_known_layer():
@@ -69,25 +128,37 @@ def test_flop_count_of_a_known_layer():
     assert count_gflops(conv, 8) == pytest.approx(2 * 8 * 8 * 3 * 4 / 1e9)
 
 
-def test_claims_verdicts_follow_the_paired_interval():
+def result(key, title, ap_small, learned=True, difference=None, interval=None):
+    row = {"key": key, "title": title, "AP_small": ap_small, "learned": learned}
+    if difference is not None:
+        row.update(reference_minus_this=difference, reference_minus_this_ci=interval)
+    return row
+
+
+def test_claims_verdicts_follow_the_paired_interval_within_each_family():
     results = [
-        {"key": "hsvlt", "title": "(a)", "AP_small": 50.0},
-        {"key": "no-csa", "title": "(b)", "AP_small": 40.0, "a_minus_this": 3.0, "a_minus_this_ci": (1.0, 5.0)},
-        {"key": "late", "title": "(d)", "AP_small": 55.0, "a_minus_this": 1.0, "a_minus_this_ci": (-1.0, 3.0)},
-        {"key": "no-ivla", "title": "(c)", "AP_small": 60.0, "a_minus_this": -4.0, "a_minus_this_ci": (-6.0, -2.0)},
+        result("hsvlt", "(a)", 50.0),
+        result("no-csa", "(b)", 40.0, difference=3.0, interval=(1.0, 5.0)),
+        result("late", "(d)", 55.0, difference=1.0, interval=(-1.0, 3.0)),
+        result("no-ivla", "(c)", 60.0, difference=-4.0, interval=(-6.0, -2.0)),
+        result("lite0", "(f)", 30.0),
+        result("lite0-pooled", "(g)", 20.0, learned=False, difference=8.0, interval=(6.0, 10.0)),
     ]
-    rows = {line.split(" | ")[0][2:]: line for line in claims_section(results).splitlines() if line.startswith("| (")}
-    assert "(a) better: difference resolved" in rows["(b)"] and "+10.0" in rows["(b)"]
+    rows = {line.split(" | ")[1].split(" vs ")[1]: line for line in claims_section(results).splitlines()
+            if " vs " in line}
+    assert "reference better: difference resolved" in rows["(b)"] and "+10.0" in rows["(b)"]
     assert "no resolved difference" in rows["(d)"] and re.search(r"\+1\.0 \(-1\.0 to \+3\.0\)", rows["(d)"])
-    assert "(a) worse: difference resolved" in rows["(c)"]
-    assert "not part of this run" in claims_section(results[1:])
+    assert "reference worse: difference resolved" in rows["(c)"]
+    assert "(f) vs (g)" in rows["(g)"] and "none: (g) did not learn" in rows["(g)"]
+    assert "feedback" not in claims_section(results)
 
 
 def test_quick_and_full_defaults_and_variant_choice():
     quick = parse_args(["--quick"])
     assert quick.model == "hsvlt_pico" and str(quick.doc).startswith("runs/ablation-quick")
     full = parse_args([])
-    assert full.model == "hsvlt_nano" and str(full.doc) == "docs/RESULTS.md" and full.img_size == 64
-    assert [v.key for v in full.variant_list][:5] == ["hsvlt", "no-csa", "no-ivla", "late", "feedback"]
-    chosen = parse_args(["--variants", "late", "hsvlt"])
-    assert [v.key for v in chosen.variant_list] == ["hsvlt", "late"]  # table order
+    assert full.model == "hsvlt_nano" and full.edge_model == "hsvlt_lite0" and str(full.doc) == "docs/RESULTS.md"
+    assert [v.key for v in full.variant_list] == [v.key for v in VARIANTS] and len(full.sweep_factors) == 3
+    chosen = parse_args(["--variants", "lite0-pooled", "late", "hsvlt"])
+    assert [v.key for v in chosen.variant_list] == ["hsvlt", "late", "lite0-pooled"]  # table order
+    assert variant_model(chosen.variant_list[2], chosen) == "hsvlt_lite0"
