@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from hsvlt.checkpoint import load_checkpoint, load_model
-from hsvlt.data.shapes import ShapesDataset
+from hsvlt.data import build_data
 from hsvlt.losses import BCELoss
 from hsvlt.models import create_model
 from reports.ablation import (
@@ -79,18 +79,19 @@ def test_resume_keeps_finished_variants_and_a_new_study_gets_its_own_folder(tmp_
     assert "holds a finished run" in capsys.readouterr().out
     main(argv)  # without --resume a finished study is not written over
     assert (tmp_path / "no-ivla" / "best.pt").stat().st_mtime_ns == trained
-    assert f"writing to {tmp_path.with_name(tmp_path.name + '2')}" in capsys.readouterr().out
+    assert f"{tmp_path} holds an earlier study: writing to " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.key)
 def test_every_variant_builds_and_learns_a_step(variant):
-    data = ShapesDataset("train", 4, 32, seed=0)
+    bundle = build_data("shapes", image_size=32, train_size=4, val_size=2)
+    embeddings = torch.from_numpy(bundle.embeddings)
     args = parse_args(["--quick"])
     torch.manual_seed(0)
-    model = create_model(variant_model(variant, args), torch.from_numpy(data.embeddings), img_size=32,
+    model = create_model(variant_model(variant, args), embeddings, img_size=32,
                          **dict(variant.settings))
     images = torch.rand(2, 3, 32, 32)
-    targets = torch.tensor(np.stack([data[i]["targets"] for i in range(2)])).float()
+    targets = (torch.rand(2, len(bundle.labels)) > 0.5).float()
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     BCELoss()(model(images), targets).backward()
@@ -103,10 +104,10 @@ def test_every_variant_builds_and_learns_a_step(variant):
 
 
 def test_learning_signals_see_a_saturated_language_gate_double_the_label_tokens():
-    data = ShapesDataset("train", 2, 32, seed=0)
+    bundle = build_data("shapes", image_size=32, train_size=2, val_size=2)
     torch.manual_seed(0)
-    model = create_model("hsvlt_pico", torch.from_numpy(data.embeddings), img_size=32)  # gates start closed
-    images, targets = torch.rand(2, 3, 32, 32), torch.zeros(2, data.num_classes)
+    model = create_model("hsvlt_pico", torch.from_numpy(bundle.embeddings), img_size=32)  # gates start closed
+    images, targets = torch.rand(2, 3, 32, 32), torch.zeros(2, len(bundle.labels))
     closed = learning_signals(model, images, targets)["L_rms"]
     with torch.no_grad():  # tanh(...) -> 1: L <- 2 (L + S) in every block that hands L on
         for block in (b for stage in model.stages for b in stage.blocks if b.language_gate is not None):
