@@ -83,7 +83,6 @@ VARIANTS = (
     Variant("lite0-late", "(h) Lite0 + late fusion", "edge", (("fusion", "late"),)),
     Variant("lite0-no-csa", "(i) HSVLT-lite0 without CSA", "edge", (("aggregate_stages", (3,)),)),
 )
-REFERENCE = {"scratch": "hsvlt", "edge": "lite0"}  # what each family's claims compare against
 # The paper's claims and the edge question, each as (reference, variant, what the reference shows if it holds).
 CLAIMS = (
     ("hsvlt", "no-csa", "aggregating S across scales (CSA) beats the last scale alone, most for small items"),
@@ -217,6 +216,11 @@ def variant_model(variant: Variant, args) -> str:
     return args.model if variant.family == "scratch" else args.edge_model
 
 
+def family_rate(variant: Variant, args) -> float:
+    """The rate hsvlt.train gives the variant (from scratch or pretrained, or --lr): the sweep's centre."""
+    return variant_config(variant, args, args.out).resolved().lr
+
+
 def sweep_learning_rate(variant: Variant, args, folder: Path) -> list[dict]:
     """Train the variant for one epoch on --sweep-train-size scenes at each factor of its family's rate; the
     rows (lr, validation mAP, CF1), the chosen one first: the best, unless it beats the family's rate by no more
@@ -224,7 +228,7 @@ def sweep_learning_rate(variant: Variant, args, folder: Path) -> list[dict]:
     record = folder / "sweep.json"
     if args.resume and record.is_file():
         return json.loads(record.read_text())
-    base = variant_config(variant, args, folder).resolved().lr
+    base = family_rate(variant, args)
     rows = []
     for factor in args.sweep_factors:
         lr = float(f"{base * factor:.3g}")
@@ -234,10 +238,10 @@ def sweep_learning_rate(variant: Variant, args, folder: Path) -> list[dict]:
         rows.append({"lr": lr, "factor": factor, "val_mAP": summary["mAP"], "val_CF1": summary["CF1"]})
         print(f"  sweep lr {lr:g}: validation mAP {summary['mAP']:.2f}")
     rows.sort(key=lambda row: -row["val_mAP"])
-    family_rate = next((row for row in rows if row["factor"] == 1.0), rows[0])
-    if rows[0]["val_mAP"] <= family_rate["val_mAP"] + SWEEP_MARGIN:  # within noise: keep the family's rate
-        rows.remove(family_rate)
-        rows.insert(0, family_rate)
+    centre = next((row for row in rows if row["factor"] == 1.0), rows[0])
+    if rows[0]["val_mAP"] <= centre["val_mAP"] + SWEEP_MARGIN:  # within noise: keep the family's rate
+        rows.remove(centre)
+        rows.insert(0, centre)
     write_json(record, rows)
     return rows
 
@@ -608,7 +612,7 @@ def run(args) -> list[dict]:
         folder = folders[variant.key] = args.out / variant.key
         print(f"[{number}/{len(args.variant_list)}] {variant.title}")
         sweep = (sweep_learning_rate(variant, args, folder / "sweep") if len(args.sweep_factors) > 1 else
-                 [{"lr": variant_config(variant, args, folder).resolved().lr, "factor": args.sweep_factors[0],
+                 [{"lr": family_rate(variant, args), "factor": args.sweep_factors[0],
                    "val_mAP": float("nan"), "val_CF1": float("nan")}])
         train_minutes = train_variant(variant, args, folder, sweep[0]["lr"])
         result = {**score_variant(variant, args, folder, placement, test, sizes, edges),
