@@ -19,7 +19,7 @@ import numpy as np
 
 from hsvlt.deploy.preprocess import preprocess_image
 from hsvlt.deploy.runtimes import Model, attention_peak, open_model
-from hsvlt.images import read_image, to_uint8
+from hsvlt.images import megapixel_limit, read_image, to_uint8
 
 ImageLike = str | Path | np.ndarray
 
@@ -52,7 +52,8 @@ class Classifier:
     top_k: at most this many labels per image, the most probable first (with threshold=0, exactly the top k).
     threads: CPU threads of the runtime (default: the runtime's choice). batch_size: images per runtime call.
     attention_stage: for a checkpoint, the stage (0-3) whose attention says where each label is (exported
-    files have the output or not)."""
+    files have the output or not). max_megapixels: image files larger than this are refused from their header,
+    before decoding (default: the environment variable HSVLT_MAX_MEGAPIXELS, else 200; hsvlt.images)."""
 
     model: str | Path | Model
     threshold: float | None = None
@@ -60,6 +61,7 @@ class Classifier:
     threads: int | None = None
     batch_size: int = 16
     attention_stage: int | None = None
+    max_megapixels: float | None = None
     adapter: Model = field(init=False, repr=False)  # the runtime adapter running the file
 
     def __post_init__(self):
@@ -67,6 +69,7 @@ class Classifier:
         check_top_k(self.top_k)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        megapixel_limit(self.max_megapixels)  # a bad limit is refused now, not at the first image
         self.adapter = self.model if isinstance(self.model, Model) else \
             open_model(self.model, self.threads, self.attention_stage)
 
@@ -90,7 +93,7 @@ class Classifier:
 
     def predict_batch(self, items: list[ImageLike], threshold: float | None = None,
                       top_k: int | None = None) -> list[Prediction]:
-        images = [load(item) for item in items]  # RGB uint8 H x W x 3
+        images = [load(item, self.max_megapixels) for item in items]  # RGB uint8 H x W x 3
         batch = np.concatenate([preprocess_image(image, self.adapter.input_size) for image in images])
         output = self.adapter.run(batch)
         cut = self.cut(threshold)
@@ -128,11 +131,12 @@ def check_top_k(top_k: int | None) -> int | None:
     return top_k
 
 
-def load(item: ImageLike) -> np.ndarray:
-    """A path (decoded by hsvlt.images.read_image) or an array -> RGB uint8 H x W x 3. An array is RGB (or
-    grayscale H x W), 8-bit, 16-bit or float in [0, 1]; use read_image for files with transparency."""
+def load(item: ImageLike, max_megapixels: float | None = None) -> np.ndarray:
+    """A path (decoded by hsvlt.images.read_image, refused above max_megapixels) or an array -> RGB uint8
+    H x W x 3. An array is RGB (or grayscale H x W), 8-bit, 16-bit or float in [0, 1]; use read_image for files
+    with transparency."""
     if isinstance(item, (str, Path)):
-        return read_image(item)
+        return read_image(item, max_megapixels)
     if not isinstance(item, np.ndarray):
         raise ValueError(f"an image must be a path or a numpy array, got {type(item).__name__}")
     if item.ndim == 2:

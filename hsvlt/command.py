@@ -5,6 +5,9 @@ mirrors (`hsvlt train ...` is `python -m hsvlt.train ...`, `hsvlt export executo
 Nothing of a job is imported until it runs, so `hsvlt --help` answers at once; this is the one module of the
 library that reaches the tools built on it (quant/, export/, edge_demo/, reports/), and only inside the job it
 runs.
+
+Exit statuses are those of hsvlt/cli.py: 0 when the job succeeded, 2 for a usage error (an unknown job
+included), 1 for a failure at run time, 130 when interrupted.
 """
 
 import importlib
@@ -48,17 +51,26 @@ JOBS = {
                  "latency, size and memory of every runtime",
                  "hsvlt bench --presets hsvlt_lite0", wrapped=True),
     "labels": Job("hsvlt.labels.__main__", "python -m hsvlt.labels", "embed label names for your own data",
-                  "hsvlt labels --names cat,dog,sofa --out labels.npz"),
+                  "hsvlt labels --names cat,dog,sofa --out labels.npz", wrapped=True),
 }
+
+
+USAGE = "usage: hsvlt JOB [options]    (hsvlt JOB --help explains a job's options)"
 
 
 def usage() -> str:
     width = max(len(name) for name in JOBS)
-    lines = ["usage: hsvlt JOB [options]    (hsvlt JOB --help explains a job's options)", "", "jobs:"]
+    lines = [USAGE, "", "jobs:"]
     for name, job in JOBS.items():
         lines.append(f"  {name:<{width}}  {job.summary}")
         lines.append(f"  {'':<{width}}    {job.example}")
     return "\n".join(lines)
+
+
+def usage_error(message: str) -> SystemExit:
+    """A usage error as argparse reports its own: the usage line and `hsvlt: error: ...` on stderr, status 2."""
+    print(f"{USAGE}\nhsvlt: error: {message}", file=sys.stderr)
+    return SystemExit(2)
 
 
 def find_job(argv: list[str]) -> tuple[str, list[str]]:
@@ -69,20 +81,25 @@ def find_job(argv: list[str]) -> tuple[str, list[str]]:
             return name, argv[words:]
     if argv and argv[0] == "export":
         targets = ", ".join(name.split()[1] for name in JOBS if name.startswith("export "))
-        raise SystemExit(f"hsvlt export: choose a target: {targets} (e.g. {JOBS['export executorch'].example})")
-    raise SystemExit(f"hsvlt: unknown job {argv[0]!r}\n\n{usage()}")
+        raise usage_error(f"export: choose a target: {targets} (e.g. {JOBS['export executorch'].example})")
+    raise usage_error(f"unknown job {argv[0]!r} (hsvlt --help lists the jobs)")
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None) -> None:
+    """Run the job argv names. Returns nothing, whatever the job returns: the console script hands main's value
+    to sys.exit, which would print a job's figures or predictions as a Python repr and exit with status 1."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
-        return None
+        return
     name, rest = find_job(argv)
     job = JOBS[name]
     cli.set_program(f"hsvlt {name}")
     entry = importlib.import_module(job.module).main
-    return cli.run_command(entry, rest) if job.wrapped else entry(rest)
+    if job.wrapped:
+        cli.run_command(entry, rest)
+    else:
+        entry(rest)
 
 
 if __name__ == "__main__":

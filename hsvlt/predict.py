@@ -12,6 +12,12 @@ probability, the labels above threshold, where each was found when the model has
 predictions.csv (--format csv: image, width, height, labels, then one column of probabilities per label).
 The model runs through hsvlt.Classifier: the manifest's labels and calibrated thresholds, unless --threshold
 or --top-k say otherwise.
+
+Every file of a folder (matching --glob) is classified or named as skipped with the reason, in the summary and,
+when a file was skipped, in skipped.jsonl (or skipped.csv: image, reason) beside the predictions: not an image,
+an image in a format the decoder does not read (HEIC, ICO, ...), unreadable (empty, truncated, damaged), a video
+(give it by name), or larger than the pixel limit (200 megapixels, read from the header before decoding; the
+environment variable HSVLT_MAX_MEGAPIXELS raises it). An image given by name that cannot be read is an error.
 """
 
 import argparse
@@ -24,7 +30,7 @@ from tqdm import tqdm
 
 from hsvlt.api import Classifier, Prediction
 from hsvlt.cli import positive_int, program, run_command, unit_interval
-from hsvlt.images import IMAGE_SUFFIXES, BadImage
+from hsvlt.images import BadImage
 from hsvlt.outputs import (
     OutputError,
     atomic_path,
@@ -35,19 +41,28 @@ from hsvlt.outputs import (
 )
 
 TABLE_ROWS = 20  # printed; the rest are in the output file
+SKIPPED_ROWS = 20  # skipped files named in the summary; all of them are in the skipped file
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
-def find_images(sources: list[Path], glob: str) -> list[Path]:
-    """Image files of `sources`: files as given, folders searched recursively for names matching `glob` with an
-    image suffix, in name order."""
+def find_images(sources: list[Path], glob: str, skipped: list[tuple[str, str]]) -> list[Path]:
+    """The files of `sources` to classify: files as given, and every file of a folder (searched recursively) whose
+    name matches `glob`, in name order. Whatever of a folder will not be classified is added to `skipped` as
+    (path, reason): videos (their frames are predicted only when a video is given by name) and what is not a
+    regular file. Which files are images the decoder judges, by content rather than by suffix."""
     images = []
     for source in sources:
         if source.is_dir():
-            found = sorted(p for p in source.rglob(glob) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in source.rglob(glob) if not p.is_dir())
             if not found:
-                raise FileNotFoundError(f"{source}: no images matching {glob!r} ({', '.join(IMAGE_SUFFIXES)})")
-            images += found
+                raise FileNotFoundError(f"{source}: no files matching {glob!r}")
+            for path in found:
+                if not path.is_file():
+                    skipped.append((str(path), "not a regular file (a broken link, a pipe or a device)"))
+                elif path.suffix.lower() in VIDEO_SUFFIXES:
+                    skipped.append((str(path), "a video in a folder (give it by name to predict on its frames)"))
+                else:
+                    images.append(path)
         elif source.is_file():
             images.append(source)
         else:
@@ -75,11 +90,14 @@ def format_row(prediction: Prediction, name: str) -> str:
 
 
 class Writer:
-    """predictions.jsonl or predictions.csv in the run folder, written atomically when the run ends (a run
-    that fails leaves no half file); --save-images: annotated JPEGs beside it."""
+    """predictions.jsonl or predictions.csv in the run folder, and skipped.jsonl or skipped.csv when an input
+    file was not classified (each with the reason; a previous run's list in the folder is removed when none was),
+    written atomically when the run ends (a run that fails leaves no half file); --save-images: annotated JPEGs
+    beside them."""
 
     def __init__(self, out: Path, file_format: str, labels: list[str], save_images: bool):
-        self.path = out / f"predictions.{'jsonl' if file_format == 'json' else 'csv'}"
+        suffix = "jsonl" if file_format == "json" else "csv"
+        self.path, self.skipped_path = out / f"predictions.{suffix}", out / f"skipped.{suffix}"
         self.format, self.labels, self.save_images, self.out = file_format, labels, save_images, out
         self.records: list[dict] = []
         self.image_names: set[str] = set()
@@ -100,7 +118,7 @@ class Writer:
             if not cv2.imwrite(str(temporary), draw_prediction(rgb, prediction, self.labels)):
                 raise OutputError(f"{target}: OpenCV could not write it (disk full?)")
 
-    def close(self) -> Path:
+    def close(self, skipped: list[tuple[str, str]]) -> Path:
         with atomic_write(self.path, "w") as stream:
             if self.format == "json":
                 stream.writelines(json.dumps(record) + "\n" for record in self.records)
@@ -110,6 +128,16 @@ class Writer:
                 for record in self.records:
                     table.writerow([record["image"], record["width"], record["height"], "|".join(record["labels"]),
                                     *(f"{record['probabilities'][label]:.6f}" for label in self.labels)])
+        if not skipped:
+            self.skipped_path.unlink(missing_ok=True)  # --exist-ok: an earlier run's list would be taken for this one's
+            return self.path
+        with atomic_write(self.skipped_path, "w") as stream:
+            if self.format == "json":
+                stream.writelines(json.dumps({"image": path, "reason": reason}) + "\n" for path, reason in skipped)
+            else:
+                table = csv.writer(stream)
+                table.writerow(["image", "reason"])
+                table.writerows(skipped)
         return self.path
 
 
@@ -118,13 +146,15 @@ def run(args: argparse.Namespace) -> list[Prediction]:
     out = check_output_folder(args.out)
     check_apart_from_inputs(out, sources)
     videos = [s for s in sources if s.is_file() and s.suffix.lower() in VIDEO_SUFFIXES]
-    images = find_images([s for s in sources if s not in videos], args.glob)
+    skipped: list[tuple[str, str]] = []  # (file, reason) of every input file not classified
+    images = find_images([s for s in sources if s not in videos], args.glob, skipped)
     classifier = Classifier(args.model, threshold=args.threshold, top_k=args.top_k, threads=args.threads,
                             batch_size=args.batch_size)
     out = run_folder(out, args.exist_ok)
     writer = Writer(out, args.format, classifier.labels, args.save_images)
-    predictions, rows, skipped = [], [], []
-    for batch in batched_inputs(images, videos, args, skipped):
+    predictions, rows = [], []
+    one_file = len(sources) == 1 and not videos and sources[0].is_file()
+    for batch in batched_inputs(images, videos, args, skipped, one_file):
         names, arrays = zip(*batch)
         for name, rgb, prediction in zip(names, arrays, classifier(list(arrays))):
             prediction.source = name
@@ -132,35 +162,39 @@ def run(args: argparse.Namespace) -> list[Prediction]:
             predictions.append(prediction)
             if len(rows) < TABLE_ROWS:
                 rows.append(format_row(prediction, name))
+    skipped.sort()
     if not predictions:
-        raise ValueError(f"none of the {len(images)} images could be read (first: {skipped[0]})" if skipped
-                         else "no images or frames to predict on")
-    path = writer.close()
+        raise ValueError(f"no file could be classified: {len(skipped)} skipped (first: {': '.join(skipped[0])})"
+                         if skipped else "no images or frames to predict on")
+    path = writer.close(skipped)
     print("\n".join(rows))
     if len(predictions) > len(rows):
         print(f"... and {len(predictions) - len(rows)} more")
     if skipped:
-        print(f"skipped {len(skipped)} unreadable images (first: {skipped[0]})")
+        print(f"skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''}, not classified:")
+        print("\n".join(f"  {name}: {reason}" for name, reason in skipped[:SKIPPED_ROWS]))
+        if len(skipped) > SKIPPED_ROWS:
+            print(f"  ... and {len(skipped) - SKIPPED_ROWS} more")
     print(f"{len(predictions)} predictions ({classifier.adapter.runtime}, {Path(args.model).name}) written to {path}"
-          + (f" and {out / 'images'}" if args.save_images else ""))
+          + (f" and {out / 'images'}" if args.save_images else "")
+          + (f"; skipped files listed in {writer.skipped_path}" if skipped else ""))
     return predictions
 
 
-def batched_inputs(images: list[Path], videos: list[Path], args, skipped: list[str]):
-    """Batches of (name, RGB uint8 image) from the image files, then the videos' frames; unreadable images in
-    a folder are skipped and listed, a single unreadable image given by name is an error."""
+def batched_inputs(images: list[Path], videos: list[Path], args, skipped: list[tuple[str, str]], one_file: bool):
+    """Batches of (name, RGB uint8 image) from the image files, then the videos' frames; a file that is not a
+    readable image is added to `skipped` with the reason, unless it is the one file given (then it is an error)."""
     from hsvlt.images import read_image
 
     batch = []
     progress = tqdm(total=len(images) or None, unit="image", disable=len(images) < 5 and not videos, leave=False)
-    single = len(images) == 1 and not videos
     for path in images:
         try:
             batch.append((str(path), read_image(path)))
         except BadImage as error:
-            if single:
+            if one_file:
                 raise
-            skipped.append(str(error))
+            skipped.append((error.path, error.reason))
         progress.update()
         if len(batch) == args.batch_size:
             yield batch

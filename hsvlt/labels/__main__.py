@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from hsvlt.cli import program
+from hsvlt.cli import program, run_command
 from hsvlt.labels import DEFAULT_TEMPLATE, ENCODER, LABEL_SETS, LabelSet, embed_labels, label_set_path, save_label_file
 
 
@@ -85,4 +85,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)  # Ctrl-C: "interrupted", status 130, as every command

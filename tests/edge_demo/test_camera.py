@@ -73,7 +73,7 @@ def test_folder_of_images_of_odd_sizes_and_channels(models, tmp_path, capsys):
     out = tmp_path / "out"
     summary = camera.main(["--model", str(models["pte"]), "--source", str(folder), "--headless", "--threads", "1",
                            "--out", str(out)])
-    assert f"skipped: {folder / 'e_broken.jpg'}: not a readable image" in capsys.readouterr().out
+    assert f"skipped: {folder / 'e_broken.jpg'}: not an image" in capsys.readouterr().out
     assert summary["frames"] == 4
     names = ["a_color.png", "b_gray.png", "c_alpha.png", "d_16bit.png"]
     records = read_jsonl(out / "detections.jsonl")
@@ -95,7 +95,7 @@ def test_bad_source_is_one_line_and_a_non_zero_exit(models, tmp_path):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: (d / "clip.mp4").write_bytes(b"\x00" * 1000) and d / "clip.mp4", "cannot read it as a video"),
-    (lambda d: (d / "photo.png").write_bytes(b"\x89PNG broken") and d / "photo.png", "not a readable image"),
+    (lambda d: (d / "photo.png").write_bytes(b"\x89PNG broken") and d / "photo.png", "photo.png: not an image"),
     (lambda d: (d / "empty").mkdir() or d / "empty", "folder holds no images"),
     (lambda d: "7", "no camera at index 7"),
 ])
