@@ -47,10 +47,11 @@ from hsvlt.evaluate import autocast, autocast_dtype, format_report, predict
 from hsvlt.losses import build_loss
 from hsvlt.metrics import calibrate_thresholds, evaluate_scores
 from hsvlt.models import PRESETS, create_model
-from hsvlt.models.config import FUSIONS
+from hsvlt.models.config import FUSIONS, LANGUAGE_UPDATES, HSVLTConfig
+from hsvlt.models.ivla import recording_label_scale
 from hsvlt.outputs import check_output_folder, run_folder, write_json
 from hsvlt.recipes import GENERATED_DATASETS, data_defaults
-from hsvlt.run_log import RunLog
+from hsvlt.run_log import LABEL_SCALE_EVERY, RunLog, TrainingWatch
 
 
 @dataclass
@@ -76,6 +77,8 @@ class TrainConfig:
     heads: int | None = None
     drop_path: float | None = None
     visual_feedback: bool = False
+    language_update: str | None = None
+    head_norm: bool | None = None
     fusion: str = "ivla"
     aggregate_stages: tuple[int, ...] | None = None
     pretrained: str | None = None
@@ -197,6 +200,12 @@ def parse_args(argv=None, base: TrainConfig | None = None) -> TrainConfig:
                        help="stochastic depth rate (default: the preset's)")
     model.add_argument("--visual-feedback", action="store_true",
                        help="let the visual map attend to the label tokens too (zero-initialised)")
+    model.add_argument("--update", "--language-update", dest="language_update", choices=LANGUAGE_UPDATES,
+                       help="how IVLA updates the label tokens: paper (the paper's self-gated residual, unbounded), "
+                            "or a bounded form (default: the preset's; hsvlt/models/ivla.py, GatedResidual)")
+    model.add_argument("--head-norm", action=argparse.BooleanOptionalAction,
+                       help="LayerNorm on each stage's multi-modal feature S before the CSA head (default: the "
+                            "preset's)")
     model.add_argument("--fusion", default=defaults.fusion, choices=FUSIONS,
                        help="ivla: HSVLT; ablation baselines: late (label queries after the last stage only), "
                             "none (global pooling and a linear head); see hsvlt/models/baselines.py")
@@ -379,6 +388,10 @@ class Trainer:
             self.data.train = InMemoryDataset(self.data.train, "drawing training scenes")
             self.data.val = InMemoryDataset(self.data.val, "drawing validation scenes")
         overrides = {"img_size": config.img_size, "visual_feedback": config.visual_feedback, "fusion": config.fusion}
+        if config.language_update:
+            overrides["language_update"] = config.language_update
+        if config.head_norm is not None:
+            overrides["head_norm"] = config.head_norm
         if config.aggregate_stages:
             overrides["aggregate_stages"] = tuple(config.aggregate_stages)
         if config.heads:
@@ -473,7 +486,7 @@ class Trainer:
         save_checkpoint(self.checkpoint(epoch=self.state.epoch, train_state=train_state), self.out / "last.pt")
 
     def resume(self, path: Path, checkpoint: dict) -> None:
-        if checkpoint["config"] != self.model.config.to_dict():
+        if HSVLTConfig.from_dict(checkpoint["config"]).to_dict() != self.model.config.to_dict():
             raise CheckpointError(f"{path}: was trained with another model config than these arguments give")
         train_state = checkpoint["train_state"]
         self.model.load_state_dict(train_state["model"])
@@ -509,11 +522,14 @@ class Trainer:
                 continue
             images = to_model_input(batch["images"], self.placement.device)
             targets = batch["targets"].to(self.placement.device, non_blocking=True)
-            with autocast(self.placement.device, self.amp_dtype):
+            step = self.schedule.last_epoch
+            with (recording_label_scale(self.model, enabled=step % LABEL_SCALE_EVERY == 0) as label_scale,
+                  autocast(self.placement.device, self.amp_dtype)):
                 logits = self.net(images)
             loss = self.loss_fn(logits.float(), targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
+            self.watch.step(step, loss.item(), label_scale)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.config.clip_grad:
@@ -527,8 +543,6 @@ class Trainer:
                 self.ema.update_parameters(self.model)
             total += loss.item() * len(images)
             count += len(images)
-            if self.placement.is_main:
-                self.log.step(self.schedule.last_epoch, loss.item())
             self.state.skip += self.config.batch_size
             progress.set_postfix(loss=f"{total / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
             minutes = self.config.checkpoint_minutes
@@ -562,6 +576,7 @@ class Trainer:
     # ---- the run -----------------------------------------------------------------------------------
     def fit(self) -> dict:
         self.log = RunLog(self.out) if self.placement.is_main else None
+        self.watch = TrainingWatch(self.log)
         if self.log is not None:
             print(self.log.describe())
         with StopRequest() as self.stop:
@@ -581,6 +596,7 @@ class Trainer:
             predictions, result = self.validate()
             state.epoch, state.skip = epoch + 1, 0
             log = {"epoch": epoch + 1, **train_log, "val_loss": predictions.loss,
+                   "label_rms": self.watch.label_scale,
                    "lr": self.optimizer.param_groups[0]["lr"],
                    **{key: result[key] for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")}}
             state.history.append(log)
@@ -633,6 +649,22 @@ class Trainer:
         return summary
 
 
+# Model settings whose default (None: the preset's) may change between versions: a resumed run goes on with the
+# model its checkpoint holds.
+MODEL_CHOICES = ("language_update", "head_norm")
+
+
+def resumed_model_choices(config: TrainConfig, checkpoint: dict) -> TrainConfig:
+    """The settings of MODEL_CHOICES not given as flags, taken from the checkpoint's model (one written before
+    they were settings has the paper's: HSVLTConfig.from_dict); a flag that names another value is then refused
+    by the settings check, or allowed by --override."""
+    try:
+        saved = HSVLTConfig.from_dict(checkpoint["config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"bad model config in the checkpoint: {error}") from None
+    return replace(config, **{key: getattr(saved, key) for key in MODEL_CHOICES if getattr(config, key) is None})
+
+
 def train(config: TrainConfig) -> dict | None:
     """Train one run: join the process group (under torchrun), choose the run folder (or check the checkpoint to
     resume against these settings), build the trainer, resume if asked, train. Returns the best epoch's figures
@@ -645,6 +677,7 @@ def train(config: TrainConfig) -> dict | None:
         checkpoint = load_checkpoint(path)
         if "train_state" not in checkpoint:
             raise CheckpointError(f"{path}: holds no training state (use last.pt to resume)")
+        config = resumed_model_choices(config, checkpoint)
         check_resume_settings(checkpoint["train_state"]["args"], config, path)
         check_output_folder(config.out)
     else:

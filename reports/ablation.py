@@ -7,6 +7,8 @@ and writes docs/RESULTS.md (tables, verdicts, command, machine) and docs/ablatio
     (c) no-ivla     pooling + linear head             (h) lite0-late     Query2Label-style late fusion
     (d) late        late fusion (Query2Label-style)   (i) lite0-no-csa   without CSA
     (e) feedback    HSVLT + visual feedback
+    (j) paper       HSVLT as published: the paper's
+                    language update, no head norms
 
 Each variant first gets its peak learning rate from the same small sweep (--sweep-factors times its family's
 rate, each trained on --sweep-train-size scenes, the best validation mAP wins), then trains through hsvlt.train
@@ -51,7 +53,7 @@ from hsvlt.outputs import run_folder, save_figure, save_npz, write_json, write_t
 from hsvlt.train import TrainConfig, stage_of, train
 from hsvlt.train import parse_args as parse_train_flags
 from reports.export_bench import build_artifacts
-from reports.measure import bootstrap_interval, bootstrap_samples, cpu_threads, time_in_turns
+from reports.measure import bootstrap_interval, bootstrap_samples, cpu_threads, kept_sections, time_in_turns
 
 SIZE_BUCKETS = ("small", "medium", "large")
 DATASET_NOTES = {
@@ -78,6 +80,8 @@ VARIANTS = (
     Variant("no-ivla", "(c) without IVLA (pool + linear)", "scratch", (("fusion", "none"),)),
     Variant("late", "(d) late fusion (Query2Label-style)", "scratch", (("fusion", "late"),)),
     Variant("feedback", "(e) HSVLT + visual feedback", "scratch", (("visual_feedback", True),)),
+    Variant("paper", "(j) HSVLT as published (paper's language update, no head norms)", "scratch",
+            (("language_update", "paper"), ("head_norm", False))),
     Variant("lite0", "(f) HSVLT-lite0", "edge"),
     Variant("lite0-pooled", "(g) Lite0 pooled + linear", "edge", (("fusion", "none"),)),
     Variant("lite0-late", "(h) Lite0 + late fusion", "edge", (("fusion", "late"),)),
@@ -89,6 +93,7 @@ CLAIMS = (
     ("hsvlt", "late", "interleaving the interaction with feature extraction beats one late fusion step"),
     ("hsvlt", "no-ivla", "vision-language interaction beats a plain pooled classifier on the same backbone"),
     ("hsvlt", "feedback", "the optional visual feedback path (V attends to L) changes the result"),
+    ("hsvlt", "paper", "the bounded language update and the head's norms beat the paper's model as published"),
     ("lite0", "lite0-pooled", "on the edge backbone, HSVLT beats the plain pooled classifier one would ship"),
     ("lite0", "lite0-late", "on the edge backbone, interleaved interaction beats late fusion"),
     ("lite0", "lite0-no-csa", "on the edge backbone, CSA beats the last scale alone, most for small items"),
@@ -293,7 +298,11 @@ def learning_signals(model: torch.nn.Module, images: torch.Tensor, targets: torc
         last_block[stage] = output
     model.zero_grad(set_to_none=True)
     model.eval()
+    per_block: dict[int, list[float]] = {}  # stage -> the L RMS each of its blocks hands on
+    for name, output in blocks.items():
+        per_block.setdefault(stage_of(name) if name.startswith("stages.") else len(grad) - 1, []).append(rms(output[1]))
     return {"grad_norm": [grad[i] ** 0.5 for i in sorted(grad)],
+            "L_rms_blocks": [per_block[i] for i in sorted(per_block)],
             "L_rms": {str(i): rms(out[1]) for i, out in sorted(last_block.items())},
             "S_rms": {str(i): rms(out[2]) for i, out in sorted(last_block.items())}}
 
@@ -554,7 +563,7 @@ Fashion-MNIST train split behind the scenes and a larger test set, for example:
 Training and test then run on the GPU; GFLOPs and .pte latency are still measured on the machine's CPU.
 """
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, page)
+    write_text(path, page + kept_sections(path))
 
 
 def plot_results(results: list[dict], path: Path, title: str) -> None:

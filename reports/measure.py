@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hsvlt.outputs import write_text
+
 IMAGES = 10  # distinct random images each runtime cycles through
 ROUNDS = 10  # every runtime is timed in this many turns of runs / ROUNDS calls
 
@@ -182,6 +184,44 @@ def gemm_ceiling(threads: int, repeats: int = 20) -> dict[str, float]:
     time.sleep(SETTLE_S)
     rates["XNNPACK"] = best_rate(lambda: program.forward([sample]), 4 * 2 * tokens * width * 4 * width, repeats)
     return rates
+
+
+# ---- generated pages -------------------------------------------------------------------------------------
+
+
+def section_markers(name: str) -> tuple[str, str]:
+    return f"<!-- section {name}: generated -->", f"<!-- /section {name} -->"
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Put `text` into the page at `path` between the markers of section `name`, replacing that section's earlier
+    text or, the first time, after the rest: one report can own part of a page another report writes."""
+    start, end = section_markers(name)
+    block = f"{start}\n{text.strip()}\n{end}\n"
+    page = path.read_text() if path.is_file() else ""
+    if start in page and end in page:
+        before, rest = page.split(start, 1)
+        page = before + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        page = page.rstrip("\n") + ("\n\n" if page else "") + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, page)
+
+
+def kept_sections(path: Path) -> str:
+    """Every marked section of the page at `path`, markers included, for a report that rewrites the page whole."""
+    page = path.read_text() if path.is_file() else ""
+    sections = []
+    while "<!-- section " in page:
+        start = page.index("<!-- section ")
+        name = page[start:].split(":", 1)[0].removeprefix("<!-- section ")
+        end = section_markers(name)[1]
+        if end not in page[start:]:
+            break
+        stop = page.index(end, start) + len(end)
+        sections.append(page[start:stop])
+        page = page[stop:]
+    return "".join(f"\n{section}\n" for section in sections)
 
 
 # ---- statistics ------------------------------------------------------------------------------------------

@@ -67,10 +67,10 @@ class LateFusionHSVLT(LabelQueryClassifier):
         self.language_projections = nn.ModuleList([nn.Linear(text_dim, width)])
         self.interaction = nn.ModuleList(
             IVLABlock(nn.Identity(), width, config.num_heads, rate, config.visual_feedback, final=j == depth - 1,
-                      pre_norm=config.pre_norm)
+                      pre_norm=config.pre_norm, language_update=config.language_update, stage_entry=j == 0)
             for j, rate in enumerate(drop_rates[-depth:])
         )
-        self.head = CrossScaleAggregation([width], num_classes)
+        self.head = CrossScaleAggregation([width], num_classes, config.head_norm)
         self._init_weights()
 
     def forward_with_labels(self, images: torch.Tensor, labels: torch.Tensor, return_attention: bool = False):

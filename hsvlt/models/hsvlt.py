@@ -39,14 +39,16 @@ class HSVLT(LabelQueryClassifier):
         block, last = 0, sum(len(spec.visual_blocks) for spec in specs) - 1
         for i, (spec, width) in enumerate(zip(specs, config.widths)):
             blocks = []
-            for visual in spec.visual_blocks:
+            for j, visual in enumerate(spec.visual_blocks):
                 blocks.append(IVLABlock(visual, width, config.num_heads, drop_rates[block], config.visual_feedback,
-                                        final=block == last, pre_norm=config.pre_norm))
+                                        final=block == last, pre_norm=config.pre_norm,
+                                        language_update=config.language_update, stage_entry=j == 0))
                 block += 1
             self.stages.append(Stage(spec.downsample, blocks))
             in_dim = text_dim if i == 0 else config.widths[i - 1]
             self.language_projections.append(nn.Linear(in_dim, width))
-        self.head = CrossScaleAggregation([config.widths[i] for i in config.aggregate_stages], num_classes)
+        self.head = CrossScaleAggregation([config.widths[i] for i in config.aggregate_stages], num_classes,
+                                          config.head_norm)
         self._init_weights()
 
     def forward_with_labels(self, images: torch.Tensor, labels: torch.Tensor, return_attention: bool = False):

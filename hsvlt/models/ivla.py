@@ -7,6 +7,10 @@ F.scaled_dot_product_attention decomposes into ops XNNPACK does not delegate, an
 (nn.MultiheadAttention) breaks quantised lowering. See docs/DESIGN.md section 5.
 """
 
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +25,10 @@ from hsvlt.models.deployable import (
     linear_from,
     pointwise,
 )
+
+# The layer_scale update's starting scale of the gated branch: a saturated gate then grows L by 1% per block, not
+# 2x, until training has learned a larger scale.
+LAYER_SCALE_INIT = 1e-2
 
 
 class Attention(nn.Module):
@@ -52,16 +60,47 @@ class Attention(nn.Module):
 
 
 class GatedResidual(nn.Module):
-    """L <- L + tanh(W2 ReLU(W1 L)) * L, the self-gated language update (no biases)."""
+    """The language update: label tokens L (B C d) and the block's multi-modal feature M (its S, after drop path)
+    -> the next label tokens. Every form gates with g(x) = tanh(W2 ReLU(W1 x)) (no biases); `kind`, a value of
+    HSVLTConfig.language_update, says where:
 
-    def __init__(self, dim: int):
+        paper        x = L + M;  L <- x + g(x) * x          the paper's self-gated residual. Nothing pulls the
+                                                            scale of L back: a saturated gate doubles it in
+                                                            every block (docs/RESULTS.md measures it)
+        update_gate  L <- L + M + g(M) * M                  the gate on the update, not on the state: L grows
+                                                            by at most 2|M| per block, additively
+        layer_scale  x = L + M;  L <- x + gamma * g(x) * x  the paper's, with a per-channel scale on the gated
+                                                            branch started at LAYER_SCALE_INIT (CaiT's LayerScale)
+        post_norm    x = L + M;  L <- LayerNorm(x + g(x) * x)
+
+    ("stage_norm" keeps the paper's update here; IVLABlock normalises L where it enters each stage.)
+    """
+
+    def __init__(self, dim: int, kind: str = "paper"):
         super().__init__()
+        self.kind = kind
         self.gate = nn.Sequential(
             nn.Linear(dim, dim, bias=False), nn.ReLU(), nn.Linear(dim, dim, bias=False), nn.Tanh()
         )
+        self.scale = nn.Parameter(torch.full((dim,), LAYER_SCALE_INIT)) if kind == "layer_scale" else None
+        self.norm = nn.LayerNorm(dim) if kind == "post_norm" else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.gate(x) * x
+    def forward(self, labels: torch.Tensor, update: torch.Tensor) -> torch.Tensor:  # B C d, B C d -> B C d
+        if self.kind == "update_gate":
+            return labels + update + self.gate(update) * update
+        x = labels + update
+        if self.scale is not None:
+            return x + self.scale * self.gate(x) * x
+        x = x + self.gate(x) * x
+        return x if self.norm is None else self.norm(x)
+
+    def deployable(self, rewrites: Rewrites) -> "GatedResidual":
+        """This update for export: post_norm's LayerNorm rewritten as the other norms are (split_norm)."""
+        if self.norm is None:
+            return self
+        export = copy.deepcopy(self)
+        export.norm, _ = split_norm(self.norm, self.norm.normalized_shape[0], False, rewrites, fold=False)
+        return export
 
 
 class VisualFeedback(nn.Module):
@@ -88,9 +127,9 @@ class IVLABlock(nn.Module):
     The model's last block is built with `final=True`: only its S is used, so it updates neither L nor V.
 
     `pre_norm` puts a LayerNorm on the label tokens and on the visual tokens where they enter the
-    cross-attention (and the language projection). The reference has none and relies on a tiny learning
-    rate: trained from scratch without it, the gated residual lets L grow up to 2x per block and the loss
-    spikes by orders of magnitude (measured on `shapes`, see README). With it, S no longer scales with |L|.
+    cross-attention (and the language projection): S then no longer scales with |L|. It does not bound L itself;
+    `language_update` (GatedResidual's kinds) does. With `language_update="stage_norm"` the block built with
+    `stage_entry=True` (the first of its stage) normalises the label tokens it is given, before anything else.
     """
 
     def __init__(
@@ -102,22 +141,26 @@ class IVLABlock(nn.Module):
         visual_feedback: bool = False,
         final: bool = False,
         pre_norm: bool = True,
+        language_update: str = "paper",
+        stage_entry: bool = False,
     ):
         super().__init__()
         self.visual = visual
+        self.entry_norm = nn.LayerNorm(dim) if language_update == "stage_norm" and stage_entry else None
         self.label_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         self.token_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         self.cross_attention = Attention(dim, num_heads)
         self.language_proj = nn.Sequential(nn.Linear(dim, dim), nn.GELU())  # W_l
         self.multimodal_proj = nn.Sequential(nn.Linear(dim, dim), nn.GELU())  # W_m
-        self.language_gate = None if final else GatedResidual(dim)
+        self.language_gate = None if final else GatedResidual(dim, language_update)
         self.feedback = VisualFeedback(dim, num_heads) if visual_feedback and not final else None
         self.drop_path = DropPath(drop_path)
 
     def reset_residual_branches(self) -> None:
         """Close the language gate (tanh(0) = 0) and the visual feedback at initialisation: the block then
-        starts as L <- L + S and V unchanged, and the gates open as training finds them useful."""
-        if self.language_gate is not None:
+        starts as L <- L + S and V unchanged, and the gates open as training finds them useful. The layer_scale
+        update keeps its gate open and starts its scale small instead, as LayerScale does."""
+        if self.language_gate is not None and self.language_gate.scale is None:
             nn.init.zeros_(self.language_gate.gate[2].weight)
         if self.feedback is not None:
             nn.init.zeros_(self.feedback.attention.proj.weight)
@@ -126,13 +169,15 @@ class IVLABlock(nn.Module):
     def forward(
         self, visual: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.entry_norm is not None:
+            labels = self.entry_norm(labels)
         visual = self.visual(visual)  # B d H W
         tokens = self.token_norm(visual.flatten(2).transpose(1, 2))  # B HW d
         queries = self.label_norm(labels)  # B C d
         attended, attention = self.cross_attention(queries, tokens)  # B C d, B h C HW
         multimodal = self.multimodal_proj(self.language_proj(queries) * attended)  # B C d
         if self.language_gate is not None:
-            labels = self.language_gate(labels + self.drop_path(multimodal))
+            labels = self.language_gate(labels, self.drop_path(multimodal))
         if self.feedback is not None:
             update = self.feedback(tokens, self.label_norm(labels), *visual.shape[-2:])
             visual = visual + self.drop_path(update)
@@ -143,6 +188,34 @@ class IVLABlock(nn.Module):
         """The same block for export (ExportIVLABlock): `constant_labels` (C x d) where the labels it is given are
         the same for every image (stage 1's first block), `pixel_side` to project the attention on the pixels."""
         return ExportIVLABlock(self, rewrites, constant_labels, pixel_side)
+
+
+@contextmanager
+def recording_label_scale(model: nn.Module, enabled: bool = True) -> Iterator[dict[str, float]]:
+    """While active (and `enabled`), record the RMS of the label tokens each IVLA block of `model` hands on: the
+    dict yielded maps each stage ("0".."3", or "interaction" for late fusion) to the largest over its blocks.
+    Hooks are added on entry and removed on exit, so a trainer that records one step in N pays nothing on the
+    others."""
+    record: dict[str, float] = {}
+    if not enabled:
+        yield record
+        return
+
+    def remember(stage: str):
+        def hook(_module, _inputs, outputs):
+            rms = float(outputs[1].detach().float().pow(2).mean().sqrt())
+            record[stage] = max(record.get(stage, 0.0), rms)
+        return hook
+
+    hooks = [module.register_forward_hook(remember(name.split(".")[1] if name.startswith("stages.") else
+                                                   name.split(".")[0]))
+             for name, module in model.named_modules() if isinstance(module, IVLABlock)]
+    try:
+        yield record
+    finally:
+        for hook in hooks:
+            hook.remove()
+
 
 
 # ---- deployable form -------------------------------------------------------------------------------------
@@ -307,6 +380,8 @@ class ExportIVLABlock(nn.Module):
             self.cross_attention = TokenAttention(block.cross_attention)
         elif self.constant_labels:
             with torch.no_grad():
+                if block.entry_norm is not None:
+                    constant_labels = block.entry_norm(constant_labels)
                 queries = block.label_norm(constant_labels)  # C d
                 self.register_buffer("labels", constant_labels.detach().clone())
                 self.register_buffer("language", block.language_proj(queries).detach())  # C d
@@ -318,7 +393,10 @@ class ExportIVLABlock(nn.Module):
         self.language_proj = None if self.constant_labels else nn.Sequential(
             fold_input_affine(block.language_proj[0], *label_affine), block.language_proj[1])
         self.multimodal_proj = block.multimodal_proj
-        self.language_gate = block.language_gate
+        self.language_gate = None if block.language_gate is None else block.language_gate.deployable(rewrites)
+        self.entry_norm = None  # folded into the constants of stage 1's first block
+        if block.entry_norm is not None and not self.constant_labels:
+            self.entry_norm, _ = split_norm(block.entry_norm, dim, False, rewrites, fold=False)
         self.feedback, self.pixel_affine = None, None
         if block.feedback is not None and rewrites.attention:
             self.feedback = PixelAttention(block.feedback.attention, label_affine)
@@ -335,12 +413,14 @@ class ExportIVLABlock(nn.Module):
             attended, attention = self.cross_attention(None, pixels)  # B C d, B C h HW
             labels, language = self.labels, self.language
         else:
+            if self.entry_norm is not None:
+                labels = self.entry_norm(labels)
             queries = self.label_norm(labels)
             attended, attention = self.cross_attention(queries, pixels)
             language = self.language_proj(queries)
         multimodal = self.multimodal_proj(language * attended)  # B C d
         if self.language_gate is not None:
-            labels = self.language_gate(labels + multimodal)
+            labels = self.language_gate(labels, multimodal)
         if self.feedback is not None:
             if self.pixel_affine is not None:
                 pixels = pixels * self.pixel_affine[0] + self.pixel_affine[1]

@@ -26,7 +26,7 @@ def test_every_preset_gives_logits_and_attention_per_stage(preset):
 
 
 def test_small_matches_the_paper_parameter_count():
-    model = create_model("hsvlt_small", embeddings(80))
+    model = create_model("hsvlt_small", embeddings(80), language_update="paper")
     count = sum(p.numel() for p in model.parameters())
     assert abs(count - 97.2e6) / 97.2e6 < 0.03, count
 

@@ -106,7 +106,8 @@ def test_every_variant_builds_and_learns_a_step(variant):
 def test_learning_signals_see_a_saturated_language_gate_double_the_label_tokens():
     bundle = build_data("shapes", image_size=32, train_size=2, val_size=2)
     torch.manual_seed(0)
-    model = create_model("hsvlt_pico", torch.from_numpy(bundle.embeddings), img_size=32)  # gates start closed
+    model = create_model("hsvlt_pico", torch.from_numpy(bundle.embeddings), img_size=32,  # gates start closed
+                         language_update="paper")
     images, targets = torch.rand(2, 3, 32, 32), torch.zeros(2, len(bundle.labels))
     closed = learning_signals(model, images, targets)["L_rms"]
     with torch.no_grad():  # tanh(...) -> 1: L <- 2 (L + S) in every block that hands L on
