@@ -7,6 +7,7 @@ in the server's log, and the page working. In CI (CI=true) these tests fail when
 import base64
 import json
 import os
+import re
 import time
 
 import cv2
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge_demo.smoothing import LabelSmoother
-from hsvlt.deploy.chromium import Chromium, fake_camera_flags, find_chromium
+from hsvlt.deploy.chromium import Chromium, fake_camera_flags
 from hsvlt.deploy.preprocess import preprocess_image
 from hsvlt.deploy.runtimes import OnnxModel
 from hsvlt.images import composite_over_white, read_image
@@ -195,7 +196,8 @@ def test_bad_input_is_said_and_the_page_keeps_working(web_model, ort_dist, serve
     manifest["labels"], manifest["thresholds"] = manifest["labels"][:9], manifest["thresholds"][:9]
     (tmp_path / "other.onnx.json").write_text(json.dumps(manifest))
 
-    with serve(web_model) as (server, log), Chromium() as browser:  # no camera at all
+    # No camera at all, and the permission prompt answered yes, as a user would (headless, it would say no).
+    with serve(web_model) as (server, log), Chromium(["--use-fake-ui-for-media-stream"]) as browser:
         page = open_page(browser, server)
         origin = server.url.rstrip("/")
 
@@ -218,7 +220,6 @@ def test_bad_input_is_said_and_the_page_keeps_working(web_model, ort_dist, serve
             return lambda: page.evaluate(f"document.getElementById('{element}').click()")
 
         said(lambda: page.set_files("#photo-input", [broken]), "broken.jpg: the browser cannot decode this image")
-        browser.set_permission("camera", "granted", origin)
         said(click("camera-button"), "camera: no camera found; choose a photo instead")
         browser.set_permission("camera", "denied", origin)
         said(click("camera-button"), "camera: permission refused; choose a photo instead")
@@ -236,3 +237,29 @@ def test_bad_input_is_said_and_the_page_keeps_working(web_model, ort_dist, serve
         only_the_demo_server(page, server)
     errors = [line for line in log if line.startswith("page: error: ")]
     assert len(errors) == 5, log
+
+
+def test_the_benchmark_times_the_browser_against_python_and_updates_its_section(ort_dist, tmp_path):
+    """reports/export_bench.py --browser-only, on a tiny preset: both latencies measured in one run, the section
+    put into the page in place, the rest of the page kept."""
+    import argparse
+
+    from reports import export_bench
+
+    args = argparse.Namespace(img_size=32, labels="shapes", runs=20, warmup=2)
+    result = export_bench.browser_bench(args, tmp_path, preset="hsvlt_pico")
+    assert result["runs"] == 20 and result["runtime"]["threads"] == 2
+    assert result["browser"]["best_ms"] > 0 and result["python"]["best_ms"] > 0
+    assert result["ratio"] == result["browser"]["p50_ms"] / result["python"]["p50_ms"]
+    section = export_bench.browser_section(result, "python reports/export_bench.py --browser-only")
+    page = tmp_path / "EXPORT.md"
+    page.write_text("# Export benchmark\n\nthe table\n")
+    export_bench.update_browser_section(page, section)
+    export_bench.update_browser_section(page, section.replace("headless", "headless (again)"))
+    text = page.read_text()
+    assert text.startswith("# Export benchmark\n\nthe table\n\n<!-- browser -->\n## In the browser")
+    assert text.count("<!-- browser -->") == 1 and "headless (again)" in text
+    assert "| onnxruntime-web, WebAssembly, 2 threads (Chromium) |" in text
+    assert "placed by the runtime on CPUExecutionProvider (" in text
+    assert re.search(r"- hsvlt_pico: browser within 2 x ONNX Runtime in Python: [\d.]+ x at p50, [\d.]+ x best -> "
+                     r"(met|not met)", text)

@@ -3,7 +3,6 @@ outside its files, links out of its folders, other methods), its one-line errors
 
 import http.client
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -172,9 +171,10 @@ def test_missing_runtime_files_name_the_install_command(web_model, tmp_path, cap
     assert err.startswith(f"error: --ort-dist {tmp_path}: lacks ort.wasm.min.mjs, ")
     assert "run `npm ci` in the HSVLT repository" in err
     nowhere = [tmp_path / "node_modules" / "onnxruntime-web" / "dist"]
-    with pytest.raises(FileNotFoundError, match=r"^onnxruntime-web: its files are not installed \(looked in .*\); run "
-                                                 r"`npm ci` in the HSVLT repository, or `npm install onnxruntime-web@"
-                                                 r"1\.31\.1` in the folder you start the demo from, or pass --ort-dist$"):
+    expected = (r"^onnxruntime-web: its files are not installed \(looked in .*\); run `npm ci` in the HSVLT "
+                r"repository, or `npm install onnxruntime-web@1\.31\.1` in the folder you start the demo from, or "
+                r"pass --ort-dist$")
+    with pytest.raises(FileNotFoundError, match=expected):
         web.find_ort_dist(None, nowhere)
 
 

@@ -298,9 +298,9 @@ async function classify(source, rgba, width, height, origin) {
   const above = hsvlt.labelsAbove(result.probabilities, thresholds);
   let values = result.probabilities;
   let shown = result.probabilities.map((p, i) => p >= thresholds[i]);
-  if (origin.kind === "camera") {
-    shown = camera.smoother.update(result.probabilities);
-    values = camera.smoother.probabilities;
+  if (origin.smoother) {
+    shown = origin.smoother.update(result.probabilities);
+    values = origin.smoother.probabilities;
   }
   const shownIndices = [...shown.keys()].filter((i) => shown[i]).sort((a, b) => values[b] - values[a]);
   const where = peaks(result.attention, shownIndices, width, height);
@@ -435,7 +435,8 @@ async function cameraLoop(mine) {
         const width = video.videoWidth;
         const height = video.videoHeight;
         const rgba = pixelsOf(video, width, height);
-        await classify(video, rgba, width, height, { kind: "camera", name: "camera" });
+        // The smoother of this camera session (the camera may be stopped while the frame runs).
+        await classify(video, rgba, width, height, { kind: "camera", name: "camera", smoother: mine.smoother });
         page.cameraFrames += 1;
         if (page.cameraHistory.length < HISTORY) {
           const { probabilities, smoothed, shown } = page.last;
