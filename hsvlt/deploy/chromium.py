@@ -158,10 +158,6 @@ class Chromium:
 
     # ---- pages ---------------------------------------------------------------------------------------------
 
-    def set_permission(self, name: str, setting: str, origin: str) -> None:
-        """Grant or deny a permission ("camera", "microphone", ...) to an origin, as the user would."""
-        self.send("Browser.setPermission", {"permission": {"name": name}, "setting": setting, "origin": origin})
-
     def open(self, url: str, width: int = 1280, height: int = 900) -> "Page":
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]

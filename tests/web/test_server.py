@@ -203,3 +203,14 @@ def test_the_pinned_runtime_version_agrees_everywhere():
     assert package["dependencies"]["onnxruntime-web"] == web.ORT_WEB_VERSION  # exact, no range
     assert lock["packages"]["node_modules/onnxruntime-web"]["version"] == web.ORT_WEB_VERSION
     assert "integrity" in lock["packages"]["node_modules/onnxruntime-web"]
+
+
+def test_the_page_ships_with_the_package():
+    """Every file the server sends from the package is package data (a non-editable install has it)."""
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hsvlt"]
+    for name in web.PAGE_FILES:
+        relative = (web.PAGE / name).relative_to(REPO / "hsvlt").as_posix()
+        assert (web.PAGE / name).is_file() and any(fnmatch.fnmatch(relative, glob) for glob in globs), relative

@@ -126,6 +126,16 @@ async function useModel(bytes, manifestValue, info) {
   const { session, placed } = await createSession(bytes, info.name);
   try {
     hsvlt.checkManifestAgainstModel(manifest, session, info.name, info.manifestName);
+    // One untimed run first: a session's first run allocates and packs weights, and would skew the latency shown.
+    const side = manifest.size;
+    const zeros = new ort.Tensor("float32", new Float32Array(3 * side * side), [1, 3, side, side]);
+    let warm;
+    try {
+      warm = await session.run({ [session.inputNames[0]]: zeros }, QUIET);
+    } catch (error) {
+      throw new Error(`${info.name}: ONNX Runtime Web cannot run it (${firstLine(describe(error))})`);
+    }
+    for (const output of Object.values(warm)) output.dispose?.();
   } catch (error) {
     await session.release();
     throw error;
