@@ -108,6 +108,9 @@ async function createSession(bytes, name) {
     session = await ort.InferenceSession.create(bytes, {
       executionProviders: build === "webgpu" ? ["webgpu", "wasm"] : ["wasm"],
       graphOptimizationLevel: "all",
+      // The exporters leave the batch dimension free ("batch"); the page runs one image at a time, and with the
+      // dimension fixed the runtime plans memory and shapes once (measured ~30% faster for hsvlt_lite0).
+      freeDimensionOverrides: { batch: 1 },
       logSeverityLevel: 0, // verbose while the session is made: the node placements
       logVerbosityLevel: 0,
     });
