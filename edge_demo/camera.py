@@ -22,6 +22,7 @@ preprocess, infer, overlay; nothing is written) and prints a table.
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,12 +342,22 @@ def parse_args(argv=None) -> DemoConfig:
                         help="--benchmark: frames run before timing starts")
     parser.add_argument("--target-fps", type=positive_float, default=defaults.target_fps,
                         help="--benchmark: the throughput to meet")
-    return DemoConfig(**vars(parser.parse_args(argv)))
+    parser.add_argument("--web", action="store_true",
+                        help="instead: serve the model (.onnx) in a web page, photo or camera in the browser "
+                             "(--web --help lists its flags)")
+    config = vars(parser.parse_args(argv))
+    config.pop("web")
+    return DemoConfig(**config)
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> dict | None:
     """Run the demo; bad input (model, source, output folder, a camera that goes away) is reported in one line
-    and exits with status 1."""
+    and exits with status 1. With --web, the web demo runs instead (hsvlt.deploy.web, its own flags)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--web" in argv:
+        from hsvlt.deploy import web
+
+        return web.main([arg for arg in argv if arg != "--web"])
     return run_command(run, parse_args(argv))
 
 

@@ -47,6 +47,8 @@ JOBS = {
                    "hsvlt predict photos/ --model model.pte --out predictions"),
     "demo": Job("edge_demo.camera", "python edge_demo/camera.py", "live detection from a camera or a stream",
                 "hsvlt demo --model model.pte --source shapes"),
+    "demo --web": Job("edge_demo.web", "python edge_demo/web.py", "the model in a web page: photo or camera",
+                      "hsvlt demo --web --model model.onnx"),
     "bench": Job("reports.export_bench", "python reports/export_bench.py",
                  "latency, size and memory of every runtime",
                  "hsvlt bench --presets hsvlt_lite0", wrapped=True),

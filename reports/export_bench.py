@@ -3,6 +3,7 @@
     python reports/export_bench.py                                    # hsvlt_nano and hsvlt_lite0 at 224 px
     python reports/export_bench.py --presets hsvlt_lite0 --runs 200
     python reports/export_bench.py --ablation                         # also: each export-time rewrite switched off
+    python reports/export_bench.py --browser-only                     # only hsvlt_lite0 in Chromium against Python
 
 Per preset: eager PyTorch fp32 (the trained model as is), ExecuTorch XNNPACK fp32, ExecuTorch XNNPACK int8
 (PT2E static int8, calibrated) and ONNX Runtime fp32: p50 / p90 / best latency at batch 1, file size, peak memory
@@ -13,6 +14,10 @@ runs in its own process with the same number of threads, on the same images; all
 in turns (rounds of a few calls each, the order rotated every round), so that on a shared machine whose speed
 drifts they all see the same minutes. Below the table, reports/op_profile.py's breakdown of each fp32 .pte by
 operator kind.
+
+--browser adds (and --browser-only measures alone, updating that section of the page in place) the web demo's
+latency: hsvlt_lite0 in headless Chromium through the demo's own page and server (onnxruntime-web, WebAssembly,
+SIMD, 2 threads) against ONNX Runtime in Python with 2 threads, the same .onnx file, timed in turns in one run.
 
 Latency and size do not depend on the weights' values, so the models are built from the presets with random
 weights and 80 COCO labels (--labels); export/evaluate_artifact.py measures accuracy.
@@ -272,6 +277,107 @@ def int8_study(preset: str, args: argparse.Namespace, workdir: Path) -> str:
     return "\n".join(lines)
 
 
+WEB_PRESET = "hsvlt_lite0"
+WEB_THREADS = 2  # the web page's thread count (hsvlt/deploy/web_page/demo.mjs)
+WEB_GOAL = 2.0  # the browser within this factor of ONNX Runtime in Python, at p50
+BROWSER_BEGIN, BROWSER_END = "<!-- browser -->", "<!-- /browser -->"
+
+
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    return {"p50_ms": 1e3 * float(np.percentile(seconds, 50)), "p90_ms": 1e3 * float(np.percentile(seconds, 90)),
+            "best_ms": 1e3 * min(seconds)}
+
+
+def browser_bench(args: argparse.Namespace, workdir: Path, preset: str = WEB_PRESET) -> dict:
+    """`preset` in headless Chromium, through the web demo's server and page (onnxruntime-web, WebAssembly,
+    WEB_THREADS threads), against ONNX Runtime in Python with the same threads in its own process: the same .onnx
+    file, timed in turns as time_in_turns times the other runtimes."""
+    import threading
+    import time
+
+    from export import to_onnx
+    from hsvlt.deploy.chromium import Chromium
+    from hsvlt.deploy.web import WebConfig, make_server
+    from reports.measure import SETTLE_S, RuntimeProcess
+
+    checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_web.pt")
+    onnx = workdir / f"{preset}_web.onnx"
+    to_onnx.export(load_source(checkpoint), onnx, parity_images=4)
+    server = make_server(WebConfig(model=onnx, port=0), log=lambda line: print(f"  web demo: {line}"))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    python = RuntimeProcess(onnx, WEB_THREADS, args.warmup)
+    times: dict[str, list[float]] = {"browser": [], "python": []}
+    try:
+        with Chromium(timeout_s=300) as browser:
+            page = browser.open(server.url)
+            page.wait_for("window.hsvlt && window.hsvlt.status !== 'loading'", timeout_s=120)
+            if page.evaluate("hsvlt.status") != "ready":
+                raise RuntimeError(f"the web demo did not load: {page.evaluate('hsvlt.messages')}")
+            runtime = page.evaluate("hsvlt.runtime")
+            page.evaluate(f"hsvlt.bench(0, {args.warmup})")
+            per_turn = max(1, args.runs // ROUNDS)
+            for turn in range(ROUNDS):
+                for key in (("browser", "python") if turn % 2 == 0 else ("python", "browser")):
+                    time.sleep(SETTLE_S)
+                    if key == "browser":
+                        times[key] += [ms / 1e3 for ms in page.evaluate(f"hsvlt.bench({per_turn})")]
+                    else:
+                        times[key] += python.time(per_turn)
+            version = browser.version
+    finally:
+        python.close()
+        server.shutdown()
+        server.server_close()
+    result = {"preset": preset, "img_size": args.img_size, "runtime": runtime, "chromium": version,
+              "browser": latency_stats(times["browser"]), "python": latency_stats(times["python"]),
+              "runs": len(times["browser"]), "warmup": args.warmup}
+    result["ratio"] = result["browser"]["p50_ms"] / result["python"]["p50_ms"]
+    result["best_ratio"] = result["browser"]["best_ms"] / result["python"]["best_ms"]
+    return result
+
+
+def browser_section(bench: dict, command: str) -> str:
+    """docs/EXPORT.md's browser section, between its markers."""
+    import onnxruntime
+
+    from hsvlt.machine import describe
+
+    runtime, browser, python = bench["runtime"], bench["browser"], bench["python"]
+    providers = ", ".join(f"{p['provider']} ({p['nodes']} nodes)" for p in runtime["providers"]) or "not reported"
+    met = "met" if bench["ratio"] <= WEB_GOAL else "not met"
+    lines = [
+        BROWSER_BEGIN, "## In the browser (hsvlt demo --web)", "",
+        f"Measured {date.today().isoformat()} by `{command}` on {describe('onnxruntime')}: {bench['preset']} at "
+        f"{bench['img_size']} px with random weights, batch 1, the same .onnx file in both, {bench['runs']} timed runs "
+        f"each after {bench['warmup']} warm-up runs, timed in turns ({ROUNDS} rounds, order alternated). The "
+        f"browser: {bench['chromium']} headless, the demo's own page and server, onnxruntime-web "
+        f"{runtime['ortVersion']} ({runtime['build']} build, SIMD, {runtime['threads']} threads, cross-origin "
+        f"isolated: {'yes' if runtime['crossOriginIsolated'] else 'no'}; placed by the runtime on {providers}). "
+        f"Python: ONNX Runtime {onnxruntime.__version__}, CPU provider, {WEB_THREADS} intra-op threads.", "",
+        "| runtime | p50 ms | p90 ms | best ms |", "|---|---:|---:|---:|",
+        f"| onnxruntime-web, WebAssembly, {runtime['threads']} threads (Chromium) | {browser['p50_ms']:.1f} | "
+        f"{browser['p90_ms']:.1f} | {browser['best_ms']:.1f} |",
+        f"| ONNX Runtime, Python, {WEB_THREADS} threads | {python['p50_ms']:.1f} | {python['p90_ms']:.1f} | "
+        f"{python['best_ms']:.1f} |", "",
+        f"- {bench['preset']}: browser within {WEB_GOAL:g} x ONNX Runtime in Python: {bench['ratio']:.2f} x at p50, "
+        f"{bench['best_ratio']:.2f} x best -> {met}",
+        BROWSER_END]
+    return "\n".join(lines)
+
+
+def update_browser_section(path: Path, section: str) -> None:
+    """Put the browser section into the page at `path`, in place of the one it has (or at its end), keeping the
+    rest of the page as it was."""
+    text = path.read_text() if path.is_file() else "# Export benchmark\n"
+    if BROWSER_BEGIN in text and BROWSER_END in text:
+        before, rest = text.split(BROWSER_BEGIN, 1)
+        text = before + section + rest.split(BROWSER_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    write_text(path, text)
+
+
 def plot(benches: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -293,7 +399,8 @@ def plot(benches: list[dict], path: Path) -> None:
 
 
 def write_report(path: Path, command: str, benches: list[dict], checks: list[str], ablations: list[str],
-                 studies: list[str], rates: dict[str, float], args: argparse.Namespace) -> None:
+                 studies: list[str], rates: dict[str, float], args: argparse.Namespace,
+                 browser: dict | None = None) -> None:
     peak = max(rates.values())
     machine = describe("executorch", "onnxruntime")
     text = [
@@ -321,6 +428,8 @@ def write_report(path: Path, command: str, benches: list[dict], checks: list[str
     if studies:
         text += ["## Int8 choices (quant/pt2e.py: PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)", "",
                  *[block + "\n" for block in studies]]
+    if browser is not None:
+        text += [browser_section(browser, command), ""]
     text += [f"![latency]({path.with_suffix('.png').name})", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, "\n".join(text))
@@ -340,6 +449,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ablation", action="store_true", help="also measure each rewrite switched off")
     parser.add_argument("--int8-study", action="store_true",
                         help="also time each int8 choice (layers kept float, rewrites off) against fp32")
+    parser.add_argument("--browser", action="store_true",
+                        help=f"also time {WEB_PRESET} in headless Chromium (the web demo, WebAssembly, {WEB_THREADS} "
+                             f"threads) against ONNX Runtime in Python")
+    parser.add_argument("--browser-only", action="store_true",
+                        help="only that: measure the browser against Python and update that section of --out in "
+                             "place")
     parser.add_argument("--out", type=Path, default=Path("docs/EXPORT.md"), help="report to write (and .png)")
     parser.add_argument("--workdir", type=Path, help="keep the exported files here (default: a temporary folder)")
     return parser.parse_args(argv)
@@ -351,6 +466,18 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="hsvlt_bench_") as temporary:
         workdir = args.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
+        if args.browser_only:
+            print(f"{WEB_PRESET}: in Chromium against ONNX Runtime in Python")
+            section = browser_section(browser_bench(args, workdir), command.strip())
+            print(section)
+            update_browser_section(args.out, section)
+            print(f"wrote the browser section of {args.out}")
+            return
+        browser = None
+        if args.browser:
+            print(f"{WEB_PRESET}: in Chromium against ONNX Runtime in Python")
+            browser = browser_bench(args, workdir)
+            print(browser_section(browser, command.strip()))
         benches, checks, ablations, studies = [], [], [], []
         rates = gemm_ceiling(args.threads)
         peak = max(rates.values())
@@ -369,7 +496,7 @@ def main(argv=None) -> None:
                 studies.append(int8_study(preset, args, workdir))
                 print(studies[-1])
     print("\n".join(checks))
-    write_report(args.out, command.strip(), benches, checks, ablations, studies, rates, args)
+    write_report(args.out, command.strip(), benches, checks, ablations, studies, rates, args, browser)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
