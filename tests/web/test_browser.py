@@ -130,9 +130,9 @@ def test_a_photo_in_a_real_browser(web_model, ort_dist, serve, photo, tmp_path):
         assert rgba.shape[:2] == decoded.shape[:2] == (300, 451)
         assert np.abs(rgba[..., :3].astype(int) - decoded).max() <= 2
         # The labels above threshold are `hsvlt predict`'s (a score within 1e-3 of its threshold may go either way).
-        from hsvlt.command import main as hsvlt
+        from hsvlt.predict import main as hsvlt_predict
 
-        [prediction] = hsvlt(["predict", str(photo), "--model", str(web_model), "--out", str(tmp_path / "predict")])
+        [prediction] = hsvlt_predict([str(photo), "--model", str(web_model), "--out", str(tmp_path / "predict")])
         close = {label for label, threshold in zip(model.labels, model.thresholds)
                  if abs(prediction.probabilities[label] - threshold) <= SCORE_TOLERANCE}
         assert set(last["above"]) - close == set(prediction.labels) - close
