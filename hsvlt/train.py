@@ -662,6 +662,10 @@ def resumed_model_choices(config: TrainConfig, checkpoint: dict) -> TrainConfig:
         saved = HSVLTConfig.from_dict(checkpoint["config"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"bad model config in the checkpoint: {error}") from None
+    args = checkpoint["train_state"]["args"]
+    for key in MODEL_CHOICES:  # a run started without the flag (or before it existed) used what its model holds
+        if args.get(key) is None:
+            args[key] = getattr(saved, key)
     return replace(config, **{key: getattr(saved, key) for key in MODEL_CHOICES if getattr(config, key) is None})
 
 
