@@ -72,7 +72,10 @@ class TrainingWatch:
         self.first_loss: float | None = None
         self.warned: set[str] = set()
 
-    def step(self, step: int, loss: float, label_scale: dict[str, float]) -> None:
+    def step(self, step: int, loss: float, block_scales: dict[str, list[tuple[float, float]]]) -> None:
+        """One training step's loss, and what hsvlt.models.ivla.recording_block_scales recorded on it (empty on
+        the steps it does not record)."""
+        label_scale = {stage: max(labels for labels, _ in blocks) for stage, blocks in block_scales.items()}
         if self.first_loss is None:
             self.first_loss = loss
         board = self.log.tensorboard if self.log is not None else None

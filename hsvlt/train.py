@@ -48,7 +48,7 @@ from hsvlt.losses import build_loss
 from hsvlt.metrics import calibrate_thresholds, evaluate_scores
 from hsvlt.models import PRESETS, create_model
 from hsvlt.models.config import FUSIONS, LANGUAGE_UPDATES, HSVLTConfig
-from hsvlt.models.ivla import recording_label_scale
+from hsvlt.models.ivla import recording_block_scales
 from hsvlt.outputs import check_output_folder, run_folder, write_json
 from hsvlt.recipes import GENERATED_DATASETS, data_defaults
 from hsvlt.run_log import LABEL_SCALE_EVERY, RunLog, TrainingWatch
@@ -523,13 +523,14 @@ class Trainer:
             images = to_model_input(batch["images"], self.placement.device)
             targets = batch["targets"].to(self.placement.device, non_blocking=True)
             step = self.schedule.last_epoch
-            with (recording_label_scale(self.model, enabled=step % LABEL_SCALE_EVERY == 0) as label_scale,
+            with (recording_block_scales(self.model, enabled=step % LABEL_SCALE_EVERY == 0) as scales,
                   autocast(self.placement.device, self.amp_dtype)):
                 logits = self.net(images)
             loss = self.loss_fn(logits.float(), targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
-            self.watch.step(step, loss.item(), label_scale)
+            loss_value = loss.item()
+            self.watch.step(step, loss_value, scales)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.config.clip_grad:
@@ -541,7 +542,7 @@ class Trainer:
                 self.schedule.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-            total += loss.item() * len(images)
+            total += loss_value * len(images)
             count += len(images)
             self.state.skip += self.config.batch_size
             progress.set_postfix(loss=f"{total / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")

@@ -48,7 +48,7 @@ from hsvlt.losses import BCELoss
 from hsvlt.machine import count_gflops, describe
 from hsvlt.metrics import average_precision_by_size, average_precisions, evaluate_scores, size_bucket_edges
 from hsvlt.models import PRESETS
-from hsvlt.models.ivla import IVLABlock
+from hsvlt.models.ivla import recording_block_scales
 from hsvlt.outputs import run_folder, save_figure, save_npz, write_json, write_text
 from hsvlt.train import TrainConfig, stage_of, train
 from hsvlt.train import parse_args as parse_train_flags
@@ -277,38 +277,26 @@ def prior_loss(targets: np.ndarray) -> float:
 
 
 def learning_signals(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> dict:
-    """One batch forward and backward: per backbone stage the gradient norm of its weights, and the RMS of the
-    label tokens L and the multi-modal feature S that its last interaction block hands on. Shows whether a stage
-    still learns (its gradient) and whether L or S has blown up or died out."""
-    blocks = {}
-    hooks = [module.register_forward_hook(lambda _, __, out, name=name: blocks.__setitem__(name, out))
-             for name, module in model.named_modules() if isinstance(module, IVLABlock)]
+    """One batch forward and backward: per backbone stage the gradient norm of its weights, the RMS of the label
+    tokens L after each of its interaction blocks, and the RMS of L and of the multi-modal feature S that its last
+    block hands on. Shows whether a stage still learns (its gradient) and whether L or S has blown up or died out."""
     model.train()
     model.zero_grad(set_to_none=True)
-    BCELoss()(model(images), targets).backward()
-    for hook in hooks:
-        hook.remove()
+    with recording_block_scales(model) as scales:
+        BCELoss()(model(images), targets).backward()
     grad = {}
     for name, parameter in model.named_parameters():
         if parameter.grad is not None and stage_of(name) >= 0:
             grad[stage_of(name)] = grad.get(stage_of(name), 0.0) + float(parameter.grad.pow(2).sum())
-    last_block = {}  # stage (the interaction of late fusion counts as the last) -> its last block's output
-    for name, output in blocks.items():
-        stage = stage_of(name) if name.startswith("stages.") else len(grad) - 1
-        last_block[stage] = output
     model.zero_grad(set_to_none=True)
     model.eval()
-    per_block: dict[int, list[float]] = {}  # stage -> the L RMS each of its blocks hands on
-    for name, output in blocks.items():
-        per_block.setdefault(stage_of(name) if name.startswith("stages.") else len(grad) - 1, []).append(rms(output[1]))
+    # stage -> (L, S) per block; the interaction of late fusion counts as the last stage
+    per_stage = {int(stage) if stage.isdigit() else len(grad) - 1: blocks for stage, blocks in scales.items()}
+    stages = sorted(per_stage)
     return {"grad_norm": [grad[i] ** 0.5 for i in sorted(grad)],
-            "L_rms_blocks": [per_block[i] for i in sorted(per_block)],
-            "L_rms": {str(i): rms(out[1]) for i, out in sorted(last_block.items())},
-            "S_rms": {str(i): rms(out[2]) for i, out in sorted(last_block.items())}}
-
-
-def rms(tensor: torch.Tensor) -> float:
-    return float(tensor.detach().float().pow(2).mean().sqrt())
+            "L_rms_blocks": [[labels for labels, _ in per_stage[i]] for i in stages],
+            "L_rms": {str(i): per_stage[i][-1][0] for i in stages},
+            "S_rms": {str(i): per_stage[i][-1][1] for i in stages}}
 
 
 def score_variant(variant: Variant, args, folder: Path, placement, test, sizes, edges) -> dict:

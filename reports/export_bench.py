@@ -43,7 +43,7 @@ from hsvlt.machine import count_gflops, describe
 from hsvlt.models import PRESETS, create_model
 from hsvlt.outputs import save_figure, write_bytes, write_text
 from reports import op_profile
-from reports.measure import ROUNDS, cpu_threads, gemm_ceiling, time_in_turns
+from reports.measure import ROUNDS, cpu_threads, gemm_ceiling, marked_section, time_in_turns, write_section
 
 DEFAULT_PRESETS = ("hsvlt_nano", "hsvlt_lite0")
 ROWS = (("eager", "PyTorch eager fp32", ".pt"), ("pte", "ExecuTorch XNNPACK fp32", ".pte"),
@@ -280,7 +280,7 @@ def int8_study(preset: str, args: argparse.Namespace, workdir: Path) -> str:
 WEB_PRESET = "hsvlt_lite0"
 WEB_THREADS = 2  # the web page's thread count (hsvlt/deploy/web_page/demo.mjs)
 WEB_GOAL = 2.0  # the browser within this factor of ONNX Runtime in Python, at p50
-BROWSER_BEGIN, BROWSER_END = "<!-- browser -->", "<!-- /browser -->"
+BROWSER_SECTION = "browser"  # the page's section that --browser-only rewrites (reports.measure.write_section)
 
 
 def latency_stats(seconds: list[float]) -> dict[str, float]:
@@ -338,7 +338,7 @@ def browser_bench(args: argparse.Namespace, workdir: Path, preset: str = WEB_PRE
 
 
 def browser_section(bench: dict, command: str) -> str:
-    """docs/EXPORT.md's browser section, between its markers."""
+    """docs/EXPORT.md's browser section (the text between its markers)."""
     import onnxruntime
 
     from hsvlt.machine import describe
@@ -347,7 +347,7 @@ def browser_section(bench: dict, command: str) -> str:
     providers = ", ".join(f"{p['provider']} ({p['nodes']} nodes)" for p in runtime["providers"]) or "not reported"
     met = "met" if bench["ratio"] <= WEB_GOAL else "not met"
     lines = [
-        BROWSER_BEGIN, "## In the browser (hsvlt demo --web)", "",
+        "## In the browser (hsvlt demo --web)", "",
         f"Measured {date.today().isoformat()} by `{command}` on {describe('onnxruntime')}: {bench['preset']} at "
         f"{bench['img_size']} px with random weights, batch 1, the same .onnx file in both, {bench['runs']} timed runs "
         f"each after {bench['warmup']} warm-up runs, timed in turns ({ROUNDS} rounds, order alternated). The "
@@ -361,21 +361,8 @@ def browser_section(bench: dict, command: str) -> str:
         f"| ONNX Runtime, Python, {WEB_THREADS} threads | {python['p50_ms']:.1f} | {python['p90_ms']:.1f} | "
         f"{python['best_ms']:.1f} |", "",
         f"- {bench['preset']}: browser within {WEB_GOAL:g} x ONNX Runtime in Python: {bench['ratio']:.2f} x at p50, "
-        f"{bench['best_ratio']:.2f} x best -> {met}",
-        BROWSER_END]
+        f"{bench['best_ratio']:.2f} x best -> {met}"]
     return "\n".join(lines)
-
-
-def update_browser_section(path: Path, section: str) -> None:
-    """Put the browser section into the page at `path`, in place of the one it has (or at its end), keeping the
-    rest of the page as it was."""
-    text = path.read_text() if path.is_file() else "# Export benchmark\n"
-    if BROWSER_BEGIN in text and BROWSER_END in text:
-        before, rest = text.split(BROWSER_BEGIN, 1)
-        text = before + section + rest.split(BROWSER_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    write_text(path, text)
 
 
 def plot(benches: list[dict], path: Path) -> None:
@@ -429,7 +416,7 @@ def write_report(path: Path, command: str, benches: list[dict], checks: list[str
         text += ["## Int8 choices (quant/pt2e.py: PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)", "",
                  *[block + "\n" for block in studies]]
     if browser is not None:
-        text += [browser_section(browser, command), ""]
+        text += [marked_section(BROWSER_SECTION, browser_section(browser, command)), ""]
     text += [f"![latency]({path.with_suffix('.png').name})", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, "\n".join(text))
@@ -469,15 +456,15 @@ def main(argv=None) -> None:
         if args.browser_only:
             print(f"{WEB_PRESET}: in Chromium against ONNX Runtime in Python")
             section = browser_section(browser_bench(args, workdir), command.strip())
-            print(section)
-            update_browser_section(args.out, section)
+            print(marked_section(BROWSER_SECTION, section))
+            write_section(args.out, BROWSER_SECTION, section, new_page="# Export benchmark\n")
             print(f"wrote the browser section of {args.out}")
             return
         browser = None
         if args.browser:
             print(f"{WEB_PRESET}: in Chromium against ONNX Runtime in Python")
             browser = browser_bench(args, workdir)
-            print(browser_section(browser, command.strip()))
+            print(marked_section(BROWSER_SECTION, browser_section(browser, command.strip())))
         benches, checks, ablations, studies = [], [], [], []
         rates = gemm_ceiling(args.threads)
         peak = max(rates.values())

@@ -8,6 +8,7 @@ A figure is true for the machine that produced it; compare runtimes as ratios wi
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -190,20 +191,27 @@ def gemm_ceiling(threads: int, repeats: int = 20) -> dict[str, float]:
 
 
 def section_markers(name: str) -> tuple[str, str]:
-    return f"<!-- section {name}: generated -->", f"<!-- /section {name} -->"
+    return f"<!-- {name} -->", f"<!-- /{name} -->"
 
 
-def write_section(path: Path, name: str, text: str) -> None:
-    """Put `text` into the page at `path` between the markers of section `name`, replacing that section's earlier
-    text or, the first time, after the rest: one report can own part of a page another report writes."""
+def marked_section(name: str, text: str) -> str:
+    """`text` between the markers of section `name`: a part of a page that write_section can replace later."""
     start, end = section_markers(name)
-    block = f"{start}\n{text.strip()}\n{end}\n"
-    page = path.read_text() if path.is_file() else ""
+    return f"{start}\n{text.strip()}\n{end}"
+
+
+def write_section(path: Path, name: str, text: str, new_page: str = "") -> None:
+    """Put `text` into the page at `path` (`new_page` where there is none yet) between the markers of section
+    `name`, in place of that section's earlier text or, the first time, after the rest, keeping the rest of the
+    page as it was: one report can own part of a page another report writes."""
+    start, end = section_markers(name)
+    page = path.read_text() if path.is_file() else new_page
+    block = marked_section(name, text)
     if start in page and end in page:
         before, rest = page.split(start, 1)
-        page = before + block + rest.split(end, 1)[1].lstrip("\n")
+        page = before + block + rest.split(end, 1)[1]
     else:
-        page = page.rstrip("\n") + ("\n\n" if page else "") + block
+        page = page.rstrip("\n") + ("\n\n" if page else "") + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, page)
 
@@ -212,15 +220,11 @@ def kept_sections(path: Path) -> str:
     """Every marked section of the page at `path`, markers included, for a report that rewrites the page whole."""
     page = path.read_text() if path.is_file() else ""
     sections = []
-    while "<!-- section " in page:
-        start = page.index("<!-- section ")
-        name = page[start:].split(":", 1)[0].removeprefix("<!-- section ")
-        end = section_markers(name)[1]
-        if end not in page[start:]:
-            break
-        stop = page.index(end, start) + len(end)
-        sections.append(page[start:stop])
-        page = page[stop:]
+    for opening in re.finditer(r"<!-- ([\w.-]+) -->", page):
+        end = section_markers(opening.group(1))[1]
+        stop = page.find(end, opening.end())
+        if stop >= 0:
+            sections.append(page[opening.start():stop + len(end)])
     return "".join(f"\n{section}\n" for section in sections)
 
 

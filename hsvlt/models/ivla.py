@@ -191,20 +191,22 @@ class IVLABlock(nn.Module):
 
 
 @contextmanager
-def recording_label_scale(model: nn.Module, enabled: bool = True) -> Iterator[dict[str, float]]:
-    """While active (and `enabled`), record the RMS of the label tokens each IVLA block of `model` hands on: the
-    dict yielded maps each stage ("0".."3", or "interaction" for late fusion) to the largest over its blocks.
-    Hooks are added on entry and removed on exit, so a trainer that records one step in N pays nothing on the
-    others."""
-    record: dict[str, float] = {}
+def recording_block_scales(model: nn.Module, enabled: bool = True) -> Iterator[dict[str, list[tuple[float, float]]]]:
+    """While active (and `enabled`), record what each IVLA block of `model` hands on: the dict yielded maps each
+    stage ("0".."3", or "interaction" for late fusion) to, per block in order, the RMS of its label tokens L and of
+    its multi-modal feature S. Hooks are added on entry and removed on exit, so a trainer that records one step in
+    N pays nothing on the others."""
+    record: dict[str, list[tuple[float, float]]] = {}
     if not enabled:
         yield record
         return
 
+    def rms(tensor: torch.Tensor) -> float:
+        return float(tensor.detach().float().pow(2).mean().sqrt())
+
     def remember(stage: str):
         def hook(_module, _inputs, outputs):
-            rms = float(outputs[1].detach().float().pow(2).mean().sqrt())
-            record[stage] = max(record.get(stage, 0.0), rms)
+            record.setdefault(stage, []).append((rms(outputs[1]), rms(outputs[2])))
         return hook
 
     hooks = [module.register_forward_hook(remember(name.split(".")[1] if name.startswith("stages.") else
@@ -215,7 +217,6 @@ def recording_label_scale(model: nn.Module, enabled: bool = True) -> Iterator[di
     finally:
         for hook in hooks:
             hook.remove()
-
 
 
 # ---- deployable form -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 from hsvlt.checkpoint import CheckpointError, load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from hsvlt.models import HSVLT, HSVLTConfig
 from hsvlt.models.config import LANGUAGE_UPDATES
-from hsvlt.models.ivla import GatedResidual, IVLABlock, recording_label_scale
+from hsvlt.models.ivla import GatedResidual, IVLABlock, recording_block_scales
 from hsvlt.run_log import LABEL_RMS_WARN, TrainingWatch
 from export import to_onnx
 from hsvlt.evaluate import main as evaluate_main
@@ -169,12 +169,12 @@ def test_training_records_the_label_scale_and_warns_when_it_blows_up(tmp_path, c
 
     model = HSVLT(replace(DEEP, language_update="paper"), embeddings())
     saturate_gates(model)
-    with torch.no_grad(), recording_label_scale(model) as scale:
+    with torch.no_grad(), recording_block_scales(model) as scales:
         model(torch.rand(1, 3, 64, 64))
     watch = TrainingWatch(log=type("Log", (), {"tensorboard": None})())
     capsys.readouterr()
-    watch.step(0, 0.7, scale)
-    watch.step(50, 0.7, scale)
+    watch.step(0, 0.7, scales)
+    watch.step(50, 0.7, scales)
     watch.step(100, 5.0, {})
     lines = capsys.readouterr().out.splitlines() + capsys.readouterr().err.splitlines()
     warnings = [line for line in lines if line.startswith("warning:")]

@@ -24,6 +24,7 @@ from reports.ablation import (
     prior_loss,
     variant_model,
 )
+from reports.measure import kept_sections, write_section
 
 torch.set_flush_denormal(True)
 
@@ -164,3 +165,15 @@ def test_quick_and_full_defaults_and_variant_choice():
     chosen = parse_args(["--variants", "lite0-pooled", "late", "hsvlt"])
     assert [v.key for v in chosen.variant_list] == ["hsvlt", "late", "lite0-pooled"]  # table order
     assert variant_model(chosen.variant_list[2], chosen) == "hsvlt_lite0"
+
+
+def test_a_page_rewritten_whole_keeps_the_sections_other_reports_own(tmp_path):
+    page = tmp_path / "RESULTS.md"
+    page.write_text("# Old page\n")
+    write_section(page, "language-update", "## Table\n\n| a |")
+    write_section(page, "language-update", "## Table\n\n| b |")  # replaced in place, not added twice
+    write_section(page, "other", "more")
+    kept = kept_sections(page)
+    assert kept == "\n<!-- language-update -->\n## Table\n\n| b |\n<!-- /language-update -->\n" \
+                  "\n<!-- other -->\nmore\n<!-- /other -->\n"
+    assert page.read_text().startswith("# Old page\n\n<!-- language-update -->")

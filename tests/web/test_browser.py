@@ -254,6 +254,7 @@ def test_the_benchmark_times_the_browser_against_python_and_updates_its_section(
     import argparse
 
     from reports import export_bench
+    from reports.measure import write_section
 
     args = argparse.Namespace(img_size=32, labels="shapes", runs=20, warmup=2)
     result = export_bench.browser_bench(args, tmp_path, preset="hsvlt_pico")
@@ -263,8 +264,8 @@ def test_the_benchmark_times_the_browser_against_python_and_updates_its_section(
     section = export_bench.browser_section(result, "python reports/export_bench.py --browser-only")
     page = tmp_path / "EXPORT.md"
     page.write_text("# Export benchmark\n\nthe table\n")
-    export_bench.update_browser_section(page, section)
-    export_bench.update_browser_section(page, section.replace("headless", "headless (again)"))
+    write_section(page, export_bench.BROWSER_SECTION, section)
+    write_section(page, export_bench.BROWSER_SECTION, section.replace("headless", "headless (again)"))
     text = page.read_text()
     assert text.startswith("# Export benchmark\n\nthe table\n\n<!-- browser -->\n## In the browser")
     assert text.count("<!-- browser -->") == 1 and "headless (again)" in text
