@@ -168,7 +168,7 @@ def dataset_argument(text: str) -> str:
     """argparse type of --data: the spec, checked (the dataset is found) and made canonical."""
     try:
         find_dataset(text)
-    except (DatasetError, FileNotFoundError) as error:
+    except DatasetError as error:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--data ")) from None
     return canonical_spec(text)
 
