@@ -39,7 +39,7 @@ from hsvlt.cli import (
     program,
     run_command,
 )
-from hsvlt.data import DATASETS, TRAIN_SIZE, VAL_SIZE, build_data
+from hsvlt.data import DATASETS, VAL_SIZE, build_data, canonical_spec, dataset_argument, find_dataset
 from hsvlt.data.base import FileDataset, InMemoryDataset, to_model_input
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
@@ -50,7 +50,7 @@ from hsvlt.models import PRESETS, create_model
 from hsvlt.models.config import FUSIONS, LANGUAGE_UPDATES, HSVLTConfig
 from hsvlt.models.ivla import recording_block_scales
 from hsvlt.outputs import check_output_folder, run_folder, write_json
-from hsvlt.recipes import GENERATED_DATASETS, data_defaults
+from hsvlt.recipes import data_defaults, describe_defaults
 from hsvlt.run_log import LABEL_SCALE_EVERY, RunLog, TrainingWatch
 
 
@@ -58,7 +58,8 @@ from hsvlt.run_log import LABEL_SCALE_EVERY, RunLog, TrainingWatch
 class TrainConfig:
     """Everything one training run depends on, as nanoGPT's config or the model's HSVLTConfig: the command line
     parses its flags into one (`parse_args`), tools build one directly (`train(TrainConfig(epochs=3))`). None
-    means "the dataset's recipe" (hsvlt/recipes.py) or the preset's; `resolved()` fills those in."""
+    means "the dataset's recipe" (hsvlt.recipes.Recipe, named where the dataset registers) or the preset's;
+    `resolved()` fills those in."""
 
     # data
     data: str = "shapes"
@@ -123,7 +124,8 @@ class TrainConfig:
         if pretrained is None and not self.no_pretrained and PRESETS[self.model].backbone == "efficientnet_lite0":
             pretrained = "imagenet"
         return replace(
-            self, **filled, img_size=img_size, pretrained=pretrained, out=Path(self.out),
+            self, **filled, data=canonical_spec(self.data), img_size=img_size, pretrained=pretrained,
+            out=Path(self.out),
             low_res_size=self.low_res_size or max(8, round(img_size * 5 / 6 / 8) * 8),
             lr=self.lr or (1e-4 if pretrained else recipe["lr"]),
             backbone_lr_scale=(0.1 if pretrained else 1.0) if self.backbone_lr_scale is None
@@ -165,26 +167,33 @@ def parse_args(argv=None, base: TrainConfig | None = None) -> TrainConfig:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog=program("python -m hsvlt.train"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    # The datasets' help comes from the registry (hsvlt.data.register_dataset): each says what it is, what --root
+    # holds for it, and its recipe's defaults.
     data = parser.add_argument_group("data")
-    data.add_argument("--data", default=defaults.data, choices=DATASETS, help="dataset (default: built-in shapes)")
-    data.add_argument("--root", help="dataset folder (voc: holds VOCdevkit; coco: annotations/ and train2014/; "
-                                     "nuswide: see hsvlt/data/nuswide.py; csv: train.csv and val.csv; "
-                                     "fashion-mosaic: the Fashion-MNIST IDX files, default "
-                                     "/usr/share/datasets/fashion-mnist)")
-    data.add_argument("--label-file", help="csv data: label embeddings made by `python -m hsvlt.labels` "
-                                           "(default: computed now, needs the text extra)")
+    entries = [find_dataset(name) for name in DATASETS]
+    generated = [entry.name for entry in entries if entry.generated]
+    img_sizes = describe_defaults("img_size", unset="the preset's")
+    data.add_argument("--data", default=defaults.data, type=dataset_argument, metavar="DATASET",
+                      help="; ".join(f"{entry.name}: {entry.summary}" for entry in entries)
+                      + "; or a dataset of your own: module:NAME or path/to/file.py:NAME (docs/DESIGN.md, Datasets) "
+                      + f"(default: {defaults.data})")
+    data.add_argument("--root", help="dataset folder (" + "; ".join(f"{entry.name}: {entry.root}" for entry in entries
+                                                                    if entry.root) + ")")
+    data.add_argument("--label-file", help="label embeddings made by `python -m hsvlt.labels`, picked by label name "
+                                           "(default: the dataset's: shipped for the built-in label sets, computed "
+                                           "now for csv, which needs the text extra)")
     data.add_argument("--train-size", type=positive_int,
-                      help=f"shapes, fashion-mosaic: training scenes (default: {TRAIN_SIZE})")
+                      help=f"{', '.join(generated)}: training scenes (default: "
+                           f"{describe_defaults('train_size', names=generated)})")
     data.add_argument("--val-size", type=positive_int, default=defaults.val_size,
-                      help="shapes, fashion-mosaic: validation scenes")
+                      help=f"{', '.join(generated)}: validation scenes")
     data.add_argument("--img-size", type=image_size,
-                      help="training and validation input size (default: 88 for shapes and fashion-mosaic, else "
-                           "the preset's)")
+                      help=f"training and validation input size (default: {img_sizes})")
     data.add_argument("--crop-scale", type=float_range(0.0, 1.0, low_open=True),
-                      help="random resized crop keeps this area fraction or more (default: 1.0 for shapes and "
-                           "fashion-mosaic, 0.7 otherwise)")
+                      help="random resized crop keeps this area fraction or more (default: "
+                           f"{describe_defaults('crop_scale')})")
     data.add_argument("--randaugment", type=non_negative_int,
-                      help="RandAugment-style ops per image (default: 0 shapes and fashion-mosaic, 2 real)")
+                      help=f"RandAugment-style ops per image (default: {describe_defaults('randaugment')})")
     data.add_argument("--low-res-epochs", type=non_negative_int, default=defaults.low_res_epochs,
                       help="progressive resizing: train the first N epochs at --low-res-size, each costing "
                            "~(low / full size)^2 of a full one (default: 0)")
@@ -219,18 +228,18 @@ def parse_args(argv=None, base: TrainConfig | None = None) -> TrainConfig:
                        help="freeze the backbone of the first N stages")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=positive_int,
-                       help="epochs (default: 6 for shapes and fashion-mosaic, 40 otherwise)")
-    optim.add_argument("--batch-size", type=positive_int, help="images per step per process (default: 32)")
+    optim.add_argument("--epochs", type=positive_int, help=f"epochs (default: {describe_defaults('epochs')})")
+    optim.add_argument("--batch-size", type=positive_int,
+                       help=f"images per step per process (default: {describe_defaults('batch_size')})")
     optim.add_argument("--lr", type=positive_float,
-                       help="peak AdamW learning rate (default from scratch: 2e-3 for shapes and fashion-mosaic, "
-                            "1e-3 otherwise; 1e-4 with --pretrained)")
+                       help=f"peak AdamW learning rate (default from scratch: {describe_defaults('lr')}; 1e-4 with "
+                            "--pretrained)")
     optim.add_argument("--backbone-lr-scale", type=non_negative_float,
                        help="backbone lr = lr x this (default: 1 from scratch, 0.1 with --pretrained)")
     optim.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay,
                        help="AdamW decoupled weight decay")
     optim.add_argument("--warmup-epochs", type=non_negative_float,
-                       help="linear warm-up length (default: 0.3 for shapes and fashion-mosaic, else 1)")
+                       help=f"linear warm-up length (default: {describe_defaults('warmup_epochs')})")
     optim.add_argument("--schedule", default=defaults.schedule, choices=["cosine", "plateau"],
                        help="after warm-up: cosine decay, or the paper's ReduceLROnPlateau on val mAP")
     optim.add_argument("--patience", type=non_negative_int, default=defaults.patience,
@@ -384,7 +393,7 @@ class Trainer:
         self.data = build_data(config.data, config.root, config.img_size, config.seed, config.train_size,
                                config.val_size, config.label_file)
         self.check_files()
-        if config.data in GENERATED_DATASETS:
+        if self.data.generated:
             self.data.train = InMemoryDataset(self.data.train, "drawing training scenes")
             self.data.val = InMemoryDataset(self.data.val, "drawing validation scenes")
         overrides = {"img_size": config.img_size, "visual_feedback": config.visual_feedback, "fusion": config.fusion}

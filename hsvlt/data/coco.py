@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hsvlt.data.base import FileDataset
+from hsvlt.data.registry import DataRequest, register_dataset
 from hsvlt.labels.names import COCO
 
 COCO_CLASSES = COCO  # the one copy of the list is in hsvlt/labels/names.py
@@ -93,3 +94,12 @@ class COCODataset(FileDataset):
             targets[row_of[image_id], column_of[category_id]] = 1.0
         folder = root / f"{split}{year}"
         super().__init__(names, [folder / str(file_name) for _, file_name in images], targets)
+
+
+# The labels are the categories the file names: COCO's 80, or some of them, whose embeddings are picked by name from
+# the shipped COCO set (categories of your own take theirs from --label-file).
+@register_dataset("coco", embeddings="coco", root="annotations/ and train2014/, val2014/")
+def dataset(request: DataRequest) -> tuple[COCODataset, COCODataset]:
+    """MS-COCO 2014: train2014 / val2014"""
+    folder = request.folder()
+    return COCODataset(folder, "train"), COCODataset(folder, "val")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hsvlt.data.base import IGNORED, FileDataset
+from hsvlt.data.registry import DataRequest, register_dataset
 
 
 def check_label_name(name: str, where: str) -> None:
@@ -133,3 +134,15 @@ class CSVDataset(FileDataset):
                              f"so there is nothing to learn or score")
         root = csv_path.parent if image_root is None else Path(image_root)
         super().__init__(labels, [root / image for _, image, _, _ in rows], targets)
+
+
+# Your classes, whatever they are named: their embeddings are computed when training starts, or read from
+# --label-file.
+@register_dataset("csv", root="train.csv and val.csv, and labels.txt to fix the label order")
+def dataset(request: DataRequest) -> tuple[CSVDataset, CSVDataset]:
+    """your own photos: ROOT/train.csv and ROOT/val.csv"""
+    folder = request.folder()
+    label_list = folder / "labels.txt"
+    labels = read_label_file(label_list) if label_list.is_file() else None
+    train = CSVDataset(folder / "train.csv", folder, labels)
+    return train, CSVDataset(folder / "val.csv", folder, train.labels)

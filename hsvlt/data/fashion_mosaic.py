@@ -32,9 +32,11 @@ import cv2
 import numpy as np
 
 from hsvlt.data.base import MultiLabelDataset
+from hsvlt.data.registry import DataRequest, register_dataset
 from hsvlt.data.scenes import check_split, contrasting_color, scene_rng, surface_colors
 from hsvlt.labels.names import FASHION
 from hsvlt.metrics import size_bucket_edges
+from hsvlt.recipes import GENERATED_DATA_DEFAULTS
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 # Fashion-MNIST's label order, named as words the text encoder knows ("T-shirt/top" -> "t-shirt").
@@ -308,3 +310,12 @@ class FashionMosaicDataset(MultiLabelDataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         scene = self.scene(index)
         return render_scene(scene, self.photos, self.image_size), scene.targets()
+
+
+@register_dataset("fashion-mosaic", labels=CLASSES, embeddings="fashion", recipe=GENERATED_DATA_DEFAULTS,
+                  generated=True, root=f"the Fashion-MNIST IDX files, default {DEFAULT_ROOT}")
+def dataset(request: DataRequest) -> tuple[FashionMosaicDataset, FashionMosaicDataset]:
+    """composed scenes of real Fashion-MNIST item photos"""
+    root = request.root or DEFAULT_ROOT
+    return (FashionMosaicDataset("train", request.train_size, request.image_size, request.seed, root),
+            FashionMosaicDataset("val", request.val_size, request.image_size, request.seed, root))

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hsvlt.data.base import FileDataset
+from hsvlt.data.registry import DataRequest, register_dataset
 from hsvlt.labels.names import NUSWIDE
 
 NUSWIDE_CLASSES = NUSWIDE  # the one copy of the list is in hsvlt/labels/names.py
@@ -83,3 +84,12 @@ class NUSWIDEDataset(FileDataset):
             log.warning("NUS-WIDE %s: %d of %d listed images are missing, e.g. %s", split, len(missing), len(paths),
                         missing[0])
         super().__init__(concepts, paths, np.stack(columns, axis=1))
+
+
+# Concepts81.txt decides the concepts (a shorter list reads just those): their embeddings are picked by name from
+# the shipped NUS-WIDE set.
+@register_dataset("nuswide", embeddings="nuswide", root="Concepts81.txt, ImageList/, TrainTestLabels/ and Flickr/ (hsvlt/data/nuswide.py)")
+def dataset(request: DataRequest) -> tuple[NUSWIDEDataset, NUSWIDEDataset]:
+    """NUS-WIDE 81 concepts: Train / Test lists"""
+    folder = request.folder()
+    return NUSWIDEDataset(folder, "train"), NUSWIDEDataset(folder, "test")

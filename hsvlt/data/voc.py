@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hsvlt.data.base import IGNORED, FileDataset
+from hsvlt.data.registry import DataRequest, register_dataset
 from hsvlt.labels.names import VOC
 
 VOC_CLASSES = VOC  # the one copy of the list is in hsvlt/labels/names.py
@@ -82,3 +83,10 @@ class VOCDataset(FileDataset):
         targets = np.stack([read_annotation(folder / "Annotations" / f"{i}.xml") for i in ids])
         paths = [folder / "JPEGImages" / f"{i}.jpg" for i in ids]
         super().__init__(list(VOC_CLASSES), paths, targets)
+
+
+@register_dataset("voc", labels=VOC_CLASSES, embeddings="voc", root="the folder holding VOCdevkit")
+def dataset(request: DataRequest) -> tuple[VOCDataset, VOCDataset]:
+    """PASCAL VOC 2007: trainval / test"""
+    folder = request.folder()
+    return VOCDataset(folder, "trainval"), VOCDataset(folder, "test")

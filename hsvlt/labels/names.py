@@ -1,7 +1,8 @@
 """The label names of the public multi-label benchmarks, in the order their annotations index them.
 
-These tuples are the one copy of each list in the project: the dataset loaders and the shipped label
-embeddings (`hsvlt/labels/sets/*.npz`) both take their names from here.
+These tuples are the one copy of each list in the project: the built-in datasets' loaders and the shipped label
+embeddings (`hsvlt/labels/sets/*.npz`, rebuilt by `python -m hsvlt.labels --set NAME`) both take their names from
+here. A dataset of your own names its labels in its own module (docs/DESIGN.md, "Datasets").
 """
 
 # PASCAL VOC 2007/2012: the 20 classes in the standard alphabetical order.
