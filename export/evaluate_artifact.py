@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from hsvlt.cli import positive_int, program, run_command
-from hsvlt.data import DATASETS
+from hsvlt.data import dataset_argument
 from hsvlt.data.base import FirstSamples
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=program("python export/evaluate_artifact.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path, help=".pte, .onnx or checkpoint (.pt)")
-    parser.add_argument("--data", choices=DATASETS, help="dataset (default: the source checkpoint's)")
+    parser.add_argument("--data", type=dataset_argument, help="dataset (default: the source checkpoint's)")
     parser.add_argument("--root", help="dataset folder (default: the source checkpoint's)")
     parser.add_argument("--val-size", type=positive_int, help="generated datasets: number of validation scenes")
     parser.add_argument("--limit", type=positive_int, help="evaluate the first N validation images only")

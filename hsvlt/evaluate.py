@@ -17,7 +17,7 @@ from tqdm import tqdm
 from hsvlt import distributed
 from hsvlt.checkpoint import load_model
 from hsvlt.cli import image_size, non_negative_int, positive_int, program, run_command, unit_interval
-from hsvlt.data import DATASETS, VAL_SIZE, build_data
+from hsvlt.data import VAL_SIZE, build_data, dataset_argument
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
@@ -172,7 +172,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=program("python -m hsvlt.evaluate"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="checkpoint written by hsvlt.train (best.pt or last.pt)")
-    parser.add_argument("--data", choices=DATASETS, help="dataset (default: the one the checkpoint trained on)")
+    parser.add_argument("--data", type=dataset_argument, help="dataset (default: the one the checkpoint trained on)")
     parser.add_argument("--root", help="dataset folder (default: the checkpoint's)")
     parser.add_argument("--val-size", type=positive_int, help="generated datasets: number of validation scenes")
     parser.add_argument("--img-size", type=image_size, help="input size (default: the checkpoint's)")
