@@ -1,6 +1,7 @@
-"""The one manifest schema (hsvlt/deploy/manifest.py) as each exporter writes it, for every kind of model it makes
-(fp32, fp16, PTQ int8, QAT int8, weight-only int8), read back by the runtimes; version-1 manifests still read; a
-malformed one or one of a later version refused in one line naming the file."""
+"""The one manifest schema (hsvlt/deploy/manifest.py) as each exporter writes it, read back by the runtimes: here the
+fp32 .onnx and .pte and the PTQ int8 .pte and .mlpackage; the fp16, fp32 and weight-only .mlpackage where
+tests/export/test_coreml.py exports them, the QAT int8 .pte and .mlpackage where tests/quant/test_qat.py does.
+Version-1 manifests still read; a malformed one or one of a later version is refused in one line naming the file."""
 
 import json
 import shutil
@@ -16,6 +17,7 @@ from hsvlt.deploy.manifest import (
     ManifestError,
     file_sha256,
     manifest_path,
+    precision_label,
     read_manifest,
     write_manifest,
 )
@@ -33,14 +35,13 @@ EVERY_KEY = {"manifest_version", "preset", "format", "precision", "quantization"
 
 
 @pytest.fixture(scope="module")
-def int8_programs(checkpoint, tmp_path_factory):
-    """{"ptq": ptq.pt2, "qat": qat.pt2} of the 32 px checkpoint, made by quant/qat.py as cheaply as it runs."""
-    folder = tmp_path_factory.mktemp("int8")
-    common = ["--ckpt", str(checkpoint), "--workers", "0", "--batch-size", "8", "--train-size", "16",
-              "--val-size", "16"]
-    qat.main([*common, "--out", str(folder / "ptq.pt2"), "--ptq", "--calibration-images", "8"])
-    qat.main([*common, "--out", str(folder / "qat.pt2"), "--epochs", "1", "--max-steps", "1"])
-    return {"ptq": folder / "ptq.pt2", "qat": folder / "qat.pt2"}
+def ptq_program(checkpoint, tmp_path_factory):
+    """ptq.pt2 of the 32 px checkpoint, made by quant/qat.py --ptq as cheaply as it runs. (The QAT program's
+    .pte and .mlpackage manifests are checked where tests/quant/test_qat.py exports them.)"""
+    out = tmp_path_factory.mktemp("int8") / "ptq.pt2"
+    qat.main(["--ckpt", str(checkpoint), "--out", str(out), "--ptq", "--calibration-images", "8", "--workers", "0",
+              "--batch-size", "8", "--train-size", "16", "--val-size", "16"])
+    return out
 
 
 def written(artifact: Path) -> dict:
@@ -65,54 +66,40 @@ def test_pte_manifest_of_the_fp32_program(models):
     assert manifest["quantization"] is None and manifest["max_batch"] == 1 and manifest["opset"] is None
 
 
-@pytest.mark.parametrize("method", ["ptq", "qat"])
-def test_pte_manifest_says_how_the_int8_program_was_made(method, int8_programs, checkpoint, tmp_path):
-    program = int8_programs[method]
-    out = tmp_path / f"{method}.pte"
-    to_executorch.main(["--ckpt", str(checkpoint), "--int8", str(program), "--out", str(out), "--parity-images", "0"])
+def test_pte_manifest_says_how_the_int8_program_was_made(ptq_program, checkpoint, tmp_path):
+    out = tmp_path / "ptq.pte"
+    to_executorch.main(["--ckpt", str(checkpoint), "--int8", str(ptq_program), "--out", str(out),
+                        "--parity-images", "0"])
     manifest = written(out)
     quantization = manifest["quantization"]
-    assert manifest["precision"] == "int8" and quantization["method"] == method
-    assert quantization["weights"] == "int8" and quantization["activations"] == "int8"
-    assert quantization["float_layers"] == ["norms"] and quantization["layers"]["conv"]["int8"] > 0
+    assert manifest["format"] == "executorch-xnnpack" and manifest["precision"] == "int8"
+    assert quantization["method"] == "ptq" and quantization["weights"] == "int8"
+    assert quantization["activations"] == "int8" and quantization["float_layers"] == ["norms"]
+    assert quantization["layers"]["conv"]["int8"] > 0
     assert quantization["figures"] is None  # the run's figures stay with the int8 program
-    made = read_manifest(program)["quantization"]
-    assert {**made, "figures": None} == quantization
-    assert made["figures"]["epochs"] == (1 if method == "qat" else 0)
+    made = read_manifest(ptq_program)["quantization"]
+    assert {**made, "figures": None} == quantization and made["figures"]["epochs"] == 0
     assert open_model(out).manifest == manifest
 
 
-CORE_ML_KINDS = {  # flags -> (precision, quantization method, activations)
-    "fp16": ([], "fp16", None, None),
-    "fp32": (["--fp32"], "fp32", None, None),
-    "weight-only": (["--quantize-weights"], "int8", "weight-only", "fp16"),
-    "weight-only fp32": (["--quantize-weights", "--fp32"], "int8", "weight-only", "fp32"),
-    "ptq": (["--int8", "ptq"], "int8", "ptq", "int8"),
-    "qat": (["--int8", "qat"], "int8", "qat", "int8"),
-}
-
-
-@pytest.mark.parametrize("kind", list(CORE_ML_KINDS))
-def test_mlpackage_manifest_for_each_kind(kind, int8_programs, checkpoint, tmp_path):
-    """The PTQ program's package says ptq (version 1 said "qat-pt2e" for every int8 program); the same manifest
-    is beside the package and in its metadata, with the keys the Swift code reads."""
-    flags, precision, method, activations = CORE_ML_KINDS[kind]
-    flags = [str(int8_programs[flag]) if flag in int8_programs else flag for flag in flags]
+def test_mlpackage_manifest_of_a_ptq_program_says_ptq(ptq_program, checkpoint, tmp_path):
+    """Version 1 said "qat-pt2e" for every int8 program. The same manifest is beside the package and in its
+    metadata, beside the keys the Swift code reads; the package's version string names the precision. (fp16,
+    fp32 and weight-only packages: tests/export/test_coreml.py; QAT: tests/quant/test_qat.py.)"""
     out = tmp_path / "HSVLT.mlpackage"
-    to_coreml.main(["--ckpt", str(checkpoint), "--out", str(out), "--parity-images", "0", *flags])
+    to_coreml.main(["--ckpt", str(checkpoint), "--int8", str(ptq_program), "--out", str(out), "--parity-images", "0"])
     manifest = written(out)
-    assert manifest["format"] == "coreml" and manifest["precision"] == precision
+    assert manifest["format"] == "coreml" and manifest["precision"] == "int8"
     assert manifest["max_batch"] is None and manifest["opset"] is None
-    if method is None:
-        assert manifest["quantization"] is None
-    else:
-        assert (manifest["quantization"]["method"], manifest["quantization"]["activations"]) == (method, activations)
-        assert (manifest["quantization"]["float_layers"] is None) == (method == "weight-only")
+    quantization = manifest["quantization"]
+    assert (quantization["method"], quantization["activations"], quantization["float_layers"]) == ("ptq", "int8",
+                                                                                                   ["norms"])
     package = to_coreml.inspect_package(out)
     metadata = package["metadata"]
     assert json.loads(metadata["manifest"]) == manifest
     assert json.loads(metadata["labels"]) == manifest["labels"] and metadata["preset"] == manifest["preset"]
     assert json.loads(metadata["thresholds"]) == manifest["thresholds"] and metadata["input_size"] == "32"
+    assert precision_label(manifest) == "int8 (PTQ)"
 
 
 def version_1(tmp_path: Path, name: str, **keys) -> Path:
@@ -147,19 +134,19 @@ def test_version_1_core_ml_quantisation_strings_upgrade(tmp_path):
     assert read_manifest(fp16)["quantization"] is None and read_manifest(fp16)["precision"] == "fp16"
 
 
-def test_version_1_int8_program_reads_with_its_figures(int8_programs, checkpoint, tmp_path):
-    """A qat.pt2 whose manifest is in version 1's form (the run's figures flat beside the summary) is still what
+def test_version_1_int8_program_reads_with_its_figures(ptq_program, checkpoint, tmp_path):
+    """An int8 program whose manifest is in version 1's form (the run's figures flat beside the summary) is still what
     the exporters take."""
-    current = read_manifest(int8_programs["qat"])
+    current = read_manifest(ptq_program)
     summary = {key: current["quantization"][key] for key in ("method", "float_layers", "layers", "rewrites_off")}
     old = {key: value for key, value in current.items() if key not in ("max_batch", "opset")}
     old.update(manifest_version=1, quantization={**summary, **current["quantization"]["figures"]})
-    program = tmp_path / "qat.pt2"
-    shutil.copyfile(int8_programs["qat"], program)
+    program = tmp_path / "ptq.pt2"
+    shutil.copyfile(ptq_program, program)
     manifest_path(program).write_text(json.dumps(old))
     assert read_manifest(program) == current
     _, _, quantization = int8_program(program, load_source(checkpoint), None)
-    assert quantization.method == "qat" and quantization.figures is None
+    assert quantization.method == "ptq" and quantization.figures is None
 
 
 def refused(path: Path) -> str:
