@@ -2,7 +2,7 @@
 
     python export/to_coreml.py --ckpt runs/hsvlt/best.pt --out HSVLT.mlpackage                 # fp16
     python export/to_coreml.py --ckpt best.pt --out HSVLT.mlpackage --quantize-weights         # int8 weights
-    python export/to_coreml.py --ckpt best.pt --int8 qat.pt2 --out HSVLT.mlpackage             # QAT int8
+    python export/to_coreml.py --ckpt best.pt --int8 qat.pt2 --out HSVLT.mlpackage             # QAT (or PTQ) int8
 
 Input "image": an RGB image of the model's size (Core ML scales pixels by 1/255; the model normalises
 inside). Output "probabilities": one per label, float32; with --attention-stage also "attention" (labels x
@@ -159,7 +159,7 @@ def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weight
     macOS, the parity figures."""
     attention_stage = check_attention_stage(attention_stage, source.model)
     if int8 is not None and weights_int8:
-        raise ExportError("--int8 and --quantize-weights exclude each other (the QAT program is already int8)")
+        raise ExportError("--int8 and --quantize-weights exclude each other (the --int8 program is already int8)")
     if int8 is not None:
         program, attention_stage, quantization = int8_program(int8, source, attention_stage)
         program = trace(program.module(), source.img_size)
