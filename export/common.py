@@ -14,7 +14,13 @@ import torch
 
 from hsvlt.checkpoint import CheckpointError, load_model
 from hsvlt.cli import UsageError, non_negative_int
-from hsvlt.deploy.manifest import checkpoint_manifest, checkpoint_thresholds, file_sha256
+from hsvlt.deploy.manifest import (
+    Quantization,
+    checkpoint_manifest,
+    checkpoint_thresholds,
+    file_sha256,
+    parse_manifest,
+)
 from hsvlt.deploy.preprocess import prepare_image, to_input
 from hsvlt.deploy.wrapper import DeployableHSVLT, for_export, trace
 from hsvlt.models.classifier import MultiLabelClassifier
@@ -70,9 +76,9 @@ def load_source(path: str | Path, preset: str | None = None) -> SourceCheckpoint
 
 
 def int8_program(path: Path, source: SourceCheckpoint, attention_stage: int | None):
-    """(program, attention stage, what was quantised) of a quantisation artifact (quant/qat.py), checked against
-    the checkpoint. What was quantised (the layer groups kept float, int8 and float layer counts) goes into the
-    exported file's manifest."""
+    """(program, attention stage, how it was quantised) of a quantisation artifact (quant/qat.py), checked against
+    the checkpoint. How it was quantised (QAT or PTQ, the layer groups kept float, int8 and float layer counts) goes
+    into the exported file's manifest."""
     from quant.pt2e import load_artifact
 
     program, manifest = load_artifact(path)
@@ -82,10 +88,7 @@ def int8_program(path: Path, source: SourceCheckpoint, attention_stage: int | No
     if attention_stage is not None and attention_stage != stage:
         raise ExportError(f"{path}: was quantised with attention stage {stage}, not {attention_stage} "
                           f"(run quant/qat.py with --attention-stage {attention_stage})")
-    quantization = manifest.get("quantization") or {}
-    summary = {key: quantization[key] for key in ("method", "float_layers", "layers", "rewrites_off")
-               if key in quantization}
-    return program, stage, summary
+    return program, stage, parse_manifest(manifest).quantization.without_figures()
 
 
 def check_attention_stage(stage: int | None, model: MultiLabelClassifier) -> int | None:
@@ -102,10 +105,10 @@ def deployable_program(source: SourceCheckpoint, attention_stage: int | None,
 
 
 def manifest_for(source: SourceCheckpoint, artifact_format: str, precision: str, attention_stage: int | None,
-                 **extra) -> dict:
-    """hsvlt.deploy.manifest.checkpoint_manifest of the opened checkpoint."""
+                 quantization: Quantization | None = None, **details) -> dict:
+    """hsvlt.deploy.manifest.checkpoint_manifest of the opened checkpoint; `details`: max_batch, opset."""
     return checkpoint_manifest(source.model, source.checkpoint, source.sha256, artifact_format, precision,
-                               attention_stage, **extra)
+                               attention_stage, quantization, **details)
 
 
 def validation_images(source: SourceCheckpoint, count: int) -> np.ndarray:

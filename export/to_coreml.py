@@ -2,7 +2,7 @@
 
     python export/to_coreml.py --ckpt runs/hsvlt/best.pt --out HSVLT.mlpackage                 # fp16
     python export/to_coreml.py --ckpt best.pt --out HSVLT.mlpackage --quantize-weights         # int8 weights
-    python export/to_coreml.py --ckpt best.pt --int8 qat.pt2 --out HSVLT.mlpackage             # QAT int8
+    python export/to_coreml.py --ckpt best.pt --int8 qat.pt2 --out HSVLT.mlpackage             # QAT (or PTQ) int8
 
 Input "image": an RGB image of the model's size (Core ML scales pixels by 1/255; the model normalises
 inside). Output "probabilities": one per label, float32; with --attention-stage also "attention" (labels x
@@ -34,7 +34,7 @@ from export.common import (
     size_mb,
 )
 from hsvlt.cli import program, run_command
-from hsvlt.deploy.manifest import manifest_path, write_manifest
+from hsvlt.deploy.manifest import Quantization, manifest_path, precision_label, write_manifest
 from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import atomic_path, check_output_file
 
@@ -75,14 +75,16 @@ def quantize_weights(mlmodel):
         return ct.optimize.coreml.linear_quantize_weights(mlmodel, config)
 
 
-def describe(mlmodel, source: SourceCheckpoint, manifest: dict, attention_stage: int | None) -> None:
-    """Descriptions and user metadata (all values strings, as Core ML requires)."""
-    labels = source.labels
-    mlmodel.short_description = (f"HSVLT multi-label image classifier ({source.preset}): {len(labels)} labels. "
+def describe(mlmodel, manifest: dict, attention_stage: int | None) -> None:
+    """Descriptions and user metadata (all values strings, as Core ML requires), from the manifest: the keys the
+    Swift code reads (labels, thresholds, input_size, preset: HSVLTInterface in edge_demo/ios) and the whole
+    manifest as JSON."""
+    labels, size = manifest["labels"], manifest["input"]["shape"][-1]
+    mlmodel.short_description = (f"HSVLT multi-label image classifier ({manifest['preset']}): {len(labels)} labels. "
                                  f"A label is present when its probability reaches its threshold "
                                  f"(metadata 'thresholds').")
-    mlmodel.version = manifest["precision"]
-    mlmodel.input_description["image"] = f"RGB image, {source.img_size} x {source.img_size} pixels"
+    mlmodel.version = precision_label(manifest)
+    mlmodel.input_description["image"] = f"RGB image, {size} x {size} pixels"
     mlmodel.output_description["probabilities"] = f"probability of each of the {len(labels)} labels " \
                                                   f"(names in metadata 'labels')"
     if attention_stage is not None:
@@ -91,10 +93,10 @@ def describe(mlmodel, source: SourceCheckpoint, manifest: dict, attention_stage:
                                                    f"sums to 1")
     metadata = mlmodel.user_defined_metadata
     metadata["labels"] = json.dumps(labels)
-    metadata["thresholds"] = json.dumps(source.thresholds)
-    metadata["preset"] = source.preset
-    metadata["input_size"] = str(source.img_size)
-    metadata["checkpoint_sha256"] = source.sha256
+    metadata["thresholds"] = json.dumps(manifest["thresholds"])
+    metadata["preset"] = manifest["preset"]
+    metadata["input_size"] = str(size)
+    metadata["checkpoint_sha256"] = manifest["checkpoint_sha256"]
     metadata["manifest"] = json.dumps(manifest)
 
 
@@ -157,25 +159,29 @@ def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weight
     macOS, the parity figures."""
     attention_stage = check_attention_stage(attention_stage, source.model)
     if int8 is not None and weights_int8:
-        raise ExportError("--int8 and --quantize-weights exclude each other (the QAT program is already int8)")
+        raise ExportError("--int8 and --quantize-weights exclude each other (the --int8 program is already int8)")
     if int8 is not None:
-        program, attention_stage, _ = int8_program(int8, source, attention_stage)
+        program, attention_stage, quantization = int8_program(int8, source, attention_stage)
         program = trace(program.module(), source.img_size)
     else:
         program = deployable_program(source, attention_stage, None)
     mlmodel = convert(program, source, attention_stage, fp16)
     if weights_int8:
         mlmodel = quantize_weights(mlmodel)
-    precision = "int8" if int8 is not None or weights_int8 else ("fp16" if fp16 else "fp32")
-    method = "qat-pt2e" if int8 is not None else ("coreml-weights" if weights_int8 else None)
-    manifest = manifest_for(source, "coreml", precision, attention_stage, quantization=method)
-    describe(mlmodel, source, manifest, attention_stage)
+    float_type = "fp16" if fp16 else "fp32"
+    precision = "int8" if int8 is not None or weights_int8 else float_type
+    if weights_int8:  # the weights are dequantised to the compute precision: the activations stay in it
+        quantization = Quantization(method="weight-only", activations=float_type)
+    elif int8 is None:
+        quantization = None
+    manifest = manifest_for(source, "coreml", precision, attention_stage, quantization)
+    describe(mlmodel, manifest, attention_stage)
     with atomic_path(out, folder=True) as temporary:
         mlmodel.save(str(temporary))
     write_manifest(out, manifest)
     info = inspect_package(out)
     quantized = sorted(set(QUANTIZED_WEIGHT_OPS) & info["ops"])
-    print(f"wrote {out} ({size_mb(out):.2f} MB, {precision}) and {manifest_path(out).name}")
+    print(f"wrote {out} ({size_mb(out):.2f} MB, {precision_label(manifest)}) and {manifest_path(out).name}")
     print(f"interface: {info['color']['image']} image {info['inputs']['image'][1]} x {info['image_scale']:.5f} -> " +
           ", ".join(f"{name} {shape}" for name, shape in info["outputs"].items()) +
           f"; computes in {', '.join(sorted(info['compute_types']))}; {info['minimum_ios']}+" +

@@ -6,7 +6,8 @@
 
 The program is hsvlt.deploy.wrapper.for_export traced (input "image", float32 N x 3 x S x S in [0, 1], N = 1 or up to
 --max-batch; outputs: probabilities N x C, and with --attention-stage the label-to-pixel attention N x C x h x w).
-A manifest (labels, thresholds, input size, preset, checkpoint hash) is written beside it as model.pte.json.
+A manifest (labels, thresholds, input size, preset, precision and quantisation, checkpoint hash) is written beside
+it as model.pte.json.
 It prints how much of the graph the delegate runs, and compares the program, run by the ExecuTorch runtime,
 with the PyTorch model on validation images.
 """
@@ -28,7 +29,7 @@ from export.common import (
     size_mb,
 )
 from hsvlt.cli import positive_int, program, run_command
-from hsvlt.deploy.manifest import manifest_path, write_manifest
+from hsvlt.deploy.manifest import manifest_path, precision_label, write_manifest
 from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import check_output_file, write_bytes
 
@@ -95,10 +96,10 @@ def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: 
     write_bytes(out, buffer)
     # The Core ML delegate computes in float16 (partitioners).
     precision = "int8" if int8 is not None else ("fp16" if backend == "coreml" else "fp32")
-    extra = {"quantization": quantization} if int8 is not None else {}
-    write_manifest(out, manifest_for(source, "executorch-" + backend, precision, attention_stage,
-                                    max_batch=max_batch, **extra))
-    print(f"wrote {out} ({size_mb(out):.2f} MB, {precision}) and {manifest_path(out).name}")
+    manifest = manifest_for(source, "executorch-" + backend, precision, attention_stage,
+                            quantization if int8 is not None else None, max_batch=max_batch)
+    write_manifest(out, manifest)
+    print(f"wrote {out} ({size_mb(out):.2f} MB, {precision_label(manifest)}) and {manifest_path(out).name}")
     print(format_delegation(summary, backend))
     result = {"delegation": summary, "parity": None}
     from executorch.runtime import Runtime

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from hsvlt.deploy.manifest import manifest_path, read_manifest, write_manifest
+from hsvlt.deploy.manifest import Quantization, manifest_path, read_manifest, write_manifest
 from hsvlt.deploy.wrapper import for_export, trace
 from hsvlt.models.csa import ExportHead
 from hsvlt.models.deployable import ChannelNorm, Rewrites, TokenNorm
@@ -127,6 +127,15 @@ def layer_precisions(converted: torch.fx.GraphModule) -> dict[str, dict[str, int
         precision = "int8" if isinstance(weight, torch.fx.Node) and weight.target in dequantize else "float"
         counts.setdefault(kind, {"int8": 0, "float": 0})[precision] += 1
     return counts
+
+
+def quantization_summary(method: str, converted: torch.fx.GraphModule, float_layers: tuple[str, ...],
+                         rewrites: Rewrites, figures: dict | None = None) -> Quantization:
+    """What the manifest of a PT2E int8 program says of it (hsvlt.deploy.manifest.Quantization): `method` "qat" or
+    "ptq", int8 activations with fixed ranges, the layer groups kept float, the int8 and float layer counts of the
+    converted graph, the rewrites it goes without, and `figures` of the run that made it."""
+    return Quantization(method=method, activations="int8", float_layers=list(float_layers),
+                        layers=layer_precisions(converted), rewrites_off=rewrites_off(rewrites), figures=figures)
 
 
 def quantizer(float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS, qat: bool = True):

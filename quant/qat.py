@@ -15,7 +15,7 @@ int8 torch.export program, images in [0, 1] -> probabilities) and its manifest X
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -54,9 +54,8 @@ from quant.pt2e import (
     freeze_batch_norm,
     freeze_observers,
     int8_rewrites,
-    layer_precisions,
     prepare,
-    rewrites_off,
+    quantization_summary,
     save_artifact,
     to_program,
     train_mode,
@@ -233,17 +232,16 @@ def run(config: QuantizeConfig) -> dict:
     else:
         (graph, int8_map), best_epoch, log = post_training(prepared, train, val, config), 0, []
         print(f"PTQ int8 ({config.calibration_images} calibration images): validation mAP {int8_map:.2f}")
-    manifest = checkpoint_manifest(
-        model, checkpoint, file_sha256(config.ckpt), "torch.export", "int8", config.attention_stage,
-        quantization={"method": "qat" if qat else "ptq", "float_layers": list(float_layers),
-                      "layers": layer_precisions(graph),
-                      "rewrites_off": rewrites_off(int8_rewrites(model.config.preset)),
-                      "epochs": config.epochs if qat else 0, "best_epoch": best_epoch,
-                      "distill": config.distill if qat else 0.0,
-                      "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log})
+    figures = {"epochs": config.epochs if qat else 0, "best_epoch": best_epoch, "distill": config.distill if qat else 0.0,
+               "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log}
+    quantization = quantization_summary("qat" if qat else "ptq", graph, float_layers,
+                                        int8_rewrites(model.config.preset), figures)
+    manifest = checkpoint_manifest(model, checkpoint, file_sha256(config.ckpt), "torch.export", "int8",
+                                   config.attention_stage, quantization)
     save_artifact(to_program(graph, img_size), config.out, manifest)
     print(f"wrote {config.out} (int8, validation mAP {int8_map:.2f} vs fp32 {fp32_map:.2f}) and its manifest")
-    return manifest["quantization"]
+    summary = {key: value for key, value in asdict(quantization).items() if key != "figures"}
+    return {**summary, **figures}
 
 
 def parse_args(argv=None) -> QuantizeConfig:

@@ -76,9 +76,8 @@ def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int =
         convert,
         default_float_layers,
         int8_rewrites,
-        layer_precisions,
         prepare,
-        rewrites_off,
+        quantization_summary,
         save_artifact,
         to_program,
     )
@@ -92,9 +91,8 @@ def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int =
         for start in range(0, len(images), 8):
             prepared(images[start:start + 8])
     converted = convert(prepared)
-    quantization = {"method": "ptq", "float_layers": list(float_layers), "layers": layer_precisions(converted),
-                    "rewrites_off": rewrites_off(rewrites)}
-    manifest = manifest_for(source, "torch.export", "int8", None, quantization=quantization)
+    quantization = quantization_summary("ptq", converted, float_layers, rewrites)
+    manifest = manifest_for(source, "torch.export", "int8", None, quantization)
     save_artifact(to_program(converted, source.img_size), out, manifest)
     return out
 

@@ -96,7 +96,7 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
     XNNPACK and measured through the ExecuTorch runtime; with the checkpoint's input size."""
     from export import to_executorch
     from export.common import manifest_for
-    from hsvlt.deploy.manifest import write_manifest
+    from hsvlt.deploy.manifest import Quantization, write_manifest
     from quant import eager, qat
 
     source = load_source(checkpoint)
@@ -114,7 +114,9 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
     path = workdir / f"{stem}_eager.pte"
     buffer, delegation = to_executorch.lower(eager.program(model, source.img_size))
     write_bytes(path, buffer)
-    write_manifest(path, manifest_for(source, "executorch-xnnpack", "int8", None))
+    # torchao's eager int8 configuration quantises activations per token at run time (quant/eager.py).
+    write_manifest(path, manifest_for(source, "executorch-xnnpack", "int8", None,
+                                      Quantization(method="qat", activations="int8-dynamic")))
     rows.append(measure_program("eager QAT int8 (quant/eager.py)", path, delegation, args))
     return rows, source.img_size
 

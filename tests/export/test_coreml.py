@@ -40,7 +40,7 @@ def test_float16_by_default_and_float32_on_request(package, checkpoint, tmp_path
     out = tmp_path / "HSVLT_fp32.mlpackage"
     to_coreml.main(["--ckpt", str(checkpoint), "--out", str(out), "--fp32", "--parity-images", "0"])
     assert to_coreml.inspect_package(out)["compute_types"] == {"FLOAT32"}
-    assert read_manifest(out)["precision"] == "fp32"
+    assert read_manifest(out)["precision"] == "fp32" and read_manifest(out)["quantization"] is None
 
 
 def test_metadata_carries_labels_thresholds_and_preset(package, checkpoint):
@@ -50,7 +50,7 @@ def test_metadata_carries_labels_thresholds_and_preset(package, checkpoint):
     assert json.loads(metadata["thresholds"]) == pytest.approx(source.thresholds)
     assert metadata["preset"] == "hsvlt_pico" and metadata["input_size"] == "32"
     assert json.loads(metadata["manifest"]) == read_manifest(package)
-    assert read_manifest(package)["precision"] == "fp16"
+    assert read_manifest(package)["precision"] == "fp16" and read_manifest(package)["quantization"] is None
 
 
 def test_core_ml_weight_quantisation_gives_int8_weight_ops(checkpoint, tmp_path):
@@ -58,7 +58,11 @@ def test_core_ml_weight_quantisation_gives_int8_weight_ops(checkpoint, tmp_path)
     to_coreml.main(["--ckpt", str(checkpoint), "--out", str(out), "--quantize-weights", "--parity-images", "0"])
     info = to_coreml.inspect_package(out)
     assert set(to_coreml.QUANTIZED_WEIGHT_OPS) & info["ops"]
-    assert read_manifest(out)["precision"] == "int8"
+    manifest = read_manifest(out)
+    assert manifest["precision"] == "int8"  # the weights as stored; they compute in float16
+    assert manifest["quantization"] == {"method": "weight-only", "weights": "int8", "activations": "fp16",
+                                        "float_layers": None, "layers": None, "rewrites_off": None, "figures": None}
+    assert json.loads(info["metadata"]["manifest"]) == manifest
 
 
 @pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predicts on macOS only")

@@ -73,7 +73,7 @@ def test_runtime_adapter_errors(checkpoint, tmp_path):
         open_model(lonely)
     import numpy as np
 
-    manifest = manifest_for(load_source(checkpoint), "any", "fp32", None)
+    manifest = manifest_for(load_source(checkpoint), "onnx", "fp32", None)
     for suffix, runtime in ((".pte", "the ExecuTorch runtime"), (".onnx", "ONNX Runtime")):
         junk = tmp_path / f"junk{suffix}"
         junk.write_bytes(b"not a model")

@@ -305,7 +305,7 @@ def test_qat_steps_on_cuda_then_int8_export_on_the_cpu(checkpoint, tmp_path):
     pytest.importorskip("executorch")
     from export import to_executorch
     from export.common import load_source
-    from hsvlt.deploy.manifest import build_manifest
+    from hsvlt.deploy.manifest import Quantization, build_manifest
     from hsvlt.deploy.runtimes import ExecuTorchModel
     from quant import qat
     from quant.pt2e import (
@@ -348,7 +348,8 @@ def test_qat_steps_on_cuda_then_int8_export_on_the_cpu(checkpoint, tmp_path):
     assert_probabilities_close(on_cpu, on_gpu, 0.06, 0.01)
 
     artifact, program_file = tmp_path / "qat.pt2", tmp_path / "int8.pte"
-    manifest = build_manifest(source.model, source.labels, source.thresholds, source.sha256, "torch.export", "int8")
+    manifest = build_manifest(source.model, source.labels, source.thresholds, source.sha256, "torch.export", "int8",
+                              quantization=Quantization(method="qat", activations="int8"))
     save_artifact(to_program(convert(prepared), source.img_size), artifact, manifest)
     to_executorch.main(["--ckpt", str(checkpoint), "--int8", str(artifact), "--out", str(program_file),
                         "--parity-images", "0"])

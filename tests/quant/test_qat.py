@@ -9,7 +9,7 @@ import torch
 
 from export import to_coreml, to_executorch
 from export.common import ExportError, load_source, validation_images
-from hsvlt.deploy.manifest import file_sha256
+from hsvlt.deploy.manifest import file_sha256, read_manifest
 from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
 from hsvlt.models import create_model
 from quant import qat
@@ -80,6 +80,9 @@ def test_int8_program_lowers_whole_and_matches_its_artifact(qat_artifact, checkp
         difference = np.abs(runtime.run(images[:batch]).probabilities - expected[:batch])
         assert difference.max() < 0.06 and difference.mean() < 0.01
     assert runtime.manifest["precision"] == "int8"
+    quantization = runtime.manifest["quantization"]  # the artifact's summary, without its run's figures
+    assert {**load_artifact(path)[1]["quantization"], "figures": None} == quantization
+    assert (quantization["method"], quantization["activations"]) == ("qat", "int8")
 
 
 def test_int8_program_converts_to_core_ml_with_int8_weights(qat_artifact, checkpoint, tmp_path):
@@ -87,6 +90,8 @@ def test_int8_program_converts_to_core_ml_with_int8_weights(qat_artifact, checkp
     out = tmp_path / "int8.mlpackage"
     to_coreml.main(["--ckpt", str(checkpoint), "--int8", str(path), "--out", str(out), "--parity-images", "0"])
     assert set(to_coreml.QUANTIZED_WEIGHT_OPS) & to_coreml.inspect_package(out)["ops"]
+    manifest = read_manifest(out)
+    assert manifest["precision"] == "int8" and manifest["quantization"]["method"] == "qat"
 
 
 def test_artifact_of_another_checkpoint_is_refused(qat_artifact, checkpoint, checkpoint_maker, tmp_path):
