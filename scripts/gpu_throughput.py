@@ -4,9 +4,9 @@ a COCO run on one GPU should start with; writes them with the machine's descript
     python scripts/gpu_throughput.py                                  # what scripts/gpu_check.sh runs
     python scripts/gpu_throughput.py --config hsvlt_nano:224:64,128 --out /tmp/GPU.md
 
-A measurement is hsvlt.train's training step (autocast in the dtype hsvlt.evaluate.autocast_dtype picks, with a
-gradient scaler in float16, gradient clipping, AdamW) on random batches with the 80 COCO labels, already in pinned
-memory, timed over --steps steps after --warmup. The batch recommended for a configuration is the largest whose
+A measurement is hsvlt.train's training step (hsvlt.engine: autocast in the dtype hsvlt.evaluate.autocast_dtype
+picks, with a gradient scaler in float16, gradient clipping, AdamW) on random batches with the 80 COCO labels,
+already in pinned memory, timed over --steps steps after --warmup. The batch recommended for a configuration is the largest whose
 images/s is within --within of the best among those whose peak reserved memory stays within --memory-fraction of
 the GPU's. The workers recommended are the data-loading processes that keep up with that batch's rate x
 --headroom: decoding and augmenting COCO-sized JPEGs (640 x 480) as hsvlt.train does, at most one per core less
@@ -15,7 +15,6 @@ the training process.
 
 import argparse
 import math
-import os
 import platform
 import shutil
 import subprocess
@@ -33,13 +32,15 @@ import torch
 from hsvlt.data.base import FileDataset, to_model_input
 from hsvlt.data.loader import train_loader
 from hsvlt.data.transforms import train_transform
-from hsvlt.evaluate import autocast, autocast_dtype
+from hsvlt.distributed import Placement
+from hsvlt.engine import Engine
+from hsvlt.evaluate import autocast_dtype
 from hsvlt.labels import load_label_set
-from hsvlt.losses import build_loss
-from hsvlt.machine import cpu_name
+from hsvlt.machine import cpu_name, usable_cores
 from hsvlt.models import PRESETS, create_model
+from hsvlt.outputs import write_text
 from hsvlt.recipes import data_defaults
-from hsvlt.train import parameter_groups
+from hsvlt.train import TrainConfig
 
 DEFAULT_CONFIGS = ("hsvlt_nano:224:32,64,128,256,512", "hsvlt_small:448:8,16,32,64,128")
 GIB = 2**30
@@ -110,30 +111,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def time_training(cfg: Config, batch: int, device: torch.device, embeddings: torch.Tensor, steps: int,
                   warmup: int) -> Measurement:
-    """hsvlt.train's step on one random batch, repeated; raises torch.OutOfMemoryError when it does not fit."""
+    """hsvlt.train's step (hsvlt.engine, with what a COCO run from scratch configures) on one random batch,
+    repeated; raises torch.OutOfMemoryError when it does not fit."""
     torch.manual_seed(0)
     model = create_model(cfg.preset, embeddings, img_size=cfg.img_size).to(device).train()
-    options = argparse.Namespace(lr=data_defaults("coco")["lr"], backbone_lr_scale=1.0, weight_decay=0.05,
-                                 freeze_stages=0)
-    optimizer = torch.optim.AdamW(parameter_groups(model, options), lr=options.lr)
-    dtype = autocast_dtype(device, cpu=True)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    loss_fn = build_loss("bce")
+    config = TrainConfig(data="coco", model=cfg.preset, img_size=cfg.img_size, batch_size=batch,
+                         no_pretrained=True).resolved()
+    engine = Engine.for_config(model, config, Placement(device))
     images = torch.randint(0, 256, (batch, cfg.img_size, cfg.img_size, 3), dtype=torch.uint8).pin_memory()  # B H W 3
     targets = (torch.rand(batch, len(embeddings)) < 0.04).float().pin_memory()  # ~3 of 80 labels, as on COCO
 
     def step() -> None:
-        with autocast(device, dtype):
-            logits = model(to_model_input(images, device))
-        loss = loss_fn(logits.float(), targets.to(device, non_blocking=True))
-        if not torch.isfinite(loss):  # hsvlt.train checks every step, which waits for the GPU
-            raise FloatingPointError(f"loss became {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        scaler.step(optimizer)
-        scaler.update()
+        engine.step(to_model_input(images, device), targets.to(device, non_blocking=True))
 
     for _ in range(warmup):
         step()
@@ -339,19 +328,6 @@ above per process.
 """
 
 
-def write_page(path: Path, text: str) -> None:
-    """Through a temporary file beside `path`: an interrupted run leaves the previous page whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     if not torch.cuda.is_available():
@@ -359,7 +335,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     device = device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
     torch.cuda.set_device(device)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     info = machine(device, cores)
     dtype = autocast_dtype(device, cpu=True)
     print(f"{info['gpu']}, {info['memory_gib']:.1f} GiB, driver {info['driver']}, torch {info['torch']}", flush=True)
@@ -382,7 +358,8 @@ def main(argv=None) -> None:
             print(f"{cfg.name}: batch {best.batch}, {loader['workers']} workers (one worker "
                   f"{number(loader['one_worker'], 0)} images/s, {loader['workers']} deliver "
                   f"{number(loader['measured'], 0)}{'; ' + loader['error'] if loader['error'] else ''})", flush=True)
-    write_page(args.out, page(info, results, choices, args, dtype))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(args.out, page(info, results, choices, args, dtype))  # an interrupted run leaves the old page whole
     print(f"wrote {args.out}")
 
 
