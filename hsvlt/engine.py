@@ -221,7 +221,8 @@ class Engine:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
         self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
         self.scaler.update()
-        if self.schedule is not None and (self.schedule_until is None or self.schedule.last_epoch < self.schedule_until):
+        if self.schedule is not None and (self.schedule_until is None
+                                          or self.schedule.last_epoch < self.schedule_until):
             self.schedule.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)

@@ -348,7 +348,8 @@ def add_bootstrap(results: list[dict], folders: dict[str, Path], rounds: int, se
     data = {r["key"]: np.load(folders[r["key"]] / "test_scores.npz") for r in results}
     count = len(next(iter(data.values()))["targets"])
     samples = bootstrap_samples(count, rounds, seed)
-    resampled = {key: [mean_average_precision(d["scores"][s], d["targets"][s]) for s in samples] for key, d in data.items()}
+    resampled = {key: [mean_average_precision(d["scores"][s], d["targets"][s]) for s in samples]
+                 for key, d in data.items()}
     by_key = {r["key"]: r for r in results}
     for result in results:
         result["mAP_ci"] = bootstrap_interval(resampled[result["key"]])

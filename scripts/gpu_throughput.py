@@ -6,9 +6,9 @@ a COCO run on one GPU should start with; writes them with the machine's descript
 
 A measurement is hsvlt.train's training step (hsvlt.engine: autocast in the dtype hsvlt.evaluate.autocast_dtype
 picks, with a gradient scaler in float16, gradient clipping, AdamW) on random batches with the 80 COCO labels,
-already in pinned memory, timed over --steps steps after --warmup. The batch recommended for a configuration is the largest whose
-images/s is within --within of the best among those whose peak reserved memory stays within --memory-fraction of
-the GPU's. The workers recommended are the data-loading processes that keep up with that batch's rate x
+already in pinned memory, timed over --steps steps after --warmup. The batch recommended for a configuration is
+the largest whose images/s is within --within of the best among those whose peak reserved memory stays within
+--memory-fraction of the GPU's. The workers recommended are the data-loading processes that keep up with that batch's rate x
 --headroom: decoding and augmenting COCO-sized JPEGs (640 x 480) as hsvlt.train does, at most one per core less
 the training process.
 """
@@ -83,28 +83,44 @@ def config(text: str) -> Config:
     return parsed
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class ThroughputSettings:
+    """What one measurement run measures and how it recommends (the flags parse into one, `parse_args`)."""
+
+    configs: tuple[Config, ...] = tuple(config(text) for text in DEFAULT_CONFIGS)
+    steps: int = 10
+    warmup: int = 3
+    memory_fraction: float = 0.8
+    within: float = 0.03
+    headroom: float = 1.25
+    device: str = "cuda"
+    tests: str | None = None
+    out: Path = Path("docs/GPU.md")
+
+
+def parse_args(argv=None) -> ThroughputSettings:
+    defaults = ThroughputSettings()
     parser = argparse.ArgumentParser(prog="python scripts/gpu_throughput.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=config, action="append",
+    parser.add_argument("--config", dest="configs", type=config, action="append",
                         help=f"PRESET:SIZE:B1,B2,... to measure, repeatable (default: "
                              f"{' and '.join(DEFAULT_CONFIGS)}); batches run in increasing order and stop at the "
                              f"first that does not fit")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per batch size")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocation, cuDNN choices)")
-    parser.add_argument("--memory-fraction", type=float, default=0.8,
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="timed training steps per batch size")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup,
+                        help="untimed steps first (allocation, cuDNN choices)")
+    parser.add_argument("--memory-fraction", type=float, default=defaults.memory_fraction,
                         help="a batch fits comfortably when its peak reserved memory is at most this share of "
                              "the GPU's")
-    parser.add_argument("--within", type=float, default=0.03,
+    parser.add_argument("--within", type=float, default=defaults.within,
                         help="recommend the largest fitting batch whose images/s is within this fraction of the best")
-    parser.add_argument("--headroom", type=float, default=1.25,
+    parser.add_argument("--headroom", type=float, default=defaults.headroom,
                         help="recommend workers that load this many times the training rate")
-    parser.add_argument("--device", default="cuda", help="cuda or cuda:N")
+    parser.add_argument("--device", default=defaults.device, help="cuda or cuda:N")
     parser.add_argument("--tests", help="the GPU tests' result line, quoted on the page (scripts/gpu_check.sh)")
-    parser.add_argument("--out", type=Path, default=Path("docs/GPU.md"), help="page to write")
-    args = parser.parse_args(argv)
-    args.config = args.config or [config(text) for text in DEFAULT_CONFIGS]
-    return args
+    parser.add_argument("--out", type=Path, default=defaults.out, help="page to write")
+    args = vars(parser.parse_args(argv))
+    return ThroughputSettings(**{**args, "configs": tuple(args["configs"] or defaults.configs)})
 
 
 # ---- training throughput --------------------------------------------------------------------------------------
@@ -136,7 +152,8 @@ def time_training(cfg: Config, batch: int, device: torch.device, embeddings: tor
                        torch.cuda.max_memory_allocated(device) / GIB, torch.cuda.max_memory_reserved(device) / GIB)
 
 
-def measure_config(cfg: Config, device: torch.device, embeddings: torch.Tensor, args) -> list[Measurement]:
+def measure_config(cfg: Config, device: torch.device, embeddings: torch.Tensor,
+                   args: ThroughputSettings) -> list[Measurement]:
     results = []
     for batch in cfg.batches:
         torch.cuda.empty_cache()
@@ -247,7 +264,8 @@ def number(value: float, digits: int = 1) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def page(info: dict, results: list[Measurement], choices: dict, args, dtype: torch.dtype) -> str:
+def page(info: dict, results: list[Measurement], choices: dict, args: ThroughputSettings,
+         dtype: torch.dtype) -> str:
     rows = ["| model | input (px) | batch | images/s | ms/step | peak allocated (GiB) | peak reserved (GiB) |",
             "|---|---|---|---|---|---|---|"]
     for m in results:
@@ -259,7 +277,7 @@ def page(info: dict, results: list[Measurement], choices: dict, args, dtype: tor
     loading = ["| model | input (px) | one worker (images/s) | recommended workers | they deliver (images/s) |",
                "|---|---|---|---|---|"]
     advice = []
-    for cfg in args.config:
+    for cfg in args.configs:
         choice = choices[cfg]
         if choice is None:
             advice.append(f"- {cfg.name}: no measured batch fits within {args.memory_fraction:.0%} of this GPU's "
@@ -344,7 +362,7 @@ def main(argv=None) -> None:
     results, choices = [], {}
     with tempfile.TemporaryDirectory() as folder:
         paths = write_coco_like_jpegs(Path(folder))
-        for cfg in args.config:
+        for cfg in args.configs:
             measured = measure_config(cfg, device, embeddings, args)
             results += measured
             recommended = recommend_batch(measured, info["memory_gib"], args.memory_fraction, args.within)
