@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from hsvlt.machine import usable_cores
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -40,8 +42,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def configure_cpu(processes_on_this_machine: int = 1) -> None:
     """Flush denormals (4x faster here) and share the cores among the processes of this machine."""
     torch.set_flush_denormal(True)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // processes_on_this_machine))
+    torch.set_num_threads(max(1, usable_cores() // processes_on_this_machine))
 
 
 def setup(device: str = "auto") -> Placement:

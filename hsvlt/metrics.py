@@ -27,6 +27,16 @@ def average_precisions(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return aps
 
 
+def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """mAP (percent) of scores, targets N x C."""
+    return mean_percent(average_precisions(scores, targets))
+
+
+def mean_percent(aps: np.ndarray) -> float:
+    """The mean (percent) of per-class APs over the classes that have one; NaN where none has."""
+    return float(100.0 * np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
+
+
 def predictions(scores: np.ndarray, thresholds: float | np.ndarray = 0.5, top_k: int | None = None) -> np.ndarray:
     """Boolean N x C predicted label sets."""
     predicted = scores >= np.asarray(thresholds)
@@ -67,7 +77,7 @@ def evaluate_scores(
 ) -> dict:
     """All figures: mAP, CP..OF1 at the threshold(s), the same for top-k, per-class AP, positives."""
     aps = average_precisions(scores, targets)
-    result = {"mAP": float(100.0 * np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")}
+    result = {"mAP": mean_percent(aps)}
     result.update(label_set_metrics(predictions(scores, thresholds), targets))
     result[f"top{top_k}"] = label_set_metrics(predictions(scores, thresholds, top_k), targets)
     result["AP"] = [float(100.0 * ap) if np.isfinite(ap) else None for ap in aps]  # None: no positives
@@ -114,9 +124,7 @@ def average_precision_by_size(
     result = np.full(len(edges) + 1, np.nan)
     for b in range(len(edges) + 1):
         bucket_targets = np.where((targets > 0) & ~(positive & (bucket == b)), -1.0, targets)
-        aps = average_precisions(scores, bucket_targets)
-        if np.isfinite(aps).any():
-            result[b] = 100.0 * np.nanmean(aps)
+        result[b] = mean_average_precision(scores, bucket_targets)
     return result
 
 

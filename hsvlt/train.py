@@ -13,14 +13,11 @@ A run that stops for any reason continues exactly where it stopped with `--resum
 """
 
 import argparse
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from hsvlt import distributed
@@ -40,18 +37,24 @@ from hsvlt.cli import (
     run_command,
 )
 from hsvlt.data import DATASETS, VAL_SIZE, build_data, canonical_spec, dataset_argument, find_dataset
-from hsvlt.data.base import FileDataset, InMemoryDataset, to_model_input
+from hsvlt.data.base import FileDataset, InMemoryDataset
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
-from hsvlt.evaluate import autocast, autocast_dtype, format_report, predict
-from hsvlt.losses import build_loss
+from hsvlt.engine import (  # parameter_groups, stage_of, warmup_cosine: importable from here as before
+    Engine,
+    freeze_batch_norm_statistics,
+    parameter_groups,  # noqa: F401
+    stage_of,  # noqa: F401
+    warmup_cosine,  # noqa: F401
+)
+from hsvlt.evaluate import format_report, predict
 from hsvlt.metrics import calibrate_thresholds, evaluate_scores
 from hsvlt.models import PRESETS, create_model
+from hsvlt.models.classifier import is_backbone
 from hsvlt.models.config import FUSIONS, LANGUAGE_UPDATES, HSVLTConfig
-from hsvlt.models.ivla import recording_block_scales
 from hsvlt.outputs import check_output_folder, run_folder, write_json
 from hsvlt.recipes import data_defaults, describe_defaults
-from hsvlt.run_log import LABEL_SCALE_EVERY, RunLog, TrainingWatch
+from hsvlt.run_log import RunLog, TrainingWatch
 
 
 @dataclass
@@ -292,52 +295,7 @@ class TrainState:
         return dict(self.__dict__)
 
 
-def backbone_parameter(name: str) -> bool:
-    """The visual backbone's weights: what an ImageNet checkpoint initialises (stem, downsampling and the
-    visual update of every IVLA block)."""
-    return ".downsample." in f".{name}" or ".visual." in name
-
-
-def stage_of(name: str) -> int:
-    return int(name.split(".")[1]) if name.startswith("stages.") else -1
-
-
-def freeze_batch_norm_statistics(model: torch.nn.Module, frozen_stages: int) -> None:
-    """Put the batch norms of frozen backbone stages in eval mode (call after model.train()): frozen weights
-    keep their ImageNet running statistics instead of drifting with each batch."""
-    for name, module in model.named_modules():
-        if (isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and backbone_parameter(name)
-                and stage_of(name) < frozen_stages):
-            module.eval()
-
-
-def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
-    """AdamW groups: backbone vs the rest (own learning rates), and no weight decay on 1-D tensors
-    (norms, biases, layer scales). Frozen stages' backbone weights are left out entirely."""
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, parameter in model.named_parameters():
-        backbone = backbone_parameter(name)
-        if backbone and stage_of(name) < config.freeze_stages:
-            parameter.requires_grad_(False)
-            continue
-        groups.setdefault((backbone, parameter.ndim > 1), []).append(parameter)
-    return [
-        {"params": params, "lr": config.lr * (config.backbone_lr_scale if backbone else 1.0),
-         "weight_decay": config.weight_decay if decay else 0.0}
-        for (backbone, decay), params in sorted(groups.items())
-    ]
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int, cosine: bool):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if not cosine:
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+backbone_parameter = is_backbone  # the earlier name of hsvlt.models.classifier.is_backbone
 
 
 def rng_state(device: torch.device) -> dict:
@@ -383,11 +341,6 @@ def check_resume_settings(saved: dict, config: TrainConfig, path: Path) -> None:
 class Trainer:
     def __init__(self, config: TrainConfig, placement: distributed.Placement):
         self.config, self.placement = config, placement
-        # The steps' precision (None: float32).
-        self.amp_dtype = autocast_dtype(placement.device, not config.no_amp, cpu=True)
-        # float16 (CUDA without native bf16) loses small gradients to underflow unless the loss is scaled; disabled,
-        # the scaler passes every call straight through.
-        self.scaler = torch.amp.GradScaler(placement.device.type, enabled=self.amp_dtype == torch.float16)
         self.out = config.out
         torch.manual_seed(config.seed)
         self.data = build_data(config.data, config.root, config.img_size, config.seed, config.train_size,
@@ -416,12 +369,6 @@ class Trainer:
             if placement.is_main:
                 print(report)
         self.model.to(placement.device)
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-                    if config.ema else None)
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config), lr=config.lr)
-        self.net = (DistributedDataParallel(self.model, device_ids=[placement.device.index]
-                                            if placement.device.type == "cuda" else None)
-                    if placement.distributed else self.model)
 
         # Progressive resizing: one loader per input size (the sampler's order depends on the epoch only).
         self.loaders = {size: train_loader(self.data.train,
@@ -435,13 +382,11 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.data.train)} training images is less than one batch of "
                              f"{config.batch_size} per process")
-        warmup = int(config.warmup_epochs * self.steps_per_epoch)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(config.epochs * self.steps_per_epoch, warmup, config.schedule == "cosine"))
+        self.engine = Engine.for_config(self.model, config, placement, self.steps_per_epoch)
+        self.optimizer, self.schedule, self.ema = self.engine.optimizer, self.engine.schedule, self.engine.ema
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.1,
                                                                   patience=1)
-        self.warmup_steps = warmup
-        self.loss_fn = build_loss(config.loss)
+        self.warmup_steps = int(config.warmup_epochs * self.steps_per_epoch)
         self.state = TrainState(history=[])
         self.skipped = {"train": {}, "validation": {}}  # split -> {dataset index: why it could not be read}
 
@@ -488,7 +433,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "plateau": self.plateau.state_dict(),
             "rng": rng_state(self.placement.device),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.engine.scaler.state_dict(),
             "progress": self.state.to_dict(),
             "args": self.config.to_dict(),
         }
@@ -507,7 +452,7 @@ class Trainer:
         self.schedule.load_state_dict(train_state["schedule"])
         self.plateau.load_state_dict(train_state["plateau"])
         if train_state.get("scaler"):  # empty where float16 was off, absent in older checkpoints
-            self.scaler.load_state_dict(train_state["scaler"])
+            self.engine.scaler.load_state_dict(train_state["scaler"])
         self.state = TrainState(**train_state["progress"])
         if train_state["progress"]["skip"] and self.placement.world_size != train_state["args"].get("world_size", 1):
             raise CheckpointError(f"{path}: saved mid-epoch by {train_state['args'].get('world_size')} processes; "
@@ -516,55 +461,25 @@ class Trainer:
 
     # ---- one epoch ---------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict:
-        self.net.train()
-        freeze_batch_norm_statistics(self.model, self.config.freeze_stages)
         size = self.input_size(epoch)
         loader, sampler = self.loaders[size]
         sampler.set_epoch(epoch, self.state.skip)
-        total, count, started = 0.0, 0, time.perf_counter()
         last_save = time.monotonic()
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs} at {size}px", leave=False,
-                        disable=not self.placement.is_main)
-        for batch in progress:
-            self.skipped["train"].update(batch["bad"])
-            if batch["images"] is None:
-                continue
-            images = to_model_input(batch["images"], self.placement.device)
-            targets = batch["targets"].to(self.placement.device, non_blocking=True)
-            step = self.schedule.last_epoch
-            with (recording_block_scales(self.model, enabled=step % LABEL_SCALE_EVERY == 0) as scales,
-                  autocast(self.placement.device, self.amp_dtype)):
-                logits = self.net(images)
-            loss = self.loss_fn(logits.float(), targets)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
-            loss_value = loss.item()
-            self.watch.step(step, loss_value, scales)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.config.clip_grad:
-                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
-            self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
-            self.scaler.update()
-            if self.config.schedule == "cosine" or self.schedule.last_epoch < self.warmup_steps:
-                self.schedule.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-            total += loss_value * len(images)
-            count += len(images)
+
+        def after_step() -> None:
+            nonlocal last_save
             self.state.skip += self.config.batch_size
-            progress.set_postfix(loss=f"{total / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
             minutes = self.config.checkpoint_minutes
             if minutes and time.monotonic() - last_save > 60 * minutes:
                 self.save_last()
                 last_save = time.monotonic()
             if self.stop_requested():
-                progress.close()
                 self.stop_now(f"in epoch {epoch + 1} after {self.state.skip} images")
-        elapsed = time.perf_counter() - started
-        loss_sum, image_count = (sum(x) for x in zip(*distributed.gather_objects((total, count), self.placement)))
-        return {"train_loss": loss_sum / max(image_count, 1), "images_per_s": image_count / elapsed, "img_size": size}
+
+        result = self.engine.train_epoch(
+            loader, f"epoch {epoch + 1}/{self.config.epochs} at {size}px", unreadable=self.skipped["train"],
+            freeze=lambda: freeze_batch_norm_statistics(self.model, self.config.freeze_stages), after_step=after_step)
+        return {"train_loss": result.loss, "images_per_s": result.images_per_s, "img_size": size}
 
     def stop_requested(self) -> bool:
         """Whether SIGTERM or SIGINT reached any process (all of them stop at the same step)."""
@@ -579,14 +494,14 @@ class Trainer:
         raise KeyboardInterrupt(self.stop.requested)
 
     def validate(self):
-        predictions = predict(self.eval_model(), self.val_loader, self.placement, self.loss_fn)
+        predictions = predict(self.eval_model(), self.val_loader, self.placement, self.engine.loss_fn)
         self.skipped["validation"].update(predictions.skipped)
         return predictions, evaluate_scores(predictions.scores, predictions.targets)
 
     # ---- the run -----------------------------------------------------------------------------------
     def fit(self) -> dict:
         self.log = RunLog(self.out) if self.placement.is_main else None
-        self.watch = TrainingWatch(self.log)
+        self.watch = self.engine.watch = TrainingWatch(self.log)
         if self.log is not None:
             print(self.log.describe())
         with StopRequest() as self.stop:
@@ -596,7 +511,7 @@ class Trainer:
         config, state = self.config, self.state
         if self.placement.is_main:
             params = sum(p.numel() for p in self.model.parameters()) / 1e6
-            amp = self.amp_dtype
+            amp = self.engine.amp_dtype
             precision = "float32" if amp is None else str(amp).removeprefix("torch.") + " autocast"
             print(f"{config.model} ({params:.1f}M params) on {config.data}: {self.image_counts['training']} train / "
                   f"{self.image_counts['validation']} val images at {config.img_size}px, {config.epochs} epochs, "

@@ -15,7 +15,8 @@ int8 torch.export program, images in [0, 1] -> probabilities) and its manifest X
 import argparse
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,15 +33,21 @@ from hsvlt.cli import (
     run_command,
     unit_interval,
 )
-from hsvlt.data import DATASETS, TRAIN_SIZE
-from hsvlt.data.base import to_model_input
+from hsvlt.data import TRAIN_SIZE, dataset_argument
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
 from hsvlt.deploy.manifest import checkpoint_manifest, file_sha256
 from hsvlt.deploy.wrapper import for_export
+from hsvlt.engine import (
+    Engine,
+    device_batches,
+    logits_of,  # noqa: F401  (importable from here as before)
+)
 from hsvlt.evaluate import checkpoint_data, predict
-from hsvlt.losses import build_loss, distillation_loss
+from hsvlt.losses import build_loss
 from hsvlt.metrics import evaluate_scores
+from hsvlt.models.deployable import Rewrites
+from hsvlt.models.hsvlt import HSVLT
 from hsvlt.outputs import check_output_file
 from hsvlt.recipes import data_defaults
 from hsvlt.toolchain import quiet_toolchain
@@ -62,6 +69,8 @@ from quant.pt2e import (
 )
 
 quiet_toolchain()
+# The layout QAT hands images over in: the captured graph was traced with contiguous images.
+QAT_INPUT_FORMAT = torch.contiguous_format
 
 
 @dataclass
@@ -101,16 +110,9 @@ def open_data(checkpoint: dict, img_size: int, config: QuantizeConfig):
 
 
 def batches(loader, limit: int | None = None):
-    """(images float N x 3 x S x S in [0, 1], targets) of a loader, skipping unreadable images."""
-    for step, batch in enumerate(loader):
-        if limit is not None and step >= limit:
-            return
-        if batch["images"] is not None:
-            yield to_model_input(batch["images"], torch.device("cpu")).contiguous(), batch["targets"]
-
-
-def logits_of(outputs) -> torch.Tensor:
-    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    """(images float N x 3 x S x S in [0, 1], targets) of a loader's first `limit` batches, skipping unreadable
+    images: what the training step of QAT takes."""
+    return device_batches(loader, torch.device("cpu"), QAT_INPUT_FORMAT, limit)
 
 
 def validation_map(module, loader, desc: str) -> float:
@@ -119,47 +121,52 @@ def validation_map(module, loader, desc: str) -> float:
     return evaluate_scores(predictions.scores, predictions.targets)["mAP"]
 
 
-@torch.no_grad()
-def calibrate(prepared, loader, images: int) -> None:
+def quantization_engine(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer=None, schedule=None,
+                        teacher: torch.nn.Module | None = None, distill: float = 0.0,
+                        captured: bool = False) -> Engine:
+    """hsvlt.engine's step as QAT takes it: float32, no clipping, the schedule every step, images contiguous (as
+    the graph was traced); a captured PT2E graph switches between training and evaluation through
+    quant.pt2e.train_mode (it has no Module.train of its own)."""
+    return Engine(model, loss_fn, optimizer, schedule=schedule, teacher=teacher, distill=distill,
+                  training_mode=(lambda training: train_mode(model, training)) if captured else None,
+                  input_format=QAT_INPUT_FORMAT)
+
+
+def calibration_batches(loader, images: int):
+    """Batches of the loader (as QAT takes them) until `images` images have gone by, with a progress bar."""
     seen = 0
     for batch, _ in tqdm(batches(loader), total=math.ceil(images / loader.batch_size), desc="calibrate",
                          leave=False):
-        prepared(batch)
+        yield batch
         seen += len(batch)
         if seen >= images:
-            break
+            return
 
 
-def train_epoch(prepared, loader, optimizer, schedule, loss_fn, teacher, distill: float, max_steps: int | None,
-                desc: str) -> float:
-    """One epoch of fake-quantised training on (1 - distill) x the labels' loss + distill x the binary KL to the
-    fp32 teacher's probabilities."""
-    total, count = 0.0, 0
-    steps = len(loader) if max_steps is None else min(max_steps, len(loader))
-    progress = tqdm(batches(loader, max_steps), total=steps, desc=desc, leave=False)
-    for images, targets in progress:
-        logits = logits_of(prepared(images))
-        loss = (1 - distill) * loss_fn(logits, targets)
-        if distill > 0:
-            with torch.no_grad():
-                teacher_logits = logits_of(teacher(images))
-            loss = loss + distill * distillation_loss(logits, teacher_logits)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"QAT loss became {loss.item()}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        total, count = total + loss.item() * len(images), count + len(images)
-        progress.set_postfix(loss=f"{total / count:.3f}")
-    return total / max(count, 1)
-
-
-def post_training(prepared, train, val, config: QuantizeConfig):
-    """Calibrate the observers on training images, convert: (int8 graph, its mAP)."""
-    calibrate(prepared, train, config.calibration_images)
+def post_training(model: HSVLT, calibration: Iterable[torch.Tensor], float_layers: tuple[str, ...] | None = None,
+                  attention_stage: int | None = None, rewrites: Rewrites | None = None):
+    """PT2E static int8 of the model's deployable form: traced with batch norm folded, observers inserted (the
+    `float_layers` groups left float; None: the preset's), the calibration batches (float N x 3 x S x S in [0, 1])
+    run through them, converted. `rewrites`: the export-time rewrites (None: the preset's int8 choice). Returns
+    (the int8 graph, what its manifest says of the quantisation: method, float layers, per-layer precision and the
+    rewrites it goes without)."""
+    rewrites = rewrites or int8_rewrites(model.config.preset)
+    float_layers = default_float_layers(model.config.preset) if float_layers is None else tuple(float_layers)
+    prepared = prepare(capture(model, qat=False, attention_stage=attention_stage, rewrites=rewrites), qat=False,
+                       float_layers=float_layers)
+    with torch.no_grad():
+        for images in calibration:
+            prepared(images)
     graph = convert(prepared)
-    return graph, validation_map(graph, val, "int8 validate")
+    return graph, quantization_summary("ptq", graph, float_layers, rewrites)
+
+
+def train_epoch(model, loader, optimizer, schedule, loss_fn, teacher, distill: float, max_steps: int | None,
+                desc: str) -> float:
+    """One epoch of fake-quantised training of an eager model (quant/eager.py) on (1 - distill) x the labels' loss +
+    distill x the binary KL to the fp32 teacher's probabilities; returns its mean loss."""
+    engine = quantization_engine(model, loss_fn, optimizer, schedule, teacher, distill)
+    return engine.train_epoch(loader, desc, limit=max_steps).loss
 
 
 def optimizer_and_schedule(model: torch.nn.Module, steps_per_epoch: int, config: QuantizeConfig):
@@ -177,18 +184,21 @@ def quantization_aware(prepared, teacher, train, sampler, val, config: QuantizeC
     """Train with fake quantisation; after each epoch convert and validate; keep the best epoch.
     Returns (int8 graph, its mAP, its epoch, per-epoch log)."""
     optimizer, schedule = optimizer_and_schedule(prepared, len(train), config)
-    loss_fn = build_loss(config.loss)
+    engine = quantization_engine(prepared, build_loss(config.loss), optimizer, schedule, teacher, config.distill,
+                                 captured=True)
     best_graph, best_map, best_epoch, log = None, -1.0, -1, []
     for epoch in range(config.epochs):
         started = time.perf_counter()
-        train_mode(prepared, True)
-        if epoch >= config.freeze_bn_after:
-            freeze_batch_norm(prepared)
-        if epoch >= config.freeze_observers_after:
-            freeze_observers(prepared)
+
+        def freeze(epoch=epoch) -> None:  # after every switch to training mode: it would undo them
+            if epoch >= config.freeze_bn_after:
+                freeze_batch_norm(prepared)
+            if epoch >= config.freeze_observers_after:
+                freeze_observers(prepared)
+
         sampler.set_epoch(epoch)
-        loss = train_epoch(prepared, train, optimizer, schedule, loss_fn, teacher, config.distill, config.max_steps,
-                           f"QAT epoch {epoch + 1}/{config.epochs}")
+        loss = engine.train_epoch(train, f"QAT epoch {epoch + 1}/{config.epochs}", limit=config.max_steps,
+                                  freeze=freeze).loss
         converted = convert(prepared)
         int8_map = validation_map(converted, val, "int8 validate")
         improved = int8_map > best_map
@@ -226,22 +236,24 @@ def run(config: QuantizeConfig) -> dict:
     teacher = for_export(model, config.attention_stage, logits=True)
     fp32_map = validation_map(teacher, val, "fp32 validate")
     print(f"fp32 {model.config.preset}: validation mAP {fp32_map:.2f} ({len(val.dataset)} images)")
-    prepared = prepare(capture(model, qat, config.attention_stage), qat, float_layers)
     if qat:
+        prepared = prepare(capture(model, qat, config.attention_stage), qat, float_layers)
         graph, int8_map, best_epoch, log = quantization_aware(prepared, teacher, train, sampler, val, config)
+        quantization = quantization_summary("qat", graph, float_layers, int8_rewrites(model.config.preset))
     else:
-        (graph, int8_map), best_epoch, log = post_training(prepared, train, val, config), 0, []
+        graph, quantization = post_training(model, calibration_batches(train, config.calibration_images),
+                                            float_layers, config.attention_stage)
+        int8_map, best_epoch, log = validation_map(graph, val, "int8 validate"), 0, []
         print(f"PTQ int8 ({config.calibration_images} calibration images): validation mAP {int8_map:.2f}")
-    figures = {"epochs": config.epochs if qat else 0, "best_epoch": best_epoch, "distill": config.distill if qat else 0.0,
-               "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log}
-    quantization = quantization_summary("qat" if qat else "ptq", graph, float_layers,
-                                        int8_rewrites(model.config.preset), figures)
+    quantization = replace(quantization, figures={
+        "epochs": config.epochs if qat else 0, "best_epoch": best_epoch, "distill": config.distill if qat else 0.0,
+        "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log})
     manifest = checkpoint_manifest(model, checkpoint, file_sha256(config.ckpt), "torch.export", "int8",
                                    config.attention_stage, quantization)
     save_artifact(to_program(graph, img_size), config.out, manifest)
     print(f"wrote {config.out} (int8, validation mAP {int8_map:.2f} vs fp32 {fp32_map:.2f}) and its manifest")
     summary = {key: value for key, value in asdict(quantization).items() if key != "figures"}
-    return {**summary, **figures}
+    return {**summary, **quantization.figures}
 
 
 def parse_args(argv=None) -> QuantizeConfig:
@@ -275,7 +287,7 @@ def parse_args(argv=None) -> QuantizeConfig:
                              'faster; "" for all int8)')
     parser.add_argument("--attention-stage", type=attention_stage,
                         help="keep the attention output of this stage (0-3) in the program, for the demo")
-    parser.add_argument("--data", choices=DATASETS, help="dataset (default: the checkpoint's)")
+    parser.add_argument("--data", type=dataset_argument, help="dataset (default: the checkpoint's)")
     parser.add_argument("--root", help="dataset folder (default: the checkpoint's)")
     parser.add_argument("--train-size", type=positive_int,
                         help="generated datasets: training scenes (default: checkpoint's)")

@@ -43,14 +43,14 @@ from hsvlt.cli import image_size, non_negative_int, positive_float, positive_int
 from hsvlt.data.base import MultiLabelDataset, to_model_input
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
+from hsvlt.engine import Engine, stage_of
 from hsvlt.evaluate import predict
 from hsvlt.losses import BCELoss
 from hsvlt.machine import count_gflops, describe
-from hsvlt.metrics import average_precision_by_size, average_precisions, evaluate_scores, size_bucket_edges
+from hsvlt.metrics import average_precision_by_size, evaluate_scores, mean_average_precision, size_bucket_edges
 from hsvlt.models import PRESETS
-from hsvlt.models.ivla import recording_block_scales
 from hsvlt.outputs import run_folder, save_figure, save_npz, write_json, write_text
-from hsvlt.train import TrainConfig, stage_of, train
+from hsvlt.train import TrainConfig, train
 from hsvlt.train import parse_args as parse_train_flags
 from reports.export_bench import build_artifacts
 from reports.measure import bootstrap_interval, bootstrap_samples, cpu_threads, kept_sections, time_in_turns
@@ -199,13 +199,6 @@ def object_sizes(dataset: MultiLabelDataset) -> np.ndarray:
     return sizes
 
 
-# ---- measurements -------------------------------------------------------------------------------------------
-
-def mean_ap(scores: np.ndarray, targets: np.ndarray) -> float:
-    aps = average_precisions(scores, targets)
-    return float(100 * np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
-
-
 # ---- one variant --------------------------------------------------------------------------------------------
 
 def variant_config(variant: Variant, args, folder: Path, **changes) -> TrainConfig:
@@ -277,13 +270,14 @@ def prior_loss(targets: np.ndarray) -> float:
 
 
 def learning_signals(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> dict:
-    """One batch forward and backward: per backbone stage the gradient norm of its weights, the RMS of the label
-    tokens L after each of its interaction blocks, and the RMS of L and of the multi-modal feature S that its last
-    block hands on. Shows whether a stage still learns (its gradient) and whether L or S has blown up or died out."""
-    model.train()
-    model.zero_grad(set_to_none=True)
-    with recording_block_scales(model) as scales:
-        BCELoss()(model(images), targets).backward()
+    """One batch forward and backward through hsvlt.engine's step, nothing updated: per backbone stage the
+    gradient norm of its weights, the RMS of the label tokens L after each of its interaction blocks, and the RMS
+    of L and of the multi-modal feature S that its last block hands on. Shows whether a stage still learns (its
+    gradient) and whether L or S has blown up or died out."""
+    engine = Engine(model, BCELoss())
+    engine.training_mode(True)
+    loss, scales = engine.forward(images, targets, record=True)
+    engine.backward(loss)
     grad = {}
     for name, parameter in model.named_parameters():
         if parameter.grad is not None and stage_of(name) >= 0:
@@ -354,7 +348,8 @@ def add_bootstrap(results: list[dict], folders: dict[str, Path], rounds: int, se
     data = {r["key"]: np.load(folders[r["key"]] / "test_scores.npz") for r in results}
     count = len(next(iter(data.values()))["targets"])
     samples = bootstrap_samples(count, rounds, seed)
-    resampled = {key: [mean_ap(d["scores"][s], d["targets"][s]) for s in samples] for key, d in data.items()}
+    resampled = {key: [mean_average_precision(d["scores"][s], d["targets"][s]) for s in samples]
+                 for key, d in data.items()}
     by_key = {r["key"]: r for r in results}
     for result in results:
         result["mAP_ci"] = bootstrap_interval(resampled[result["key"]])

@@ -68,31 +68,18 @@ def random_checkpoint(preset: str, img_size: int, labels: str, path: Path, seed:
 
 def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int = 32, rewrites=None,
                   float_layers: tuple[str, ...] | None = None) -> Path:
-    """PT2E static int8 calibrated on generated scenes: what quant/qat.py --ptq makes, without the accuracy
-    evaluation. Rewrites and float layers: the preset's int8 choices (quant/pt2e.py), unless given."""
+    """PT2E static int8 calibrated on generated scenes: what quant/qat.py --ptq makes (quant.qat.post_training),
+    without the accuracy evaluation. Rewrites and float layers: the preset's int8 choices (quant/pt2e.py), unless
+    given."""
     from export.common import validation_images
-    from quant.pt2e import (
-        capture,
-        convert,
-        default_float_layers,
-        int8_rewrites,
-        prepare,
-        quantization_summary,
-        save_artifact,
-        to_program,
-    )
+    from quant.pt2e import save_artifact, to_program
+    from quant.qat import post_training
 
-    preset = source.model.config.preset
-    float_layers = default_float_layers(preset) if float_layers is None else float_layers
-    rewrites = rewrites or int8_rewrites(preset)
-    prepared = prepare(capture(source.model, qat=False, rewrites=rewrites), qat=False, float_layers=float_layers)
     images = torch.from_numpy(validation_images(source, calibration_images))
-    with torch.no_grad():
-        for start in range(0, len(images), 8):
-            prepared(images[start:start + 8])
-    converted = convert(prepared)
-    quantization = quantization_summary("ptq", converted, float_layers, rewrites)
-    manifest = manifest_for(source, "torch.export", "int8", None, quantization)
+    converted, quantization = post_training(source.model, (images[start:start + 8]
+                                                           for start in range(0, len(images), 8)),
+                                            float_layers, rewrites=rewrites)
+    manifest = manifest_for(source, "torch.export", "int8", None, quantization=quantization)
     save_artifact(to_program(converted, source.img_size), out, manifest)
     return out
 

@@ -7,7 +7,6 @@ A figure is true for the machine that produced it; compare runtimes as ratios wi
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hsvlt.machine import usable_cores
 from hsvlt.outputs import write_text
 
 IMAGES = 10  # distinct random images each runtime cycles through
@@ -30,9 +30,7 @@ ROUNDS = 10  # every runtime is timed in this many turns of runs / ROUNDS calls
 SETTLE_S = 0.1
 
 
-def cpu_threads() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0))
+cpu_threads = usable_cores  # the threads a measurement gives each runtime: every core this process may use
 
 
 # ---- PyTorch modules, in this process --------------------------------------------------------------------

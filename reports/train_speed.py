@@ -1,8 +1,8 @@
 """Throughput of every preset on this machine: `python reports/train_speed.py`.
 
-For each preset at its own input size: training images/s (forward, backward, AdamW step), data-loading
-images/s (the training pipeline on `shapes`: generation, augmentation, collation, with --workers processes),
-inference images/s (batch --batch-size) and batch-1 latency, parameters and GFLOPs of one image.
+For each preset at its own input size: training images/s (hsvlt.train's step: forward, backward, clipping, AdamW),
+data-loading images/s (the training pipeline on `shapes`: generation, augmentation, collation, with --workers
+processes), inference images/s (batch --batch-size) and batch-1 latency, parameters and GFLOPs of one image.
 The last column says whether data loading keeps up with training (it must, for hsvlt_nano at 224).
 """
 
@@ -18,37 +18,32 @@ from hsvlt.data.loader import train_loader
 from hsvlt.data.shapes import CLASSES, ShapesDataset
 from hsvlt.data.transforms import train_transform
 from hsvlt.distributed import configure_cpu
-from hsvlt.evaluate import autocast, autocast_dtype
+from hsvlt.engine import Engine
+from hsvlt.evaluate import autocast_dtype
 from hsvlt.labels import load_label_set
-from hsvlt.losses import BCELoss
 from hsvlt.machine import count_gflops, cpu_name
 from hsvlt.models import PRESETS, create_model
+from hsvlt.train import TrainConfig
 from reports.measure import timed
 
 DEFAULT_PRESETS = ["hsvlt_nano", "hsvlt_lite0", "hsvlt_tiny", "hsvlt_small"]
 CPU = torch.device("cpu")
 
 
-def measure(preset: str, batch_size: int, steps: int, workers: int, dtype: torch.dtype | None) -> dict:
+def measure(preset: str, batch_size: int, steps: int, workers: int) -> dict:
     size = PRESETS[preset].img_size
     embeddings = torch.from_numpy(load_label_set("shapes").embeddings)
     model = create_model(preset, embeddings)
     images = torch.rand(batch_size, 3, size, size)
     targets = (torch.rand(batch_size, len(CLASSES)) < 0.25).float()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = BCELoss()
-
-    def train_step():  # as hsvlt.train steps: bf16 autocast where the CPU has native bf16
-        with autocast(CPU, dtype):
-            logits = model(images)
-        loss = loss_fn(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    # hsvlt.train's step as a run from scratch on shapes configures it: autocast where the CPU has native bf16,
+    # AdamW over its parameter groups, gradient clipping; images in the layout its loader hands over.
+    engine = Engine.for_config(model, TrainConfig(model=preset, batch_size=batch_size, no_pretrained=True).resolved())
+    train_images = images.contiguous(memory_format=torch.channels_last)
 
     model.train()
-    train_step()  # warm-up
-    train_times = timed(train_step, steps)
+    engine.step(train_images, targets)  # warm-up
+    train_times = timed(lambda: engine.step(train_images, targets), steps)
 
     model.eval()
     one = images[:1]
@@ -102,7 +97,7 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     configure_cpu()
     dtype = autocast_dtype(CPU, cpu=True)
-    rows = [measure(preset, args.batch_size, args.steps, args.workers, dtype)
+    rows = [measure(preset, args.batch_size, args.steps, args.workers)
             for preset in tqdm(args.presets, desc="presets")]
     precision = "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch_size}, "

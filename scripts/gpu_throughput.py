@@ -4,18 +4,17 @@ a COCO run on one GPU should start with; writes them with the machine's descript
     python scripts/gpu_throughput.py                                  # what scripts/gpu_check.sh runs
     python scripts/gpu_throughput.py --config hsvlt_nano:224:64,128 --out /tmp/GPU.md
 
-A measurement is hsvlt.train's training step (autocast in the dtype hsvlt.evaluate.autocast_dtype picks, with a
-gradient scaler in float16, gradient clipping, AdamW) on random batches with the 80 COCO labels, already in pinned
-memory, timed over --steps steps after --warmup. The batch recommended for a configuration is the largest whose
-images/s is within --within of the best among those whose peak reserved memory stays within --memory-fraction of
-the GPU's. The workers recommended are the data-loading processes that keep up with that batch's rate x
+A measurement is hsvlt.train's training step (hsvlt.engine: autocast in the dtype hsvlt.evaluate.autocast_dtype
+picks, with a gradient scaler in float16, gradient clipping, AdamW) on random batches with the 80 COCO labels,
+already in pinned memory, timed over --steps steps after --warmup. The batch recommended for a configuration is
+the largest whose images/s is within --within of the best among those whose peak reserved memory stays within
+--memory-fraction of the GPU's. The workers recommended are the data-loading processes that keep up with that batch's rate x
 --headroom: decoding and augmenting COCO-sized JPEGs (640 x 480) as hsvlt.train does, at most one per core less
 the training process.
 """
 
 import argparse
 import math
-import os
 import platform
 import shutil
 import subprocess
@@ -33,13 +32,15 @@ import torch
 from hsvlt.data.base import FileDataset, to_model_input
 from hsvlt.data.loader import train_loader
 from hsvlt.data.transforms import train_transform
-from hsvlt.evaluate import autocast, autocast_dtype
+from hsvlt.distributed import Placement
+from hsvlt.engine import Engine
+from hsvlt.evaluate import autocast_dtype
 from hsvlt.labels import load_label_set
-from hsvlt.losses import build_loss
-from hsvlt.machine import cpu_name
+from hsvlt.machine import cpu_name, usable_cores
 from hsvlt.models import PRESETS, create_model
+from hsvlt.outputs import write_text
 from hsvlt.recipes import data_defaults
-from hsvlt.train import parameter_groups
+from hsvlt.train import TrainConfig
 
 DEFAULT_CONFIGS = ("hsvlt_nano:224:32,64,128,256,512", "hsvlt_small:448:8,16,32,64,128")
 GIB = 2**30
@@ -82,58 +83,62 @@ def config(text: str) -> Config:
     return parsed
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class ThroughputSettings:
+    """What one measurement run measures and how it recommends (the flags parse into one, `parse_args`)."""
+
+    configs: tuple[Config, ...] = tuple(config(text) for text in DEFAULT_CONFIGS)
+    steps: int = 10
+    warmup: int = 3
+    memory_fraction: float = 0.8
+    within: float = 0.03
+    headroom: float = 1.25
+    device: str = "cuda"
+    tests: str | None = None
+    out: Path = Path("docs/GPU.md")
+
+
+def parse_args(argv=None) -> ThroughputSettings:
+    defaults = ThroughputSettings()
     parser = argparse.ArgumentParser(prog="python scripts/gpu_throughput.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=config, action="append",
+    parser.add_argument("--config", dest="configs", type=config, action="append",
                         help=f"PRESET:SIZE:B1,B2,... to measure, repeatable (default: "
                              f"{' and '.join(DEFAULT_CONFIGS)}); batches run in increasing order and stop at the "
                              f"first that does not fit")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per batch size")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocation, cuDNN choices)")
-    parser.add_argument("--memory-fraction", type=float, default=0.8,
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="timed training steps per batch size")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup,
+                        help="untimed steps first (allocation, cuDNN choices)")
+    parser.add_argument("--memory-fraction", type=float, default=defaults.memory_fraction,
                         help="a batch fits comfortably when its peak reserved memory is at most this share of "
                              "the GPU's")
-    parser.add_argument("--within", type=float, default=0.03,
+    parser.add_argument("--within", type=float, default=defaults.within,
                         help="recommend the largest fitting batch whose images/s is within this fraction of the best")
-    parser.add_argument("--headroom", type=float, default=1.25,
+    parser.add_argument("--headroom", type=float, default=defaults.headroom,
                         help="recommend workers that load this many times the training rate")
-    parser.add_argument("--device", default="cuda", help="cuda or cuda:N")
+    parser.add_argument("--device", default=defaults.device, help="cuda or cuda:N")
     parser.add_argument("--tests", help="the GPU tests' result line, quoted on the page (scripts/gpu_check.sh)")
-    parser.add_argument("--out", type=Path, default=Path("docs/GPU.md"), help="page to write")
-    args = parser.parse_args(argv)
-    args.config = args.config or [config(text) for text in DEFAULT_CONFIGS]
-    return args
+    parser.add_argument("--out", type=Path, default=defaults.out, help="page to write")
+    args = vars(parser.parse_args(argv))
+    return ThroughputSettings(**{**args, "configs": tuple(args["configs"] or defaults.configs)})
 
 
 # ---- training throughput --------------------------------------------------------------------------------------
 
 def time_training(cfg: Config, batch: int, device: torch.device, embeddings: torch.Tensor, steps: int,
                   warmup: int) -> Measurement:
-    """hsvlt.train's step on one random batch, repeated; raises torch.OutOfMemoryError when it does not fit."""
+    """hsvlt.train's step (hsvlt.engine, with what a COCO run from scratch configures) on one random batch,
+    repeated; raises torch.OutOfMemoryError when it does not fit."""
     torch.manual_seed(0)
     model = create_model(cfg.preset, embeddings, img_size=cfg.img_size).to(device).train()
-    options = argparse.Namespace(lr=data_defaults("coco")["lr"], backbone_lr_scale=1.0, weight_decay=0.05,
-                                 freeze_stages=0)
-    optimizer = torch.optim.AdamW(parameter_groups(model, options), lr=options.lr)
-    dtype = autocast_dtype(device, cpu=True)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    loss_fn = build_loss("bce")
+    config = TrainConfig(data="coco", model=cfg.preset, img_size=cfg.img_size, batch_size=batch,
+                         no_pretrained=True).resolved()
+    engine = Engine.for_config(model, config, Placement(device))
     images = torch.randint(0, 256, (batch, cfg.img_size, cfg.img_size, 3), dtype=torch.uint8).pin_memory()  # B H W 3
     targets = (torch.rand(batch, len(embeddings)) < 0.04).float().pin_memory()  # ~3 of 80 labels, as on COCO
 
     def step() -> None:
-        with autocast(device, dtype):
-            logits = model(to_model_input(images, device))
-        loss = loss_fn(logits.float(), targets.to(device, non_blocking=True))
-        if not torch.isfinite(loss):  # hsvlt.train checks every step, which waits for the GPU
-            raise FloatingPointError(f"loss became {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        scaler.step(optimizer)
-        scaler.update()
+        engine.step(to_model_input(images, device), targets.to(device, non_blocking=True))
 
     for _ in range(warmup):
         step()
@@ -147,7 +152,8 @@ def time_training(cfg: Config, batch: int, device: torch.device, embeddings: tor
                        torch.cuda.max_memory_allocated(device) / GIB, torch.cuda.max_memory_reserved(device) / GIB)
 
 
-def measure_config(cfg: Config, device: torch.device, embeddings: torch.Tensor, args) -> list[Measurement]:
+def measure_config(cfg: Config, device: torch.device, embeddings: torch.Tensor,
+                   args: ThroughputSettings) -> list[Measurement]:
     results = []
     for batch in cfg.batches:
         torch.cuda.empty_cache()
@@ -258,7 +264,8 @@ def number(value: float, digits: int = 1) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def page(info: dict, results: list[Measurement], choices: dict, args, dtype: torch.dtype) -> str:
+def page(info: dict, results: list[Measurement], choices: dict, args: ThroughputSettings,
+         dtype: torch.dtype) -> str:
     rows = ["| model | input (px) | batch | images/s | ms/step | peak allocated (GiB) | peak reserved (GiB) |",
             "|---|---|---|---|---|---|---|"]
     for m in results:
@@ -270,7 +277,7 @@ def page(info: dict, results: list[Measurement], choices: dict, args, dtype: tor
     loading = ["| model | input (px) | one worker (images/s) | recommended workers | they deliver (images/s) |",
                "|---|---|---|---|---|"]
     advice = []
-    for cfg in args.config:
+    for cfg in args.configs:
         choice = choices[cfg]
         if choice is None:
             advice.append(f"- {cfg.name}: no measured batch fits within {args.memory_fraction:.0%} of this GPU's "
@@ -339,19 +346,6 @@ above per process.
 """
 
 
-def write_page(path: Path, text: str) -> None:
-    """Through a temporary file beside `path`: an interrupted run leaves the previous page whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     if not torch.cuda.is_available():
@@ -359,7 +353,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     device = device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
     torch.cuda.set_device(device)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     info = machine(device, cores)
     dtype = autocast_dtype(device, cpu=True)
     print(f"{info['gpu']}, {info['memory_gib']:.1f} GiB, driver {info['driver']}, torch {info['torch']}", flush=True)
@@ -368,7 +362,7 @@ def main(argv=None) -> None:
     results, choices = [], {}
     with tempfile.TemporaryDirectory() as folder:
         paths = write_coco_like_jpegs(Path(folder))
-        for cfg in args.config:
+        for cfg in args.configs:
             measured = measure_config(cfg, device, embeddings, args)
             results += measured
             recommended = recommend_batch(measured, info["memory_gib"], args.memory_fraction, args.within)
@@ -382,7 +376,8 @@ def main(argv=None) -> None:
             print(f"{cfg.name}: batch {best.batch}, {loader['workers']} workers (one worker "
                   f"{number(loader['one_worker'], 0)} images/s, {loader['workers']} deliver "
                   f"{number(loader['measured'], 0)}{'; ' + loader['error'] if loader['error'] else ''})", flush=True)
-    write_page(args.out, page(info, results, choices, args, dtype))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(args.out, page(info, results, choices, args, dtype))  # an interrupted run leaves the old page whole
     print(f"wrote {args.out}")
 
 

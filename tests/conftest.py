@@ -74,9 +74,9 @@ def installed_hsvlt():
 @pytest.fixture
 def crash_on_batch(monkeypatch):
     """crash_on_batch(n): the n-th training batch raises KeyboardInterrupt, as a kill would; returns the undo."""
-    import hsvlt.train as train_module
+    import hsvlt.engine as engine_module  # the training step takes each batch's images through its to_model_input
 
-    original = train_module.to_model_input
+    original = engine_module.to_model_input
 
     def arm(n: int):
         calls = {"n": 0}
@@ -87,7 +87,7 @@ def crash_on_batch(monkeypatch):
                 raise KeyboardInterrupt
             return original(images, device)
 
-        monkeypatch.setattr(train_module, "to_model_input", crashing)
-        return lambda: monkeypatch.setattr(train_module, "to_model_input", original)
+        monkeypatch.setattr(engine_module, "to_model_input", crashing)
+        return lambda: monkeypatch.setattr(engine_module, "to_model_input", original)
 
     return arm

@@ -20,9 +20,10 @@ BACKBONES = {"convnext": convnext_stages, "efficientnet_lite0": efficientnet_lit
 
 
 def is_backbone(name: str) -> bool:
-    """Whether the module of this name belongs to the visual backbone: a stem or downsampling layer, or the
-    visual update of an IVLA block."""
-    return ".visual." in name or ".downsample." in name
+    """Whether the module, parameter or state-dict key of this name belongs to the visual backbone: a stem or
+    downsampling layer, or the visual update of an IVLA block. This is what ImageNet weights initialise, what has
+    the backbone's learning rate, and what --freeze-stages freezes."""
+    return ".downsample." in f".{name}" or ".visual." in name
 
 
 class MultiLabelClassifier(nn.Module):

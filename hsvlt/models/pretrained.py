@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hsvlt.models.classifier import MultiLabelClassifier
+from hsvlt.models.classifier import MultiLabelClassifier, is_backbone
 from hsvlt.models.efficientnet_lite import (
     UNUSED_BY_HSVLT,
     checkpoint_filter,
@@ -110,10 +110,6 @@ def _lite0_entries(state: dict, source: str, depths: tuple[int, ...]) -> dict[st
 
 # ---- loading ----------------------------------------------------------------------------------------------
 
-def _is_backbone(key: str) -> bool:
-    return ".downsample." in f".{key}" or ".visual." in key
-
-
 def _fresh_parts(keys: list[str]) -> str:
     """Model keys left at their initialisation, grouped: 'language_projections, IVLA cross_attention (12
     blocks), ..., head'."""
@@ -164,7 +160,7 @@ def load_pretrained(model: MultiLabelClassifier, source: str) -> str:
             raise PretrainedError(f"{path}: key {key!r} has shape {tuple(tensor.shape)}, {config.preset} "
                                   f"needs {tuple(own[target].shape)} for {target!r}")
         loaded[target] = tensor
-    missing = [key for key in own if _is_backbone(key) and key not in loaded]
+    missing = [key for key in own if is_backbone(key) and key not in loaded]
     if missing:
         raise PretrainedError(f"{path}: has nothing for {missing[0]!r} of {config.preset} (depths {depths}): "
                               f"a shallower or different backbone than the model")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import hsvlt.train as train_module
+import hsvlt.engine as engine_module
 from hsvlt import distributed
 from hsvlt.checkpoint import load_checkpoint, load_model
 from hsvlt.data.base import to_model_input
@@ -120,13 +120,13 @@ def test_training_steps_lower_the_loss(preset, precision, tmp_path, monkeypatch)
     """Six steps on one batch: the loss stays finite and falls; the forward runs in the chosen dtype, and float16
     goes through the gradient scaler, whose state last.pt keeps."""
     dtypes = set()
-    original = train_module.autocast
+    original = engine_module.autocast  # the training step's
 
-    def recording(device, bf16=False, dtype=None):
+    def recording(device, dtype):
         dtypes.add((device.type, dtype))
-        return original(device, bf16, dtype)
+        return original(device, dtype)
 
-    monkeypatch.setattr(train_module, "autocast", recording)
+    monkeypatch.setattr(engine_module, "autocast", recording)
     out = tmp_path / "run"
     train_main(["--model", preset, "--img-size", "64", "--train-size", "8", "--val-size", "8", "--batch-size", "8",
                 "--workers", "0", "--warmup-epochs", "0", "--epochs", "6", "--lr", STEPS[preset], "--device", "cuda",
