@@ -1,5 +1,7 @@
 """Shared by the export, quantisation, demo and safety tests: tiny checkpoints (hsvlt_pico, the 10 `shapes` labels)
-and their exports."""
+and their exports; and, under pytest-xdist (`-n auto`), one core for each worker."""
+
+import os
 
 import pytest
 import torch
@@ -7,6 +9,17 @@ import torch
 from hsvlt.checkpoint import save_checkpoint
 from hsvlt.labels import load_label_set
 from hsvlt.models import create_model
+
+
+def pytest_configure(config):
+    """A pytest-xdist worker keeps to a core of its own, and so do the commands its tests start (the affinity is
+    inherited, and hsvlt sizes its thread pools by it): two workers that each spread over every core would make
+    their OpenMP threads spin-wait on each other and run many times slower than one worker alone."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
+        torch.set_num_threads(1)
 
 
 def make_checkpoint(path, preset: str = "hsvlt_pico", img_size: int = 32, seed: int = 0):
