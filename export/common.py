@@ -16,7 +16,7 @@ from hsvlt.checkpoint import CheckpointError, load_model
 from hsvlt.cli import UsageError, non_negative_int
 from hsvlt.deploy.manifest import checkpoint_manifest, checkpoint_thresholds, file_sha256
 from hsvlt.deploy.preprocess import prepare_image, to_input
-from hsvlt.deploy.wrapper import DeployableHSVLT, for_export, trace
+from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
 from hsvlt.models.classifier import MultiLabelClassifier
 from hsvlt.toolchain import quiet_toolchain
 
@@ -128,8 +128,8 @@ def validation_images(source: SourceCheckpoint, count: int) -> np.ndarray:
 
 
 def reference_outputs(source: SourceCheckpoint, images: np.ndarray, attention_stage: int | None) -> list[np.ndarray]:
-    """The trained model in eager PyTorch (hsvlt.deploy.wrapper.DeployableHSVLT, no rewrites) on `images`."""
-    module = DeployableHSVLT(source.model, attention_stage).eval()
+    """The trained model in eager PyTorch (hsvlt.deploy.wrapper.AsTrainedHSVLT, no rewrites) on `images`."""
+    module = AsTrainedHSVLT(source.model, attention_stage).eval()
     with torch.inference_mode():
         outputs = module(torch.from_numpy(images))
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)

@@ -5,7 +5,7 @@ Every nn.Linear of the trained model is fake-quantised the way torchao's Int8Dyn
 runs it: int8 weights per output channel, int8 activations quantised per token at run time (the eager flow has
 no static int8 configuration). Training is quant/qat.py's loop; convert then swaps in the quantised weights.
 Convolutions stay float (the configuration covers linear layers), and the model exports through the plain
-wrapper, hsvlt.deploy.wrapper.DeployableHSVLT: the export-time rewrites (HSVLT.deployable,
+wrapper, hsvlt.deploy.wrapper.AsTrainedHSVLT: the export-time rewrites (HSVLT.deployable,
 hsvlt/models/deployable.py) fold float weights into new layers and cannot fold quantised tensors.
 """
 
@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from hsvlt.checkpoint import load_model
-from hsvlt.deploy.wrapper import DeployableHSVLT
+from hsvlt.deploy.wrapper import AsTrainedHSVLT
 from hsvlt.losses import build_loss
 from quant.qat import QuantizeConfig, loaders, optimizer_and_schedule, train_epoch, validation_map
 
@@ -53,4 +53,4 @@ def quantization_aware(config: QuantizeConfig) -> tuple[torch.nn.Module, list[di
 
 def program(model: torch.nn.Module, img_size: int) -> torch.export.ExportedProgram:
     """The converted model as a batch-1 program (images in [0, 1] -> probabilities), for export/to_executorch.lower."""
-    return torch.export.export(DeployableHSVLT(model).eval(), (torch.rand(1, 3, img_size, img_size),))
+    return torch.export.export(AsTrainedHSVLT(model).eval(), (torch.rand(1, 3, img_size, img_size),))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from hsvlt.deploy.manifest import manifest_path, read_manifest
-from hsvlt.deploy.wrapper import DeployableHSVLT
+from hsvlt.deploy.wrapper import AsTrainedHSVLT
 from hsvlt.toolchain import native_stderr_filtered
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -158,7 +158,7 @@ class OnnxModel(Model):
 
 
 class TorchModel(Model):
-    """A training checkpoint in eager PyTorch (hsvlt.deploy.wrapper.DeployableHSVLT: the model exactly as trained)."""
+    """A training checkpoint in eager PyTorch (hsvlt.deploy.wrapper.AsTrainedHSVLT: the model exactly as trained)."""
 
     runtime = "PyTorch"
 
@@ -171,7 +171,7 @@ class TorchModel(Model):
                                                    attention_stage=attention_stage))
         if threads:
             torch.set_num_threads(threads)
-        self.module = DeployableHSVLT(model, attention_stage).eval()
+        self.module = AsTrainedHSVLT(model, attention_stage).eval()
 
     @torch.inference_mode()
     def execute(self, batch: np.ndarray) -> Output:
