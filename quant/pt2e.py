@@ -8,17 +8,17 @@ It is the one int8 format that lowers to both XNNPACK and Core ML (docs/DESIGN.m
     save_artifact(program, "qat.pt2", manifest)           # what export/to_executorch.py --int8 takes
 
 Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_FLOAT_LAYERS (the LayerNorm
-statistics), comes from the measurements written beside it.
+statistics), comes from the reasons written beside it; `python reports/quantization.py --float-study` measures
+each group kept float.
 
 Why PT2E and not torchao's eager QAT (quantize_ with QATConfig, quant/eager.py): measured side by side by
-`python reports/quantization.py --eager-study` (docs/QUANT_EAGER.md; shapes checkpoints, 3 x 150 QAT steps each), the
-eager flow's programs score a little higher (hsvlt_nano 91.06 vs 90.81 mAP, hsvlt_lite0 98.29 vs 98.10) but run
-about 2x (nano) and 3x (lite0) slower than PT2E's, are 1.3x and 3.3x larger, and split into 40 and 14 XNNPACK
-subgraphs with 90 and 26 operators outside. Its int8 configurations quantise activations at run time and cover
-linear layers only (convolutions stay float), its quantised weights cannot be folded by the export-time
-rewrites, and dynamic activation quantisation does not convert to Core ML (docs/DESIGN.md section 5). PT2E static
-quantisation covers convolutions, linears, adds and multiplies and gives the one int8 artifact that XNNPACK
-and Core ML both take.
+`python reports/quantization.py --eager-study` (docs/QUANT_EAGER.md holds the figures), the eager flow's programs
+score about the same mAP but run slower than PT2E's, are larger, and split into many XNNPACK subgraphs with
+operators left outside, because it exports through the model as trained, without the rewrites. Its int8
+configurations quantise activations at run time and cover linear layers only (convolutions stay float), its
+quantised weights cannot be folded by the export-time rewrites, and dynamic activation quantisation does not
+convert to Core ML (docs/DESIGN.md section 5). PT2E static quantisation covers convolutions, linears, adds and
+multiplies and gives the one int8 artifact that XNNPACK and Core ML both take.
 """
 
 import copy

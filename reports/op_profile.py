@@ -6,8 +6,8 @@ runtime's ETDump, summed by operator kind.
 
 One table: per kind (fully connected, depthwise conv, ...) the number of operators, the mean time per run summed
 over them, and the share. Means, not medians: the sum of means is the mean of the sums, whereas on two threads
-each operator's time has a tail (a thread descheduled for a moment), which every median leaves out: on hsvlt_nano
-the sum of medians is ~0.5 ms (3%) below the sum of means. Below the table, the delegate call as a whole. The time
+each operator's time has a tail (a thread descheduled for a moment), which every median leaves out, so the sum
+of medians falls short of the call's time. Below the table, the delegate call as a whole. The time
 outside the operators is what the call spends around them: reshaping and setting up every operator on each
 call, the profiler's bookkeeping, and the rounding of each operator's time down to a whole microsecond
 (XNNPACK's profiling unit), about 0.5 us per operator.
