@@ -18,9 +18,6 @@ from hsvlt.deploy.manifest import checkpoint_manifest, checkpoint_thresholds, fi
 from hsvlt.deploy.preprocess import prepare_image, to_input
 from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
 from hsvlt.models.classifier import MultiLabelClassifier
-from hsvlt.toolchain import quiet_toolchain
-
-quiet_toolchain()
 
 
 class ExportError(ValueError):

@@ -35,6 +35,7 @@ from hsvlt.models.deployable import ChannelNorm, Rewrites, TokenNorm
 from hsvlt.models.hsvlt import HSVLT
 from hsvlt.models.ivla import LabelAttention, PixelAttention
 from hsvlt.outputs import write_bytes
+from hsvlt.toolchain import quiet_toolchain_calls
 
 ARTIFACT_SUFFIX = ".pt2"
 MAX_BATCH = 64
@@ -129,6 +130,7 @@ def layer_precisions(converted: torch.fx.GraphModule) -> dict[str, dict[str, int
     return counts
 
 
+@quiet_toolchain_calls()
 def quantizer(float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS, qat: bool = True):
     """XNNPACKQuantizer: symmetric int8, weights per channel; nodes of `float_layers` stay float."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -158,6 +160,7 @@ def capture(model: HSVLT, qat: bool, attention_stage: int | None = None,
     return trace(module, model.config.img_size, MAX_BATCH).module()
 
 
+@quiet_toolchain_calls()
 def prepare(graph: torch.fx.GraphModule, qat: bool,
             float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS) -> torch.fx.GraphModule:
     """Insert observers (PTQ) or fake quantisers (QAT)."""
@@ -167,6 +170,7 @@ def prepare(graph: torch.fx.GraphModule, qat: bool,
     return prepare_fn(graph, quantizer(float_layers, qat))
 
 
+@quiet_toolchain_calls()
 def train_mode(prepared: torch.fx.GraphModule, training: bool) -> None:
     """model.train() / model.eval() for a captured graph (batch norm and dropout nodes)."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
@@ -174,6 +178,7 @@ def train_mode(prepared: torch.fx.GraphModule, training: bool) -> None:
     (move_exported_model_to_train if training else move_exported_model_to_eval)(prepared)
 
 
+@quiet_toolchain_calls()
 def freeze_observers(prepared: torch.fx.GraphModule) -> None:
     """Stop updating quantisation ranges (the fake quantisers keep quantising with the ranges they have)."""
     from torchao.quantization.pt2e import disable_observer
@@ -198,6 +203,7 @@ def freeze_batch_norm(prepared: torch.fx.GraphModule) -> int:
     return frozen
 
 
+@quiet_toolchain_calls()
 def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """A converted (int8 q/dq) copy of `prepared`, in eval mode; `prepared` can go on training."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
@@ -240,6 +246,7 @@ def to_program(converted: torch.fx.GraphModule, img_size: int) -> torch.export.E
     return trace(append_sigmoid(copy.deepcopy(converted)), img_size, MAX_BATCH)
 
 
+@quiet_toolchain_calls()
 def save_artifact(program: torch.export.ExportedProgram, path: str | Path, manifest: dict) -> None:
     """X.pt2 (torch.export.save) and the manifest X.pt2.json beside it."""
     # Serialised in memory first: torch.export.save aborts the whole process (a C++ exception in a destructor)
@@ -250,6 +257,7 @@ def save_artifact(program: torch.export.ExportedProgram, path: str | Path, manif
     write_manifest(path, manifest)
 
 
+@quiet_toolchain_calls()
 def load_artifact(path: str | Path) -> tuple[torch.export.ExportedProgram, dict]:
     """(program, manifest) of an artifact written by save_artifact; errors name the file."""
     path = Path(path)

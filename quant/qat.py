@@ -43,7 +43,6 @@ from hsvlt.losses import build_loss, distillation_loss
 from hsvlt.metrics import evaluate_scores
 from hsvlt.outputs import check_output_file
 from hsvlt.recipes import data_defaults
-from hsvlt.toolchain import quiet_toolchain
 from quant.pt2e import (
     ARTIFACT_SUFFIX,
     DEFAULT_FLOAT_LAYERS,
@@ -61,8 +60,6 @@ from quant.pt2e import (
     to_program,
     train_mode,
 )
-
-quiet_toolchain()
 
 
 @dataclass

@@ -25,6 +25,7 @@ import torch
 from hsvlt.cli import positive_int, run_command
 from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import cannot_load
+from hsvlt.toolchain import quiet_toolchain_calls
 from reports.measure import SETTLE_S, cpu_threads
 
 RUNTIME_EVENTS = ("DELEGATE_CALL", "Method::execute")
@@ -35,6 +36,7 @@ def operator_kind(event_name: str) -> str:
     return re.sub(r" #\d+$", "", event_name)
 
 
+@quiet_toolchain_calls()
 def profile(path: str | Path, threads: int, runs: int = 20) -> dict:
     """Run the program `runs` times at batch 1 with event tracing on; mean milliseconds per run of each operator
     kind and of the whole delegate call."""

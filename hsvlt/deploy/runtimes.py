@@ -18,7 +18,7 @@ import torch
 
 from hsvlt.deploy.manifest import manifest_path, read_manifest
 from hsvlt.deploy.wrapper import AsTrainedHSVLT
-from hsvlt.toolchain import native_stderr_filtered
+from hsvlt.toolchain import native_stderr_filtered, quiet_toolchain_calls
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
@@ -109,11 +109,11 @@ class ExecuTorchModel(Model):
 
     def __init__(self, path: Path, threads: int | None = None):
         super().__init__(path, read_manifest(path))
-        from executorch.runtime import Runtime
+        with quiet_toolchain_calls():
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+            from executorch.runtime import Runtime
 
         if threads:
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
             _unsafe_reset_threadpool(threads)
         try:
             with native_stderr_filtered():

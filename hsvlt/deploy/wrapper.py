@@ -13,6 +13,7 @@ from torch import nn
 from hsvlt.models.classifier import LabelQueryClassifier, MultiLabelClassifier
 from hsvlt.models.deployable import Rewrites
 from hsvlt.models.hsvlt import HSVLT
+from hsvlt.toolchain import quiet_toolchain_calls
 
 
 class AsTrainedHSVLT(nn.Module):
@@ -53,6 +54,7 @@ class AsTrainedHSVLT(nn.Module):
 DeployableHSVLT = AsTrainedHSVLT  # the earlier name, kept for existing callers
 
 
+@quiet_toolchain_calls()
 def trace(module: nn.Module, img_size: int, max_batch: int | None = None) -> torch.export.ExportedProgram:
     """torch.export of a module taking images: a dynamic batch of 1..max_batch, traced at batch 2 (a program
     traced at batch 1 is specialised to it), or a fixed batch of 1 when max_batch is None (a camera's program,
