@@ -103,7 +103,8 @@ def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: 
     print(f"wrote {out} ({size_mb(out):.2f} MB, {precision}) and {manifest_path(out).name}")
     print(format_delegation(summary, backend))
     result = {"delegation": summary, "parity": None}
-    from executorch.runtime import Runtime
+    with quiet_toolchain_calls():
+        from executorch.runtime import Runtime
 
     if backend == "coreml" and not Runtime.get().backend_registry.is_available("CoreMLBackend"):
         print("parity check skipped: this ExecuTorch runtime has no Core ML backend (macOS and iOS only)")

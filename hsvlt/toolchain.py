@@ -38,6 +38,9 @@ TOOLCHAIN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     # fp16 conversion casts the float32 clamp bounds (the norms' variance floor, +-float32 max) to +-inf, which
     # clamps exactly the same.
     (RuntimeWarning, r"overflow encountered in cast", r"coremltools\."),
+    # torch.export.save of a program whose constants share storage; the warning is about weights off the CPU,
+    # and the programs saved here are CPU programs.
+    (UserWarning, r"No complete tensor found in the group", r"torch\.export\."),
     # coremltools leaves the folder it converts in to be removed when it is collected.
     (ResourceWarning, r"Implicitly cleaning up <TemporaryDirectory", r"tempfile"),
 )
@@ -46,6 +49,8 @@ TOOLCHAIN_LOG_NOTICES: tuple[tuple[str, str], ...] = (
     # Optional kernels that this platform lacks (mxfp8, CUTLASS, Triton: GPU ones).
     ("torchao", r"Failed to load .*torchao"),
     ("torchao.kernel.intmm", r"Warning: Detected no triton"),
+    # The ONNX exporter registers torchvision's operators where torchvision is installed; nothing here uses it.
+    ("torch.onnx._internal.exporter._registration", r"torchvision is not installed"),
     # torchao registers an Enum with torch.compile the way torch now deprecates.
     ("torch.utils._pytree", r"<enum '\w+'> is an Enum subclass and is now natively supported"),
     # coremltools: its macOS-only runtime, and versions of torch and scikit-learn it was not tested with.

@@ -240,6 +240,7 @@ def append_sigmoid(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return converted
 
 
+@quiet_toolchain_calls()
 def to_program(converted: torch.fx.GraphModule, img_size: int) -> torch.export.ExportedProgram:
     """The int8 program the exporters take: images in [0, 1] (dynamic batch) -> probabilities (a copy of
     `converted` gets the sigmoid)."""
