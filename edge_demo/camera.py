@@ -48,9 +48,6 @@ from hsvlt.deploy.preprocess import preprocess_frame
 from hsvlt.deploy.runtimes import attention_peak, open_model
 from hsvlt.deploy.sources import ImageSource, Source, SourceError, open_source
 from hsvlt.outputs import OutputError, atomic_path, check_apart_from_inputs, check_output_folder, run_folder
-from hsvlt.toolchain import quiet_toolchain
-
-quiet_toolchain()
 
 WINDOW = "HSVLT"
 QUIT_KEYS = {ord("q"), ord("Q"), 27}  # q, Esc

@@ -22,11 +22,8 @@ from hsvlt.deploy.manifest import (
     parse_manifest,
 )
 from hsvlt.deploy.preprocess import prepare_image, to_input
-from hsvlt.deploy.wrapper import DeployableHSVLT, for_export, trace
+from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
 from hsvlt.models.classifier import MultiLabelClassifier
-from hsvlt.toolchain import quiet_toolchain
-
-quiet_toolchain()
 
 
 class ExportError(ValueError):
@@ -131,8 +128,8 @@ def validation_images(source: SourceCheckpoint, count: int) -> np.ndarray:
 
 
 def reference_outputs(source: SourceCheckpoint, images: np.ndarray, attention_stage: int | None) -> list[np.ndarray]:
-    """The trained model in eager PyTorch (hsvlt.deploy.wrapper.DeployableHSVLT, no rewrites) on `images`."""
-    module = DeployableHSVLT(source.model, attention_stage).eval()
+    """The trained model in eager PyTorch (hsvlt.deploy.wrapper.AsTrainedHSVLT, no rewrites) on `images`."""
+    module = AsTrainedHSVLT(source.model, attention_stage).eval()
     with torch.inference_mode():
         outputs = module(torch.from_numpy(images))
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)

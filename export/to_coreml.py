@@ -37,11 +37,13 @@ from hsvlt.cli import program, run_command
 from hsvlt.deploy.manifest import Quantization, manifest_path, precision_label, write_manifest
 from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import atomic_path, check_output_file
+from hsvlt.toolchain import quiet_toolchain_calls
 
 # Operations that hold or apply int8 weights in an ML program (iOS 16/17 and iOS 18 forms).
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "dequantize")
 
 
+@quiet_toolchain_calls()
 def convert(program, source: SourceCheckpoint, attention_stage: int | None, fp16: bool):
     import coremltools as ct
 
@@ -63,6 +65,7 @@ def convert(program, source: SourceCheckpoint, attention_stage: int | None, fp16
         )
 
 
+@quiet_toolchain_calls()
 def quantize_weights(mlmodel):
     """Core ML's own weight quantisation: int8, symmetric, per output channel."""
     import coremltools as ct
@@ -105,6 +108,7 @@ SPECIFICATION_IOS = {7: "iOS 16", 8: "iOS 17", 9: "iOS 18"}
 COMPUTE_OPS = ("conv", "linear", "matmul")
 
 
+@quiet_toolchain_calls()
 def inspect_package(path: Path) -> dict:
     """Reload a saved package without compiling it: inputs, outputs (name -> shape), user metadata,
     descriptions, the operation types of its ML program, the float type its convolutions and matrix products
@@ -143,6 +147,7 @@ def inspect_package(path: Path) -> dict:
                                                  f"specification version {spec.specificationVersion}")}
 
 
+@quiet_toolchain_calls()
 def predict(path: Path, images: np.ndarray) -> np.ndarray:
     """Probabilities from Core ML itself (macOS only) for float N x 3 x S x S images."""
     import coremltools as ct

@@ -13,7 +13,6 @@ with the PyTorch model on validation images.
 """
 
 import argparse
-import logging
 from pathlib import Path
 
 from export.common import (
@@ -32,26 +31,29 @@ from hsvlt.cli import positive_int, program, run_command
 from hsvlt.deploy.manifest import manifest_path, precision_label, write_manifest
 from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import check_output_file, write_bytes
+from hsvlt.toolchain import quiet_toolchain_calls
 
 BACKENDS = ("xnnpack", "coreml")
 
 
+@quiet_toolchain_calls()
 def partitioners(backend: str) -> list:
     if backend == "xnnpack":
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
         return [XnnpackPartitioner()]
     import coremltools as ct
-    from executorch.backends.apple.coreml.compiler import CoreMLBackend, coreml_preprocess
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend
     from executorch.backends.apple.coreml.partition import CoreMLPartitioner
 
-    # It warns that specification version 8 needs iOS 17: the deployment target chosen here, on purpose.
-    logging.getLogger(coreml_preprocess.__name__).setLevel(logging.ERROR)
+    # Lowering logs that specification version 8 needs iOS 17: the deployment target chosen here, on purpose
+    # (hsvlt.toolchain hides it).
     specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=ct.target.iOS17,
                                                  compute_precision=ct.precision.FLOAT16)
     return [CoreMLPartitioner(compile_specs=specs)]
 
 
+@quiet_toolchain_calls()
 def lower(program, backend: str = "xnnpack"):
     """ExportedProgram -> (ExecuTorch program bytes, delegation summary). The summary counts the operators
     left outside the delegate (executorch.devtools.backend_debug.get_delegation_info), not counting the
@@ -102,7 +104,8 @@ def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: 
     print(f"wrote {out} ({size_mb(out):.2f} MB, {precision_label(manifest)}) and {manifest_path(out).name}")
     print(format_delegation(summary, backend))
     result = {"delegation": summary, "parity": None}
-    from executorch.runtime import Runtime
+    with quiet_toolchain_calls():
+        from executorch.runtime import Runtime
 
     if backend == "coreml" and not Runtime.get().backend_registry.is_available("CoreMLBackend"):
         print("parity check skipped: this ExecuTorch runtime has no Core ML backend (macOS and iOS only)")

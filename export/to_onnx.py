@@ -26,6 +26,7 @@ from hsvlt.cli import program, run_command
 from hsvlt.deploy.manifest import manifest_path, write_manifest
 from hsvlt.deploy.wrapper import for_export
 from hsvlt.outputs import atomic_path, check_output_file
+from hsvlt.toolchain import quiet_toolchain_calls
 
 OPSET = 18
 
@@ -38,9 +39,10 @@ def export(source: SourceCheckpoint, out: Path, attention_stage: int | None = No
     module = for_export(source.model, attention_stage)
     example = torch.rand(2, 3, source.img_size, source.img_size)
     outputs = ["probabilities"] + (["attention"] if attention_stage is not None else [])
-    program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET, input_names=["image"],
-                                output_names=outputs, dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
-                                verbose=False)
+    with quiet_toolchain_calls():
+        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET, input_names=["image"],
+                                    output_names=outputs, dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
+                                    verbose=False)
     with atomic_path(out) as temporary:
         program.save(str(temporary), external_data=False)
         onnx.checker.check_model(str(temporary), full_check=True)

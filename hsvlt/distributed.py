@@ -40,7 +40,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def configure_cpu(processes_on_this_machine: int = 1) -> None:
-    """Flush denormals (4x faster here) and share the cores among the processes of this machine."""
+    """Flush denormals (weights that become denormal late in training make the CPU's arithmetic several times
+    slower) and share the cores among the processes of this machine."""
     torch.set_flush_denormal(True)
     torch.set_num_threads(max(1, usable_cores() // processes_on_this_machine))
 

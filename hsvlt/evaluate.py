@@ -34,20 +34,23 @@ class Predictions:
     model_seconds: float = 0.0  # time inside the model alone (the slowest rank's)
 
 
-def uses_bf16(device: torch.device, enabled: bool = True, cpu: bool = False) -> bool:
-    """Whether `autocast` computes in reduced precision: on CUDA (unless disabled); on the CPU only with `cpu`
-    (training) and where the CPU has native bf16 (AVX512-BF16 or AMX; emulated bf16 is slower than float32).
-    Evaluation keeps the CPU in float32, the precision of the exported models. The dtype is `autocast_dtype`'s:
-    bf16, except float16 on CUDA devices without native bf16."""
+def uses_reduced_precision(device: torch.device, enabled: bool = True, cpu: bool = False) -> bool:
+    """Whether `autocast` computes in reduced precision, bf16 or float16: on CUDA (unless disabled); on the CPU
+    only with `cpu` (training) and where the CPU has native bf16 (AVX512-BF16 or AMX; emulated bf16 is slower
+    than float32). Evaluation keeps the CPU in float32, the precision of the exported models. The dtype is
+    `autocast_dtype`'s: bf16, except float16 on CUDA devices without native bf16."""
     native_cpu = cpu and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return enabled and (device.type == "cuda" or native_cpu)
 
 
+uses_bf16 = uses_reduced_precision  # the earlier name, which also answered for float16; kept for existing callers
+
+
 def autocast_dtype(device: torch.device, enabled: bool = True, cpu: bool = False) -> torch.dtype | None:
-    """The dtype `autocast` computes in where `uses_bf16` says reduced precision, else None (float32): bf16, or
+    """The dtype `autocast` computes in where `uses_reduced_precision` says so, else None (float32): bf16, or
     float16 on a CUDA device without native bf16 (older than Ampere: it emulates bf16, slowly where at all).
     Training in float16 needs a gradient scaler, or small gradients underflow to 0."""
-    if not uses_bf16(device, enabled, cpu):
+    if not uses_reduced_precision(device, enabled, cpu):
         return None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.float16

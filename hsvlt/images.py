@@ -24,7 +24,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 # refuse. The model sees at most a few hundred pixels a side, so more pixels add nothing but memory: decoding
 # peaks at 7 bytes a pixel for an 8-bit RGB JPEG (its bytes, the decoded BGR and the RGB copy), 28 for a 16-bit
 # PNG with transparency (composited in float32), so the limit caps one image at 1.4 GB (5.6 GB at worst), where
-# a 0.9 MB PNG of 30000 x 30000 grey pixels took 3.8 GB. Panoramas, scans and microscopy can need more: raise it.
+# a PNG of a few hundred kilobytes can declare a canvas of gigapixels (a decompression bomb) and decode to
+# gigabytes. Panoramas, scans and microscopy can need more: raise it.
 DEFAULT_MAX_MEGAPIXELS = 200.0
 MAX_MEGAPIXELS_SETTING = "HSVLT_MAX_MEGAPIXELS"
 

@@ -5,7 +5,7 @@ Every nn.Linear of the trained model is fake-quantised the way torchao's Int8Dyn
 runs it: int8 weights per output channel, int8 activations quantised per token at run time (the eager flow has
 no static int8 configuration). Training is quant/qat.py's loop; convert then swaps in the quantised weights.
 Convolutions stay float (the configuration covers linear layers), and the model exports through the plain
-wrapper, hsvlt.deploy.wrapper.DeployableHSVLT: the export-time rewrites (HSVLT.deployable,
+wrapper, hsvlt.deploy.wrapper.AsTrainedHSVLT: the export-time rewrites (HSVLT.deployable,
 hsvlt/models/deployable.py) fold float weights into new layers and cannot fold quantised tensors.
 """
 
@@ -13,11 +13,13 @@ import torch
 from tqdm import tqdm
 
 from hsvlt.checkpoint import load_model
-from hsvlt.deploy.wrapper import DeployableHSVLT
+from hsvlt.deploy.wrapper import AsTrainedHSVLT
 from hsvlt.losses import build_loss
+from hsvlt.toolchain import quiet_toolchain_calls
 from quant.qat import QuantizeConfig, loaders, optimizer_and_schedule, train_epoch, validation_map
 
 
+@quiet_toolchain_calls()
 def int8_config():
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig
     from torchao.quantization.granularity import PerAxis
@@ -29,13 +31,15 @@ def quantization_aware(config: QuantizeConfig) -> tuple[torch.nn.Module, list[di
     """Eager QAT of config.ckpt for config.epochs (at most config.max_steps each) at peak config.lr, cosine decay, as
     quant/qat.py trains. Returns the converted model (images -> logits) and the per-epoch log (fake-quantised
     validation mAP). The last epoch is kept: a converted model cannot train on, so there is no best-of."""
-    from torchao.quantization import quantize_
-    from torchao.quantization.qat import QATConfig
+    with quiet_toolchain_calls():
+        from torchao.quantization import quantize_
+        from torchao.quantization.qat import QATConfig
 
     torch.manual_seed(config.seed)
     model, checkpoint = load_model(config.ckpt)
     train, sampler, val = loaders(checkpoint, model.config.img_size, config, augment=True)
-    quantize_(model, QATConfig(int8_config(), step="prepare"))
+    with quiet_toolchain_calls():
+        quantize_(model, QATConfig(int8_config(), step="prepare"))
     optimizer, schedule = optimizer_and_schedule(model, len(train), config)
     loss_fn, log = build_loss(config.loss), []
     for epoch in range(config.epochs):
@@ -47,10 +51,12 @@ def quantization_aware(config: QuantizeConfig) -> tuple[torch.nn.Module, list[di
         fake_map = validation_map(model, val, "fake-quantised validate")
         log.append({"epoch": epoch + 1, "loss": loss, "fake_quantised_mAP": fake_map})
         tqdm.write(f"eager QAT epoch {epoch + 1}  loss {loss:.4f}  fake-quantised mAP {fake_map:6.2f}")
-    quantize_(model, QATConfig(int8_config(), step="convert"))
+    with quiet_toolchain_calls():
+        quantize_(model, QATConfig(int8_config(), step="convert"))
     return model.eval(), log
 
 
+@quiet_toolchain_calls()
 def program(model: torch.nn.Module, img_size: int) -> torch.export.ExportedProgram:
     """The converted model as a batch-1 program (images in [0, 1] -> probabilities), for export/to_executorch.lower."""
-    return torch.export.export(DeployableHSVLT(model).eval(), (torch.rand(1, 3, img_size, img_size),))
+    return torch.export.export(AsTrainedHSVLT(model).eval(), (torch.rand(1, 3, img_size, img_size),))

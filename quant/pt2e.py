@@ -8,17 +8,17 @@ It is the one int8 format that lowers to both XNNPACK and Core ML (docs/DESIGN.m
     save_artifact(program, "qat.pt2", manifest)           # what export/to_executorch.py --int8 takes
 
 Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_FLOAT_LAYERS (the LayerNorm
-statistics), comes from the measurements written beside it.
+statistics), comes from the reasons written beside it; `python reports/quantization.py --float-study` measures
+each group kept float.
 
 Why PT2E and not torchao's eager QAT (quantize_ with QATConfig, quant/eager.py): measured side by side by
-`python reports/quantization.py --eager-study` (docs/QUANT_EAGER.md; shapes checkpoints, 3 x 150 QAT steps each), the
-eager flow's programs score a little higher (hsvlt_nano 91.06 vs 90.81 mAP, hsvlt_lite0 98.29 vs 98.10) but run
-about 2x (nano) and 3x (lite0) slower than PT2E's, are 1.3x and 3.3x larger, and split into 40 and 14 XNNPACK
-subgraphs with 90 and 26 operators outside. Its int8 configurations quantise activations at run time and cover
-linear layers only (convolutions stay float), its quantised weights cannot be folded by the export-time
-rewrites, and dynamic activation quantisation does not convert to Core ML (docs/DESIGN.md section 5). PT2E static
-quantisation covers convolutions, linears, adds and multiplies and gives the one int8 artifact that XNNPACK
-and Core ML both take.
+`python reports/quantization.py --eager-study` (docs/QUANT_EAGER.md holds the figures), the eager flow's programs
+score about the same mAP but run slower than PT2E's, are larger, and split into many XNNPACK subgraphs with
+operators left outside, because it exports through the model as trained, without the rewrites. Its int8
+configurations quantise activations at run time and cover linear layers only (convolutions stay float), its
+quantised weights cannot be folded by the export-time rewrites, and dynamic activation quantisation does not
+convert to Core ML (docs/DESIGN.md section 5). PT2E static quantisation covers convolutions, linears, adds and
+multiplies and gives the one int8 artifact that XNNPACK and Core ML both take.
 """
 
 import copy
@@ -35,6 +35,7 @@ from hsvlt.models.deployable import ChannelNorm, Rewrites, TokenNorm
 from hsvlt.models.hsvlt import HSVLT
 from hsvlt.models.ivla import LabelAttention, PixelAttention
 from hsvlt.outputs import write_bytes
+from hsvlt.toolchain import quiet_toolchain_calls
 
 ARTIFACT_SUFFIX = ".pt2"
 MAX_BATCH = 64
@@ -138,6 +139,7 @@ def quantization_summary(method: str, converted: torch.fx.GraphModule, float_lay
                         layers=layer_precisions(converted), rewrites_off=rewrites_off(rewrites), figures=figures)
 
 
+@quiet_toolchain_calls()
 def quantizer(float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS, qat: bool = True):
     """XNNPACKQuantizer: symmetric int8, weights per channel; nodes of `float_layers` stay float."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -167,6 +169,7 @@ def capture(model: HSVLT, qat: bool, attention_stage: int | None = None,
     return trace(module, model.config.img_size, MAX_BATCH).module()
 
 
+@quiet_toolchain_calls()
 def prepare(graph: torch.fx.GraphModule, qat: bool,
             float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS) -> torch.fx.GraphModule:
     """Insert observers (PTQ) or fake quantisers (QAT)."""
@@ -176,6 +179,7 @@ def prepare(graph: torch.fx.GraphModule, qat: bool,
     return prepare_fn(graph, quantizer(float_layers, qat))
 
 
+@quiet_toolchain_calls()
 def train_mode(prepared: torch.fx.GraphModule, training: bool) -> None:
     """model.train() / model.eval() for a captured graph (batch norm and dropout nodes)."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
@@ -183,6 +187,7 @@ def train_mode(prepared: torch.fx.GraphModule, training: bool) -> None:
     (move_exported_model_to_train if training else move_exported_model_to_eval)(prepared)
 
 
+@quiet_toolchain_calls()
 def freeze_observers(prepared: torch.fx.GraphModule) -> None:
     """Stop updating quantisation ranges (the fake quantisers keep quantising with the ranges they have)."""
     from torchao.quantization.pt2e import disable_observer
@@ -207,6 +212,7 @@ def freeze_batch_norm(prepared: torch.fx.GraphModule) -> int:
     return frozen
 
 
+@quiet_toolchain_calls()
 def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """A converted (int8 q/dq) copy of `prepared`, in eval mode; `prepared` can go on training."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
@@ -243,12 +249,14 @@ def append_sigmoid(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return converted
 
 
+@quiet_toolchain_calls()
 def to_program(converted: torch.fx.GraphModule, img_size: int) -> torch.export.ExportedProgram:
     """The int8 program the exporters take: images in [0, 1] (dynamic batch) -> probabilities (a copy of
     `converted` gets the sigmoid)."""
     return trace(append_sigmoid(copy.deepcopy(converted)), img_size, MAX_BATCH)
 
 
+@quiet_toolchain_calls()
 def save_artifact(program: torch.export.ExportedProgram, path: str | Path, manifest: dict) -> None:
     """X.pt2 (torch.export.save) and the manifest X.pt2.json beside it."""
     # Serialised in memory first: torch.export.save aborts the whole process (a C++ exception in a destructor)
@@ -259,6 +267,7 @@ def save_artifact(program: torch.export.ExportedProgram, path: str | Path, manif
     write_manifest(path, manifest)
 
 
+@quiet_toolchain_calls()
 def load_artifact(path: str | Path) -> tuple[torch.export.ExportedProgram, dict]:
     """(program, manifest) of an artifact written by save_artifact; errors name the file."""
     path = Path(path)

@@ -50,7 +50,6 @@ from hsvlt.models.deployable import Rewrites
 from hsvlt.models.hsvlt import HSVLT
 from hsvlt.outputs import check_output_file
 from hsvlt.recipes import data_defaults
-from hsvlt.toolchain import quiet_toolchain
 from quant.pt2e import (
     ARTIFACT_SUFFIX,
     DEFAULT_FLOAT_LAYERS,
@@ -68,7 +67,6 @@ from quant.pt2e import (
     train_mode,
 )
 
-quiet_toolchain()
 # The layout QAT hands images over in: the captured graph was traced with contiguous images.
 QAT_INPUT_FORMAT = torch.contiguous_format
 

@@ -104,7 +104,7 @@ LEARNED_LOSS_RATIO, LEARNED_CF1 = 0.95, 5.0
 # difference is noise (the same run at another seed moves by about this much).
 SWEEP_MARGIN = 1.0
 # Sizes of a full study (the defaults) and of --quick (a smoke test of the pipeline, numbers mean nothing).
-# The full study is sized for about an hour on 2 AVX2 cores (nano trains at ~50 images/s there at 64 px).
+# The full study is sized for about an hour on 2 AVX2 cores; docs/RESULTS.md records how long its last run took.
 FULL = dict(model="hsvlt_nano", img_size=64, train_size=4000, val_size=400, test_size=800, epochs=3,
             sweep_train_size=2000, latency_runs=50)
 QUICK = dict(model="hsvlt_pico", img_size=64, train_size=96, val_size=32, test_size=48, epochs=1,

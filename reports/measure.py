@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from hsvlt.machine import usable_cores
 from hsvlt.outputs import write_text
+from hsvlt.toolchain import quiet_toolchain_calls
 
 IMAGES = 10  # distinct random images each runtime cycles through
 ROUNDS = 10  # every runtime is timed in this many turns of runs / ROUNDS calls
@@ -76,12 +77,13 @@ def serve(path: Path, threads: int, warmup: int) -> None:
     from hsvlt.deploy.runtimes import open_model
 
     torch.set_flush_denormal(True)
-    if path.suffix.lower() == ".pte":  # the runtimes' own imports are not the model's memory
-        from executorch.runtime import Runtime
+    with quiet_toolchain_calls():
+        if path.suffix.lower() == ".pte":  # the runtimes' own imports are not the model's memory
+            from executorch.runtime import Runtime
 
-        Runtime.get()
-    elif path.suffix.lower() == ".onnx":
-        import onnxruntime  # noqa: F401
+            Runtime.get()
+        elif path.suffix.lower() == ".onnx":
+            import onnxruntime  # noqa: F401
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
     before = memory_mb("VmRSS")
     model = open_model(path, threads)
@@ -161,6 +163,7 @@ def best_rate(run, flops: float, repeats: int) -> float:
     return flops / best / 1e9
 
 
+@quiet_toolchain_calls()
 def gemm_ceiling(threads: int, repeats: int = 20) -> dict[str, float]:
     """What this machine's cores reach on the friendliest workload, fp32 with `threads`, by two libraries: a
     2048 x 2048 matrix product in PyTorch (oneDNN / MKL), and XNNPACK's fully connected operator through the

@@ -6,8 +6,8 @@ runtime's ETDump, summed by operator kind.
 
 One table: per kind (fully connected, depthwise conv, ...) the number of operators, the mean time per run summed
 over them, and the share. Means, not medians: the sum of means is the mean of the sums, whereas on two threads
-each operator's time has a tail (a thread descheduled for a moment), which every median leaves out: on hsvlt_nano
-the sum of medians is ~0.5 ms (3%) below the sum of means. Below the table, the delegate call as a whole. The time
+each operator's time has a tail (a thread descheduled for a moment), which every median leaves out, so the sum
+of medians falls short of the call's time. Below the table, the delegate call as a whole. The time
 outside the operators is what the call spends around them: reshaping and setting up every operator on each
 call, the profiler's bookkeeping, and the rounding of each operator's time down to a whole microsecond
 (XNNPACK's profiling unit), about 0.5 us per operator.
@@ -25,6 +25,7 @@ import torch
 from hsvlt.cli import positive_int, run_command
 from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import cannot_load
+from hsvlt.toolchain import quiet_toolchain_calls
 from reports.measure import SETTLE_S, cpu_threads
 
 RUNTIME_EVENTS = ("DELEGATE_CALL", "Method::execute")
@@ -35,6 +36,7 @@ def operator_kind(event_name: str) -> str:
     return re.sub(r" #\d+$", "", event_name)
 
 
+@quiet_toolchain_calls()
 def profile(path: str | Path, threads: int, runs: int = 20) -> dict:
     """Run the program `runs` times at batch 1 with event tracing on; mean milliseconds per run of each operator
     kind and of the whole delegate call."""

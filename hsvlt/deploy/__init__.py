@@ -3,8 +3,8 @@
 
     preprocess.py   the model's view of an image (resize, layout)
     manifest.py     the JSON beside every exported file
-    wrapper.py      the module every exporter traces (DeployableHSVLT, for_export; the rewritten blocks it is
-                    built from live beside the blocks, hsvlt/models/deployable.py)
+    wrapper.py      the module every exporter traces (for_export: the rewritten RewrittenHSVLT, built from the
+                    blocks' deployable forms, hsvlt/models/deployable.py; AsTrainedHSVLT, the model as trained)
     runtimes.py     one interface over ExecuTorch, ONNX Runtime and PyTorch (imported only when used)
     sources.py      frames from a camera, a video, images or the generated `shapes` stream
     overlay.py      drawing labels and where they were found

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from hsvlt.deploy.manifest import manifest_path, read_manifest
-from hsvlt.deploy.wrapper import DeployableHSVLT
-from hsvlt.toolchain import native_stderr_filtered
+from hsvlt.deploy.wrapper import AsTrainedHSVLT
+from hsvlt.toolchain import native_stderr_filtered, quiet_toolchain_calls
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
@@ -109,11 +109,11 @@ class ExecuTorchModel(Model):
 
     def __init__(self, path: Path, threads: int | None = None):
         super().__init__(path, read_manifest(path))
-        from executorch.runtime import Runtime
+        with quiet_toolchain_calls():
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+            from executorch.runtime import Runtime
 
         if threads:
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
             _unsafe_reset_threadpool(threads)
         try:
             with native_stderr_filtered():
@@ -158,7 +158,7 @@ class OnnxModel(Model):
 
 
 class TorchModel(Model):
-    """A training checkpoint in eager PyTorch (hsvlt.deploy.wrapper.DeployableHSVLT: the model exactly as trained)."""
+    """A training checkpoint in eager PyTorch (hsvlt.deploy.wrapper.AsTrainedHSVLT: the model exactly as trained)."""
 
     runtime = "PyTorch"
 
@@ -171,7 +171,7 @@ class TorchModel(Model):
                                                    attention_stage=attention_stage))
         if threads:
             torch.set_num_threads(threads)
-        self.module = DeployableHSVLT(model, attention_stage).eval()
+        self.module = AsTrainedHSVLT(model, attention_stage).eval()
 
     @torch.inference_mode()
     def execute(self, batch: np.ndarray) -> Output:

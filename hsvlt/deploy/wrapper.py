@@ -13,10 +13,14 @@ from torch import nn
 from hsvlt.models.classifier import LabelQueryClassifier, MultiLabelClassifier
 from hsvlt.models.deployable import Rewrites
 from hsvlt.models.hsvlt import HSVLT
+from hsvlt.toolchain import quiet_toolchain_calls
 
 
-class DeployableHSVLT(nn.Module):
-    """Images in [0, 1] -> class probabilities (and optionally one stage's attention maps).
+class AsTrainedHSVLT(nn.Module):
+    """The trained model, not rewritten, as a deployed model is called: images in [0, 1] -> class probabilities
+    (and optionally one stage's attention maps). It is the reference that the rewritten form
+    (hsvlt.models.hsvlt.RewrittenHSVLT, which `for_export` builds) is held to, and the module traced for the
+    models that have no rewrites.
 
     Where the model has label tokens (a LabelQueryClassifier), the label embeddings and the first language
     projection depend on the labels only; they are computed once here and held as a constant, so the exported
@@ -47,6 +51,10 @@ class DeployableHSVLT(nn.Module):
         return finish(logits), attention[self.attention_stage].mean(dim=1)  # N x C, N x C x h x w
 
 
+DeployableHSVLT = AsTrainedHSVLT  # the earlier name, kept for existing callers
+
+
+@quiet_toolchain_calls()
 def trace(module: nn.Module, img_size: int, max_batch: int | None = None) -> torch.export.ExportedProgram:
     """torch.export of a module taking images: a dynamic batch of 1..max_batch, traced at batch 2 (a program
     traced at batch 1 is specialised to it), or a fixed batch of 1 when max_batch is None (a camera's program,
@@ -59,11 +67,11 @@ def trace(module: nn.Module, img_size: int, max_batch: int | None = None) -> tor
 
 def for_export(model: MultiLabelClassifier, attention_stage: int | None = None, rewrites: Rewrites | None = None,
                logits: bool = False) -> nn.Module:
-    """The module every exporter and the quantiser trace: DeployableHSVLT's contract (images in [0, 1] ->
+    """The module every exporter and the quantiser trace: AsTrainedHSVLT's contract (images in [0, 1] ->
     probabilities, optionally attention) computed by a rewritten copy of `model` that the XNNPACK delegate
-    runs whole (HSVLT.deployable; hsvlt/models/deployable.py: folded norms, label-only computations as
+    runs whole (RewrittenHSVLT, built by HSVLT.deployable; hsvlt/models/deployable.py: folded norms, label-only computations as
     constants, ...). `logits` skips the final sigmoid (quantisation-aware training takes its loss on logits).
-    The ablation baselines (config.fusion other than "ivla") have no rewrites: they get the plain wrapper."""
+    The ablation baselines (config.fusion other than "ivla") have no rewrites: they get AsTrainedHSVLT."""
     if not isinstance(model, HSVLT):
-        return DeployableHSVLT(model, attention_stage, logits).eval()
+        return AsTrainedHSVLT(model, attention_stage, logits).eval()
     return model.deployable(attention_stage, rewrites or Rewrites(), logits).eval()

@@ -53,8 +53,8 @@ def downsample(in_width: int, out_width: int) -> nn.Sequential:
 
 class DepthwiseConv2d(nn.Conv2d):
     """The block's 7x7 depthwise conv. Under CPU bf16 autocast (hsvlt.evaluate.autocast) it runs in float32:
-    oneDNN's bf16 depthwise backward is slower than its float32 one (hsvlt_nano's blocks at 88 px, batch 32,
-    2 threads of an AVX512-BF16 EPYC: 76 vs 50 ms per training step, forward and backward)."""
+    oneDNN's bf16 depthwise backward is slower than its float32 one (a one-off measurement of hsvlt_nano's
+    training step, forward and backward, on an AVX512-BF16 CPU)."""
 
     def __init__(self, dim: int):
         super().__init__(dim, dim, kernel_size=7, padding=3, groups=dim)

@@ -9,15 +9,17 @@ builds its own beside it, as timm's blocks fuse or reparameterise themselves: Co
 applies them, so the exporters and the quantiser trace the same graph; the trained model is not changed.
 
 Each rewrite keeps the math (same outputs up to float rounding, tests/export/test_rewrites.py) and was kept
-because it measured better (`python reports/export_bench.py --ablation`, docs/EXPORT.md). At 224 px with 80 labels
-the plain wrapper (hsvlt.deploy.wrapper.DeployableHSVLT) lowers to 40 XNNPACK subgraphs with 90 operators left
-outside for hsvlt_nano (49 expand copies, 40 LayerNorms, 1 sum) and 14 / 26 for hsvlt_lite0; with the
-rewrites, both lower to one subgraph with nothing outside it.
+because it measured better: `python reports/export_bench.py --ablation` switches each off alone and writes the
+delegated subgraphs, operators left outside the delegate and latency of every variant into docs/EXPORT.md
+("Export-time rewrites"). Without them, the model as trained (hsvlt.deploy.wrapper.AsTrainedHSVLT) leaves
+expand copies, LayerNorms and a sum outside the delegate, which splits the graph into many XNNPACK subgraphs
+with a trip through the portable operators between each; with them, both presets lower to one subgraph with
+nothing outside it.
 
     normalisation    The input normalisation (x - mean) / std folded into the stem's conv where it does not pad
                      (ConvNeXt's 4 x 4 patchify; EfficientNet-Lite0's padded stem keeps it, zero padding would
-                     change meaning): one subtract and one divide over the image fewer, ~0.02 ms of
-                     hsvlt_nano's 15 by the operator profile, below the benchmark's noise.
+                     change meaning): one subtract and one divide over the image fewer, a saving below the
+                     benchmark's noise (docs/EXPORT.md, "without normalisation"), kept because it is free.
     batch_norm       BatchNorm folded into the conv before it (EfficientNet-Lite0).
     layer_norm       XNNPACK 1.5 delegates no LayerNorm. Channel statistics are computed by a 1 x 1 conv with
                      weights 1/C (mean.dim is delegated only over H and W), the rest is sub, mul and rsqrt;
@@ -26,7 +28,8 @@ rewrites, both lower to one subgraph with nothing outside it.
                      the affine part folds into the next 1 x 1 / unpadded conv, the layer scale into the last
                      one. The ConvNeXt block runs channels-first with 1 x 1 convs (no permutes).
     depthwise        XNNPACK's fast depthwise kernels take at most 25 taps; a 7 x 7 one (49) falls to a slow
-                     path (56 x 56 x 48 map, one core: 3.2 ms, 0.67 ms split as here). The 7 x 7 kernel is
+                     path, the largest single cost the rewrites remove (docs/EXPORT.md, "without
+                     depthwise"; `python reports/op_profile.py` shows it by operator kind). The 7 x 7 kernel is
                      split by rows into three dilated kernels with symmetric padding, rows {0, 3, 6}, {1, 5}
                      and {2, 4} (21 + 14 + 14 taps), summed.
     attention        Label-to-pixel attention with its projections reassociated onto the label side:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from export.to_executorch import lower
-from hsvlt.deploy.wrapper import DeployableHSVLT, for_export, trace
+from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
 from hsvlt.models import create_model
 from hsvlt.models.deployable import Rewrites
 
@@ -45,7 +45,7 @@ def test_rewritten_model_computes_what_the_trained_model_computes(case):
     model = perturbed(**CASES[case])
     images = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
-        expected, expected_attention = DeployableHSVLT(model, attention_stage=1)(images)
+        expected, expected_attention = AsTrainedHSVLT(model, attention_stage=1)(images)
         probabilities, attention = for_export(model, attention_stage=1)(images)
     assert expected.std() > 0.05  # the comparison is not between two constants
     torch.testing.assert_close(probabilities, expected, atol=1e-5, rtol=0)
@@ -57,7 +57,7 @@ def test_each_rewrite_alone_keeps_the_math(rewrite):
     model = perturbed(**CASES["lite0"] if rewrite == "batch_norm" else CASES["pico_heads_feedback"])
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        expected = DeployableHSVLT(model)(images)
+        expected = AsTrainedHSVLT(model)(images)
         without = for_export(model, rewrites=replace(Rewrites(), **{rewrite: False}))(images)
     torch.testing.assert_close(without, expected, atol=1e-5, rtol=0)
 
@@ -70,7 +70,7 @@ def test_attention_projected_on_the_pixels_where_the_map_has_fewer_pixels_than_t
     pixel_side = [block.cross_attention.pixel_keys is not None for stage in rewritten.stages for block in stage]
     assert pixel_side == [False, False, False, True, True]
     with torch.no_grad():
-        expected, expected_attention = DeployableHSVLT(model, attention_stage=3)(images)
+        expected, expected_attention = AsTrainedHSVLT(model, attention_stage=3)(images)
         probabilities, attention = rewritten(images)
     torch.testing.assert_close(probabilities, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(attention, expected_attention, atol=1e-6, rtol=0)
@@ -82,7 +82,7 @@ def test_logits_output_and_the_trained_model_left_unchanged():
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         logits = for_export(model, logits=True)(images)
-        torch.testing.assert_close(torch.sigmoid(logits), DeployableHSVLT(model)(images), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.sigmoid(logits), AsTrainedHSVLT(model)(images), atol=1e-5, rtol=0)
     after = model.state_dict()
     assert all(torch.equal(before[key], after[key]) for key in before)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # folding worked on a copy

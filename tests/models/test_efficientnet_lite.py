@@ -5,7 +5,7 @@ from skimage import data as photos
 
 from hsvlt.checkpoint import load_model
 from hsvlt.deploy.preprocess import prepare_image, to_input
-from hsvlt.deploy.wrapper import DeployableHSVLT
+from hsvlt.deploy.wrapper import AsTrainedHSVLT
 from hsvlt.models import create_model
 from hsvlt.models.efficientnet_lite import (
     LITE0_WIDTHS,
@@ -157,7 +157,7 @@ def test_fold_batch_norm_keeps_the_outputs_and_leaves_no_batch_norm():
 def test_fold_batch_norm_on_the_deployable_hsvlt_lite0():
     model = create_model("hsvlt_lite0", embeddings())
     randomise_batch_norms(model)
-    deployable = DeployableHSVLT(model)
+    deployable = AsTrainedHSVLT(model)
     folded = fold_batch_norm(deployable)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     images = torch.rand(2, 3, 64, 64)

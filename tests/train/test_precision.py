@@ -4,16 +4,16 @@ the depthwise conv kept float32 under CPU autocast."""
 import torch
 import torch.nn.functional as F
 
-from hsvlt.evaluate import autocast, uses_bf16
+from hsvlt.evaluate import autocast, uses_reduced_precision
 from hsvlt.models.convnext import DepthwiseConv2d
 
 
 def test_cpu_bf16_only_for_training_and_only_where_native():
     cpu = torch.device("cpu")
-    assert not uses_bf16(cpu)  # evaluation keeps the CPU in float32
-    assert not uses_bf16(cpu, enabled=False, cpu=True)  # --no-amp
-    assert uses_bf16(cpu, cpu=True) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert uses_bf16(torch.device("cuda"))
+    assert not uses_reduced_precision(cpu)  # evaluation keeps the CPU in float32
+    assert not uses_reduced_precision(cpu, enabled=False, cpu=True)  # --no-amp
+    assert uses_reduced_precision(cpu, cpu=True) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert uses_reduced_precision(torch.device("cuda"))
     with autocast(cpu, torch.bfloat16):
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
