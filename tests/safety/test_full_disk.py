@@ -111,19 +111,23 @@ def test_coreml_package_on_a_full_disk_keeps_the_previous_package(models, small_
     only_these(disk, {"HSVLT.mlpackage", "HSVLT.mlpackage.json"})
 
 
-def test_quantised_artifact_on_a_full_disk_keeps_the_previous_one(small_disk):
+def test_quantised_artifact_on_a_full_disk_keeps_the_previous_one(small_disk, checkpoint):
+    from hsvlt.checkpoint import load_model
+    from hsvlt.deploy.manifest import Quantization, checkpoint_manifest
     from quant.pt2e import save_artifact
 
+    model, saved = load_model(checkpoint)
+    manifest = checkpoint_manifest(model, saved, "0" * 64, "torch.export", "int8",
+                                   quantization=Quantization(method="ptq", activations="int8"))
     small = small_disk(1 << 20)
     disk = small.folder
     out = disk / "qat.pt2"
     program = torch.export.export(torch.nn.Linear(64, 64), (torch.rand(1, 64),))
-    save_artifact(program, out, {"precision": "int8"})
+    save_artifact(program, out, manifest)
     before = out.read_bytes()
     small.fill(1000)
     with pytest.raises(outputs.OutputError, match="qat.pt2: cannot write it"):
-        save_artifact(torch.export.export(torch.nn.Linear(256, 256), (torch.rand(1, 256),)), out,
-                      {"precision": "int8"})
+        save_artifact(torch.export.export(torch.nn.Linear(256, 256), (torch.rand(1, 256),)), out, manifest)
     assert out.read_bytes() == before
 
 
