@@ -7,9 +7,9 @@ import platform
 import numpy as np
 import pytest
 
-from export import to_coreml
-from export.common import load_source, validation_images
 from hsvlt.deploy.manifest import read_manifest
+from hsvlt.export import to_coreml
+from hsvlt.export.common import load_source, validation_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
                                         "ignore::UserWarning")

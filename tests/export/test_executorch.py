@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from export import evaluate_artifact, to_executorch
-from export.common import load_source, validation_images
+from hsvlt.bench import op_profile
+from hsvlt.bench.measure import cpu_threads
 from hsvlt.deploy.manifest import file_sha256, read_manifest
 from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
-from reports import op_profile
-from reports.measure import cpu_threads
+from hsvlt.export import evaluate_artifact, to_executorch
+from hsvlt.export.common import load_source, validation_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 MAX_OPS_OUTSIDE = 2

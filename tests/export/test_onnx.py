@@ -4,10 +4,10 @@ import numpy as np
 import onnx
 import pytest
 
-from export import to_onnx
-from export.common import load_source, validation_images
 from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import OnnxModel, TorchModel
+from hsvlt.export import to_onnx
+from hsvlt.export.common import load_source, validation_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -53,7 +53,7 @@ def test_manifest_matches_the_outputs(exported, checkpoint):
 
 
 def test_map_through_onnx_runtime_equals_pytorch(exported, checkpoint):
-    from export import evaluate_artifact
+    from hsvlt.export import evaluate_artifact
 
     out, _ = exported
     from_file = evaluate_artifact.main(["--model", str(out), "--limit", "16", "--batch-size", "5"])

@@ -1,13 +1,13 @@
-"""quant/eager.py: torchao's eager QAT flow (the comparison behind PT2E as the default) on a tiny model."""
+"""hsvlt/quant/eager.py: torchao's eager QAT flow (the comparison behind PT2E as the default) on a tiny model."""
 
 import numpy as np
 import pytest
 import torch
 
-from export.common import load_source, validation_images
-from export.to_executorch import lower
 from hsvlt.deploy.runtimes import TorchModel
-from quant import eager, qat
+from hsvlt.export.common import load_source, validation_images
+from hsvlt.export.to_executorch import lower
+from hsvlt.quant import eager, qat
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
                                         "ignore::UserWarning")

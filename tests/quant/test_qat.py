@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from export import to_coreml, to_executorch
-from export.common import ExportError, load_source, validation_images
 from hsvlt.deploy.manifest import file_sha256, read_manifest
 from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
+from hsvlt.export import to_coreml, to_executorch
+from hsvlt.export.common import ExportError, load_source, validation_images
 from hsvlt.models import create_model
-from quant import qat
-from quant.pt2e import (
+from hsvlt.quant import qat
+from hsvlt.quant.pt2e import (
     capture,
     convert,
     freeze_batch_norm,

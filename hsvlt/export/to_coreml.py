@@ -21,7 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from export.common import (
+from hsvlt.cli import program
+from hsvlt.deploy.manifest import Quantization, manifest_path, precision_label, write_manifest
+from hsvlt.deploy.wrapper import trace
+from hsvlt.export.common import (
     ExportError,
     SourceCheckpoint,
     add_source_arguments,
@@ -33,9 +36,6 @@ from export.common import (
     manifest_for,
     size_mb,
 )
-from hsvlt.cli import program, run_command
-from hsvlt.deploy.manifest import Quantization, manifest_path, precision_label, write_manifest
-from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import atomic_path, check_output_file
 from hsvlt.toolchain import quiet_toolchain_calls
 
@@ -221,7 +221,3 @@ def main(argv=None) -> dict:
         raise ExportError(f"{args.int8}: int8 artifact not found")
     return export(source, out, args.int8, args.quantize_weights, not args.fp32, args.attention_stage,
                   args.parity_images)
-
-
-if __name__ == "__main__":
-    run_command(main)

@@ -31,7 +31,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge_demo.smoothing import LabelSmoother
 from hsvlt.cli import (
     StopRequest,
     attention_stage,
@@ -46,6 +45,7 @@ from hsvlt.cli import (
 from hsvlt.deploy.overlay import draw
 from hsvlt.deploy.preprocess import preprocess_frame
 from hsvlt.deploy.runtimes import attention_peak, open_model
+from hsvlt.deploy.smoothing import LabelSmoother
 from hsvlt.deploy.sources import ImageSource, Source, SourceError, open_source
 from hsvlt.outputs import OutputError, atomic_path, check_apart_from_inputs, check_output_folder, run_folder
 
@@ -356,7 +356,3 @@ def main(argv=None) -> dict | None:
 
         return web.main([arg for arg in argv if arg != "--web"])
     return run_command(run, parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

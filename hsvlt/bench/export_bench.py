@@ -35,15 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.common import SourceCheckpoint, load_source, manifest_for, size_mb
+from hsvlt.bench import op_profile
+from hsvlt.bench.measure import ROUNDS, cpu_threads, gemm_ceiling, marked_section, time_in_turns, write_section
 from hsvlt.checkpoint import save_checkpoint
-from hsvlt.cli import image_size, non_negative_int, positive_int, program, run_command
+from hsvlt.cli import image_size, non_negative_int, positive_int, program
 from hsvlt.deploy.manifest import read_manifest
+from hsvlt.export.common import SourceCheckpoint, load_source, manifest_for, size_mb
 from hsvlt.machine import count_gflops, describe
 from hsvlt.models import PRESETS, create_model
 from hsvlt.outputs import save_figure, write_bytes, write_text
-from reports import op_profile
-from reports.measure import ROUNDS, cpu_threads, gemm_ceiling, marked_section, time_in_turns, write_section
 
 DEFAULT_PRESETS = ("hsvlt_nano", "hsvlt_lite0")
 ROWS = (("eager", "PyTorch eager fp32", ".pt"), ("pte", "ExecuTorch XNNPACK fp32", ".pte"),
@@ -68,12 +68,12 @@ def random_checkpoint(preset: str, img_size: int, labels: str, path: Path, seed:
 
 def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int = 32, rewrites=None,
                   float_layers: tuple[str, ...] | None = None) -> Path:
-    """PT2E static int8 calibrated on generated scenes: what quant/qat.py --ptq makes (quant.qat.post_training),
-    without the accuracy evaluation. Rewrites and float layers: the preset's int8 choices (quant/pt2e.py), unless
+    """PT2E static int8 calibrated on generated scenes: what quant/qat.py --ptq makes (hsvlt.quant.qat.post_training),
+    without the accuracy evaluation. Rewrites and float layers: the preset's int8 choices (hsvlt/quant/pt2e.py), unless
     given."""
-    from export.common import validation_images
-    from quant.pt2e import save_artifact, to_program
-    from quant.qat import post_training
+    from hsvlt.export.common import validation_images
+    from hsvlt.quant.pt2e import save_artifact, to_program
+    from hsvlt.quant.qat import post_training
 
     images = torch.from_numpy(validation_images(source, calibration_images))
     converted, quantization = post_training(source.model, (images[start:start + 8]
@@ -86,7 +86,7 @@ def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int =
 
 def build_artifacts(checkpoint: Path, workdir: Path, rows: set[str]) -> dict[str, Path]:
     """Export the checkpoint to each benchmarked format with the exporters' own code."""
-    from export import to_executorch, to_onnx
+    from hsvlt.export import to_executorch, to_onnx
 
     source = load_source(checkpoint)
     artifacts = {"eager": checkpoint}
@@ -186,9 +186,9 @@ def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
     """Each export-time rewrite switched off alone: operators left outside XNNPACK, subgraphs, p50."""
     from dataclasses import fields, replace
 
-    from export.to_executorch import lower
     from hsvlt.deploy.manifest import write_manifest
     from hsvlt.deploy.wrapper import for_export, trace
+    from hsvlt.export.to_executorch import lower
     from hsvlt.models.deployable import Rewrites
 
     checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_ablation.pt")
@@ -224,8 +224,8 @@ INT8_CHOICES = (
 
 def int8_study(preset: str, args: argparse.Namespace, workdir: Path) -> str:
     """Each int8 choice of INT8_CHOICES against the fp32 program, timed in turns: the measurement behind the
-    preset's choices in quant/pt2e.py (PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)."""
-    from export import to_executorch
+    preset's choices in hsvlt/quant/pt2e.py (PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)."""
+    from hsvlt.export import to_executorch
     from hsvlt.models.deployable import Rewrites
 
     checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_int8_study.pt")
@@ -265,7 +265,7 @@ def int8_study(preset: str, args: argparse.Namespace, workdir: Path) -> str:
 WEB_PRESET = "hsvlt_lite0"
 WEB_THREADS = 2  # the web page's thread count (hsvlt/deploy/web_page/demo.mjs)
 WEB_GOAL = 2.0  # the browser within this factor of ONNX Runtime in Python, at p50
-BROWSER_SECTION = "browser"  # the page's section that --browser-only rewrites (reports.measure.write_section)
+BROWSER_SECTION = "browser"  # the page's section that --browser-only rewrites (hsvlt.bench.measure.write_section)
 
 
 def latency_stats(seconds: list[float]) -> dict[str, float]:
@@ -280,10 +280,10 @@ def browser_bench(args: argparse.Namespace, workdir: Path, preset: str = WEB_PRE
     import threading
     import time
 
-    from export import to_onnx
+    from hsvlt.bench.measure import SETTLE_S, RuntimeProcess
     from hsvlt.deploy.chromium import Chromium
     from hsvlt.deploy.web import WebConfig, make_server
-    from reports.measure import SETTLE_S, RuntimeProcess
+    from hsvlt.export import to_onnx
 
     checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_web.pt")
     onnx = workdir / f"{preset}_web.onnx"
@@ -398,7 +398,7 @@ def write_report(path: Path, command: str, benches: list[dict], checks: list[str
     if ablations:
         text += ["## Export-time rewrites (hsvlt/models/deployable.py)", "", *[block + "\n" for block in ablations]]
     if studies:
-        text += ["## Int8 choices (quant/pt2e.py: PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)", "",
+        text += ["## Int8 choices (hsvlt/quant/pt2e.py: PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)", "",
                  *[block + "\n" for block in studies]]
     if browser is not None:
         text += [marked_section(BROWSER_SECTION, browser_section(browser, command)), ""]
@@ -470,7 +470,3 @@ def main(argv=None) -> None:
     print("\n".join(checks))
     write_report(args.out, command.strip(), benches, checks, ablations, studies, rates, args, browser)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
-
-
-if __name__ == "__main__":
-    run_command(main)

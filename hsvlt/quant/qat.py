@@ -5,7 +5,7 @@
     python export/to_executorch.py --ckpt runs/hsvlt/best.pt --int8 qat.pt2 --out model_int8.pte
 
 The checkpoint's deployable module (hsvlt.deploy.wrapper.for_export: normalisation inside, label-only computations as
-constants) is traced with a dynamic batch and fake-quantised (quant/pt2e.py: int8 weights per channel, int8
+constants) is traced with a dynamic batch and fake-quantised (hsvlt/quant/pt2e.py: int8 weights per channel, int8
 activations). QAT fine-tunes it on the checkpoint's training set: quantisation ranges stop moving after
 --freeze-observers-after epochs and batch-norm statistics after --freeze-bn-after; after every epoch the
 converted int8 model is evaluated on the validation set and the best one is kept. The result is X.pt2 (the
@@ -49,8 +49,7 @@ from hsvlt.metrics import evaluate_scores
 from hsvlt.models.deployable import Rewrites
 from hsvlt.models.hsvlt import HSVLT
 from hsvlt.outputs import check_output_file
-from hsvlt.recipes import data_defaults
-from quant.pt2e import (
+from hsvlt.quant.pt2e import (
     ARTIFACT_SUFFIX,
     DEFAULT_FLOAT_LAYERS,
     FLOAT_LAYERS,
@@ -66,6 +65,7 @@ from quant.pt2e import (
     to_program,
     train_mode,
 )
+from hsvlt.recipes import data_defaults
 
 # The layout QAT hands images over in: the captured graph was traced with contiguous images.
 QAT_INPUT_FORMAT = torch.contiguous_format
@@ -124,7 +124,7 @@ def quantization_engine(model: torch.nn.Module, loss_fn: torch.nn.Module, optimi
                         captured: bool = False) -> Engine:
     """hsvlt.engine's step as QAT takes it: float32, no clipping, the schedule every step, images contiguous (as
     the graph was traced); a captured PT2E graph switches between training and evaluation through
-    quant.pt2e.train_mode (it has no Module.train of its own)."""
+    hsvlt.quant.pt2e.train_mode (it has no Module.train of its own)."""
     return Engine(model, loss_fn, optimizer, schedule=schedule, teacher=teacher, distill=distill,
                   training_mode=(lambda training: train_mode(model, training)) if captured else None,
                   input_format=QAT_INPUT_FORMAT)
@@ -161,7 +161,7 @@ def post_training(model: HSVLT, calibration: Iterable[torch.Tensor], float_layer
 
 def train_epoch(model, loader, optimizer, schedule, loss_fn, teacher, distill: float, max_steps: int | None,
                 desc: str) -> float:
-    """One epoch of fake-quantised training of an eager model (quant/eager.py) on (1 - distill) x the labels' loss +
+    """One epoch of fake-quantised training of an eager model (hsvlt/quant/eager.py) on (1 - distill) x the labels' loss +
     distill x the binary KL to the fp32 teacher's probabilities; returns its mean loss."""
     engine = quantization_engine(model, loss_fn, optimizer, schedule, teacher, distill)
     return engine.train_epoch(loader, desc, limit=max_steps).loss
@@ -280,7 +280,7 @@ def parse_args(argv=None) -> QuantizeConfig:
                         help="--ptq: training images to calibrate on")
     parser.add_argument("--float-layers", default=defaults.float_layers,
                         help=f"comma-separated layer groups kept in float, from: {', '.join(FLOAT_LAYERS)} "
-                             f"(default: the preset's, quant.pt2e.default_float_layers: "
+                             f"(default: the preset's, hsvlt.quant.pt2e.default_float_layers: "
                              f"{','.join(DEFAULT_FLOAT_LAYERS)}, and more where the benchmark measured it "
                              'faster; "" for all int8)')
     parser.add_argument("--attention-stage", type=attention_stage,
@@ -300,7 +300,3 @@ def main(argv=None) -> dict:
     config = parse_args(argv)
     run_command(check_output_file, config.out, ARTIFACT_SUFFIX)
     return run_command(run, config)
-
-
-if __name__ == "__main__":
-    main()

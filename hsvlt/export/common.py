@@ -76,7 +76,7 @@ def int8_program(path: Path, source: SourceCheckpoint, attention_stage: int | No
     """(program, attention stage, how it was quantised) of a quantisation artifact (quant/qat.py), checked against
     the checkpoint. How it was quantised (QAT or PTQ, the layer groups kept float, int8 and float layer counts) goes
     into the exported file's manifest."""
-    from quant.pt2e import load_artifact
+    from hsvlt.quant.pt2e import load_artifact
 
     program, manifest = load_artifact(path)
     if manifest["checkpoint_sha256"] != source.sha256:

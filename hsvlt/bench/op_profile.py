@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from hsvlt.cli import positive_int, run_command
+from hsvlt.bench.measure import SETTLE_S, cpu_threads
+from hsvlt.cli import positive_int
 from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import cannot_load
 from hsvlt.toolchain import quiet_toolchain_calls
-from reports.measure import SETTLE_S, cpu_threads
 
 RUNTIME_EVENTS = ("DELEGATE_CALL", "Method::execute")
 
@@ -97,7 +97,3 @@ def main(argv=None) -> dict:
     result = profile(args.program, args.threads, args.runs)
     print(format_profile(result))
     return result
-
-
-if __name__ == "__main__":
-    run_command(main)

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import torch
 
-from export.common import (
+from hsvlt.cli import program
+from hsvlt.deploy.manifest import manifest_path, write_manifest
+from hsvlt.deploy.wrapper import for_export
+from hsvlt.export.common import (
     SourceCheckpoint,
     add_source_arguments,
     check_attention_stage,
@@ -22,9 +25,6 @@ from export.common import (
     manifest_for,
     size_mb,
 )
-from hsvlt.cli import program, run_command
-from hsvlt.deploy.manifest import manifest_path, write_manifest
-from hsvlt.deploy.wrapper import for_export
 from hsvlt.outputs import atomic_path, check_output_file
 from hsvlt.toolchain import quiet_toolchain_calls
 
@@ -68,7 +68,3 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     source = load_source(args.ckpt, args.preset)
     return export(source, check_output_file(args.out, ".onnx"), args.attention_stage, args.parity_images)
-
-
-if __name__ == "__main__":
-    run_command(main)

@@ -15,7 +15,10 @@ with the PyTorch model on validation images.
 import argparse
 from pathlib import Path
 
-from export.common import (
+from hsvlt.cli import positive_int, program
+from hsvlt.deploy.manifest import manifest_path, precision_label, write_manifest
+from hsvlt.deploy.wrapper import trace
+from hsvlt.export.common import (
     ExportError,
     SourceCheckpoint,
     add_source_arguments,
@@ -27,9 +30,6 @@ from export.common import (
     manifest_for,
     size_mb,
 )
-from hsvlt.cli import positive_int, program, run_command
-from hsvlt.deploy.manifest import manifest_path, precision_label, write_manifest
-from hsvlt.deploy.wrapper import trace
 from hsvlt.outputs import check_output_file, write_bytes
 from hsvlt.toolchain import quiet_toolchain_calls
 
@@ -138,7 +138,3 @@ def main(argv=None) -> dict:
     if args.int8 is not None and not args.int8.is_file():
         raise ExportError(f"{args.int8}: int8 artifact not found")
     return export(source, out, args.backend, args.int8, args.attention_stage, args.max_batch, args.parity_images)
-
-
-if __name__ == "__main__":
-    run_command(main)

@@ -12,7 +12,7 @@ and in the demo. Prints mAP, CP..OF1 at the manifest's per-class thresholds and 
 import argparse
 from pathlib import Path
 
-from hsvlt.cli import positive_int, program, run_command
+from hsvlt.cli import positive_int, program
 from hsvlt.data import dataset_argument
 from hsvlt.data.base import FirstSamples
 from hsvlt.data.loader import eval_loader
@@ -76,7 +76,3 @@ def main(argv=None) -> dict:
     if args.json:
         write_json(args.json, {key: result[key] for key in ("at_thresholds", "at_0.5", "images_per_s")})
     return result
-
-
-if __name__ == "__main__":
-    run_command(main)
