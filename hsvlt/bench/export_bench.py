@@ -71,11 +71,11 @@ def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int =
     """PT2E static int8 calibrated on generated scenes: what quant/qat.py --ptq makes (hsvlt.quant.qat.post_training),
     without the accuracy evaluation. Rewrites and float layers: the preset's int8 choices (hsvlt/quant/pt2e.py), unless
     given."""
-    from hsvlt.export.common import validation_images
+    from hsvlt.export.common import scene_images
     from hsvlt.quant.pt2e import save_artifact, to_program
     from hsvlt.quant.qat import post_training
 
-    images = torch.from_numpy(validation_images(source, calibration_images))
+    images = torch.from_numpy(scene_images(calibration_images, source.img_size))
     converted, quantization = post_training(source.model, (images[start:start + 8]
                                                            for start in range(0, len(images), 8)),
                                             float_layers, rewrites=rewrites)

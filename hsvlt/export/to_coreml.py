@@ -10,8 +10,8 @@ h x w). The user metadata holds the label names, per-label thresholds, preset an
 so an app needs nothing else; model.mlpackage.json is also written beside the package.
 
 Core ML compiles and predicts on Apple platforms only. Elsewhere the saved package is reloaded without
-compiling and its interface, metadata and operations are checked; on macOS it also predicts on validation
-images and is compared with PyTorch.
+compiling and its interface, metadata and operations are checked; on macOS it also predicts on generated
+scenes and is compared with PyTorch.
 """
 
 import argparse
@@ -23,14 +23,13 @@ import numpy as np
 
 from hsvlt.cli import program
 from hsvlt.deploy.manifest import Quantization, manifest_path, precision_label, write_manifest
-from hsvlt.deploy.wrapper import trace
+from hsvlt.deploy.wrapper import for_export, trace
 from hsvlt.export.common import (
     ExportError,
     SourceCheckpoint,
     add_source_arguments,
     check_attention_stage,
     check_parity,
-    deployable_program,
     int8_program,
     load_source,
     manifest_for,
@@ -167,9 +166,10 @@ def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weight
         raise ExportError("--int8 and --quantize-weights exclude each other (the --int8 program is already int8)")
     if int8 is not None:
         program, attention_stage, quantization = int8_program(int8, source, attention_stage)
-        program = trace(program.module(), source.img_size)
+        module = program.module()
     else:
-        program = deployable_program(source, attention_stage, None)
+        module = for_export(source.model, attention_stage)
+    program = trace(module, source.img_size)
     mlmodel = convert(program, source, attention_stage, fp16)
     if weights_int8:
         mlmodel = quantize_weights(mlmodel)

@@ -9,25 +9,23 @@ The program is hsvlt.deploy.wrapper.for_export traced (input "image", float32 N 
 A manifest (labels, thresholds, input size, preset, precision and quantisation, checkpoint hash) is written beside
 it as model.pte.json.
 It prints how much of the graph the delegate runs, and compares the program, run by the ExecuTorch runtime,
-with the PyTorch model on validation images.
+with the PyTorch model on generated scenes.
 """
 
 import argparse
 from pathlib import Path
 
 from hsvlt.cli import positive_int, program
-from hsvlt.deploy.manifest import manifest_path, precision_label, write_manifest
-from hsvlt.deploy.wrapper import trace
+from hsvlt.deploy.manifest import checkpoint_manifest, manifest_path, precision_label, write_manifest
+from hsvlt.deploy.wrapper import for_export, trace
 from hsvlt.export.common import (
     ExportError,
     SourceCheckpoint,
     add_source_arguments,
     check_attention_stage,
     check_parity,
-    deployable_program,
     int8_program,
     load_source,
-    manifest_for,
     size_mb,
 )
 from hsvlt.outputs import check_output_file, write_bytes
@@ -55,22 +53,35 @@ def partitioners(backend: str) -> list:
 
 @quiet_toolchain_calls()
 def lower(program, backend: str = "xnnpack"):
-    """ExportedProgram -> (ExecuTorch program bytes, delegation summary). The summary counts the operators
-    left outside the delegate (executorch.devtools.backend_debug.get_delegation_info), not counting the
-    getitem nodes that unpack the delegate's outputs, and names the backends the subgraphs went to."""
-    from executorch.devtools.backend_debug import get_delegation_info
+    """ExportedProgram -> (ExecuTorch program bytes, delegation summary): executorch's
+    to_edge_transform_and_lower with the backend's partitioner, then to_executorch."""
     from executorch.exir import to_edge_transform_and_lower
-    from executorch.exir.lowered_backend_module import get_lowered_backend_modules
 
     edge = to_edge_transform_and_lower(program, partitioner=partitioners(backend))
-    graph = edge.exported_program().graph_module
+    return edge.to_executorch().buffer, delegation(edge.exported_program().graph_module)
+
+
+def delegation(graph) -> dict:
+    """What the delegate took of a lowered graph: the operators left outside it
+    (executorch.devtools.backend_debug.get_delegation_info), not counting the getitem nodes that unpack the
+    delegate's outputs, and the backends the subgraphs went to."""
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir.lowered_backend_module import get_lowered_backend_modules
+
     info = get_delegation_info(graph)
     outside = {name: b.non_delegated for name, b in info.delegation_by_operator.items()
                if b.non_delegated and name != "getitem"}
-    summary = {"subgraphs": info.num_delegated_subgraphs, "delegated_ops": info.num_delegated_nodes,
-               "ops_outside": sum(outside.values()), "outside_by_op": outside,
-               "backends": sorted({module.backend_id for module in get_lowered_backend_modules(graph)})}
-    return edge.to_executorch().buffer, summary
+    return {"subgraphs": info.num_delegated_subgraphs, "delegated_ops": info.num_delegated_nodes,
+            "ops_outside": sum(outside.values()), "outside_by_op": outside,
+            "backends": sorted({module.backend_id for module in get_lowered_backend_modules(graph)})}
+
+
+@quiet_toolchain_calls()
+def coreml_runtime() -> bool:
+    """Whether this ExecuTorch runtime runs Core ML programs (macOS and iOS builds only)."""
+    from executorch.runtime import Runtime
+
+    return Runtime.get().backend_registry.is_available("CoreMLBackend")
 
 
 def format_delegation(summary: dict, backend: str) -> str:
@@ -83,34 +94,33 @@ def format_delegation(summary: dict, backend: str) -> str:
 
 def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: Path | None = None,
            attention_stage: int | None = None, max_batch: int = 1, parity_images: int = 32) -> dict:
-    """Write `out` (.pte) and its manifest; returns the delegation summary and the parity figures."""
+    """Write `out` (.pte) and its manifest from the opened checkpoint: wrap, export, lower, save, check. Returns the
+    delegation summary and the parity figures."""
     attention_stage = check_attention_stage(attention_stage, source.model)
-    # The Core ML delegate is built for one input shape; XNNPACK plans memory for the largest batch, so a
-    # program for one image at a time (a camera) is exported for exactly that.
+    quantization = None
+    if int8 is not None:  # the int8 program quantised from this checkpoint (hsvlt/quant) replaces the wrapper
+        int8_module, attention_stage, quantization = int8_program(Path(int8), source, attention_stage)
+    # The Core ML delegate is built for one input shape and computes in float16 (partitioners); XNNPACK plans
+    # memory for the largest batch, so a program for one image at a time (a camera) is exported for exactly that.
     max_batch = 1 if backend == "coreml" else max_batch
-    dynamic = None if max_batch == 1 else max_batch
-    if int8 is not None:
-        program, attention_stage, quantization = int8_program(Path(int8), source, attention_stage)
-        program = trace(program.module(), source.img_size, dynamic)
-    else:
-        program = deployable_program(source, attention_stage, dynamic)
-    buffer, summary = lower(program, backend)
-    write_bytes(out, buffer)
-    # The Core ML delegate computes in float16 (partitioners).
     precision = "int8" if int8 is not None else ("fp16" if backend == "coreml" else "fp32")
-    manifest = manifest_for(source, "executorch-" + backend, precision, attention_stage,
-                            quantization if int8 is not None else None, max_batch=max_batch)
+    manifest = checkpoint_manifest(source.model, source.checkpoint, source.sha256, "executorch-" + backend, precision,
+                                   attention_stage, quantization, max_batch=max_batch)
+    # Wrap and export.
+    module = for_export(source.model, attention_stage) if int8 is None else int8_module.module()
+    program = trace(module, source.img_size, None if max_batch == 1 else max_batch)
+    # Lower to the delegate.
+    buffer, summary = lower(program, backend)
+    print(format_delegation(summary, backend))
+    # Save the program and its manifest.
+    write_bytes(out, buffer)
     write_manifest(out, manifest)
     print(f"wrote {out} ({size_mb(out):.2f} MB, {precision_label(manifest)}) and {manifest_path(out).name}")
-    print(format_delegation(summary, backend))
+    # Check: the program in the ExecuTorch runtime against the trained model in PyTorch.
     result = {"delegation": summary, "parity": None}
-    with quiet_toolchain_calls():
-        from executorch.runtime import Runtime
-
-    if backend == "coreml" and not Runtime.get().backend_registry.is_available("CoreMLBackend"):
+    if parity_images and backend == "coreml" and not coreml_runtime():
         print("parity check skipped: this ExecuTorch runtime has no Core ML backend (macOS and iOS only)")
-        return result
-    if parity_images:
+    elif parity_images:
         from hsvlt.deploy.runtimes import ExecuTorchModel
 
         result["parity"] = check_parity(source, parity_images, attention_stage,

@@ -5,7 +5,7 @@
 The graph is hsvlt.deploy.wrapper.for_export exported by torch.onnx (dynamo=True) with a dynamic batch: input
 "image" float32 N x 3 x S x S in [0, 1], output "probabilities" N x C (and "attention" N x C x h x w). A
 manifest is written beside it (model.onnx.json). The file is validated by the ONNX checker, then run by ONNX
-Runtime and compared with the PyTorch model on validation images.
+Runtime and compared with the PyTorch model on generated scenes.
 """
 
 import argparse

@@ -215,7 +215,7 @@ def test_a_cpu_only_process_evaluates_exports_and_resumes_a_cuda_checkpoint(cuda
     export, and --resume on the CPU), with outputs that match the GPU's."""
     pytest.importorskip("executorch")
     from hsvlt.deploy.runtimes import ExecuTorchModel
-    from hsvlt.export.common import load_source, validation_images
+    from hsvlt.export.common import load_source, scene_images
 
     run = tmp_path / "run"
     shutil.copytree(cuda_run, run)  # the resume below writes into it
@@ -224,7 +224,7 @@ def test_a_cpu_only_process_evaluates_exports_and_resumes_a_cuda_checkpoint(cuda
 
     _, scores = cuda_scores
     assert_probabilities_close(np.load(tmp_path / "cpu.npz")["scores"], scores, 0.02, 0.005)
-    images = validation_images(load_source(cuda_run / "best.pt"), 4)  # 4 x 3 x 64 x 64 in [0, 1]
+    images = scene_images(4, load_source(cuda_run / "best.pt").img_size)  # 4 x 3 x 64 x 64 in [0, 1]
     model = load_model(cuda_run / "best.pt")[0].to(CUDA)
     with torch.no_grad():
         on_gpu = torch.sigmoid(model(torch.from_numpy(images).to(CUDA))).cpu().numpy()
