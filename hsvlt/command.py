@@ -2,9 +2,9 @@
 mirrors (`hsvlt train ...` is `python -m hsvlt.train ...`, `hsvlt export executorch ...` is
 `python export/to_executorch.py ...`).
 
-Nothing of a job is imported until it runs, so `hsvlt --help` answers at once; this is the one module of the
-library that reaches the tools built on it (quant/, export/, edge_demo/, reports/), and only inside the job it
-runs.
+Nothing of a job is imported until it runs, so `hsvlt --help` answers at once: each job's module (hsvlt.train,
+hsvlt.export.*, hsvlt.quant.qat, hsvlt.deploy.camera, hsvlt.bench.export_bench, ...) is imported only inside the
+job that runs it.
 
 Exit statuses are those of hsvlt/cli.py: 0 when the job succeeded, 2 for a usage error (an unknown job
 included), 1 for a failure at run time, 130 when interrupted.
@@ -31,25 +31,25 @@ JOBS = {
                  "hsvlt train --data voc --root ~/data"),
     "evaluate": Job("hsvlt.evaluate", "python -m hsvlt.evaluate", "mAP, CF1, OF1 of a checkpoint",
                     "hsvlt evaluate --ckpt runs/hsvlt/best.pt"),
-    "qat": Job("quant.qat", "python quant/qat.py", "quantisation-aware training to an int8 program",
+    "qat": Job("hsvlt.quant.qat", "python quant/qat.py", "quantisation-aware training to an int8 program",
                "hsvlt qat --ckpt runs/hsvlt/best.pt --out qat.pt2"),
-    "export executorch": Job("export.to_executorch", "python export/to_executorch.py",
+    "export executorch": Job("hsvlt.export.to_executorch", "python export/to_executorch.py",
                              "an ExecuTorch program (.pte), fp32 or int8",
                              "hsvlt export executorch --ckpt runs/hsvlt/best.pt --out model.pte", wrapped=True),
-    "export coreml": Job("export.to_coreml", "python export/to_coreml.py", "a Core ML package (.mlpackage)",
+    "export coreml": Job("hsvlt.export.to_coreml", "python export/to_coreml.py", "a Core ML package (.mlpackage)",
                          "hsvlt export coreml --ckpt runs/hsvlt/best.pt --out HSVLT.mlpackage", wrapped=True),
-    "export onnx": Job("export.to_onnx", "python export/to_onnx.py", "an ONNX file, checked in ONNX Runtime",
+    "export onnx": Job("hsvlt.export.to_onnx", "python export/to_onnx.py", "an ONNX file, checked in ONNX Runtime",
                        "hsvlt export onnx --ckpt runs/hsvlt/best.pt --out model.onnx", wrapped=True),
-    "evaluate-artifact": Job("export.evaluate_artifact", "python export/evaluate_artifact.py",
+    "evaluate-artifact": Job("hsvlt.export.evaluate_artifact", "python export/evaluate_artifact.py",
                              "mAP of an exported file through its own runtime",
                              "hsvlt evaluate-artifact --model model.pte", wrapped=True),
     "predict": Job("hsvlt.predict", "python -m hsvlt.predict", "labels for images, folders or a video, as data",
                    "hsvlt predict photos/ --model model.pte --out predictions"),
-    "demo": Job("edge_demo.camera", "python edge_demo/camera.py", "live detection from a camera or a stream",
+    "demo": Job("hsvlt.deploy.camera", "python edge_demo/camera.py", "live detection from a camera or a stream",
                 "hsvlt demo --model model.pte --source shapes"),
-    "demo --web": Job("edge_demo.web", "python edge_demo/web.py", "the model in a web page: photo or camera",
+    "demo --web": Job("hsvlt.deploy.web", "python edge_demo/web.py", "the model in a web page: photo or camera",
                       "hsvlt demo --web --model model.onnx"),
-    "bench": Job("reports.export_bench", "python reports/export_bench.py",
+    "bench": Job("hsvlt.bench.export_bench", "python reports/export_bench.py",
                  "latency, size and memory of every runtime",
                  "hsvlt bench --presets hsvlt_lite0", wrapped=True),
     "labels": Job("hsvlt.labels.__main__", "python -m hsvlt.labels", "embed label names for your own data",

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from hsvlt import distributed
 from hsvlt.data.base import to_model_input
 from hsvlt.evaluate import autocast, autocast_dtype
-from hsvlt.losses import build_loss, distillation_loss
+from hsvlt.losses import BCELoss, build_loss, distillation_loss
 from hsvlt.models.classifier import is_backbone
 from hsvlt.models.ivla import recording_block_scales
 from hsvlt.run_log import LABEL_SCALE_EVERY, TrainingWatch
@@ -159,7 +159,7 @@ class Engine:
         self.teacher, self.distill = teacher, distill
         self.watch = watch
         # How the model switches between training and evaluation: Module.train, or for a captured PT2E graph,
-        # which has no such switch of its own, quant.pt2e.train_mode.
+        # which has no such switch of its own, hsvlt.quant.pt2e.train_mode.
         self.training_mode = training_mode or self.net.train
         # The layout the step hands images over in: channels_last for eager convolutions' fast path; a captured
         # graph takes them contiguous, as it was traced.
@@ -275,3 +275,27 @@ class Engine:
     @property
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+
+def learning_signals(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> dict:
+    """One batch forward and backward through hsvlt.engine's step, nothing updated: per backbone stage the
+    gradient norm of its weights, the RMS of the label tokens L after each of its interaction blocks, and the RMS
+    of L and of the multi-modal feature S that its last block hands on. Shows whether a stage still learns (its
+    gradient) and whether L or S has blown up or died out."""
+    engine = Engine(model, BCELoss())
+    engine.training_mode(True)
+    loss, scales = engine.forward(images, targets, record=True)
+    engine.backward(loss)
+    grad = {}
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None and stage_of(name) >= 0:
+            grad[stage_of(name)] = grad.get(stage_of(name), 0.0) + float(parameter.grad.pow(2).sum())
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    # stage -> (L, S) per block; the interaction of late fusion counts as the last stage
+    per_stage = {int(stage) if stage.isdigit() else len(grad) - 1: blocks for stage, blocks in scales.items()}
+    stages = sorted(per_stage)
+    return {"grad_norm": [grad[i] ** 0.5 for i in sorted(grad)],
+            "L_rms_blocks": [[labels for labels, _ in per_stage[i]] for i in stages],
+            "L_rms": {str(i): per_stage[i][-1][0] for i in stages},
+            "S_rms": {str(i): per_stage[i][-1][1] for i in stages}}

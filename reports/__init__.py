@@ -1,2 +1,2 @@
-"""The generators of the measured pages in docs/ (each a script, run from the checkout), and `measure`, how
-they all time what they measure."""
+"""The generators of the measured pages in docs/, each a script run from the checkout (`python reports/X.py`);
+what they measure with, and `hsvlt bench`'s code, is hsvlt.bench."""

@@ -38,12 +38,14 @@ import torch
 from tqdm import tqdm
 
 from hsvlt import distributed
+from hsvlt.bench.export_bench import build_artifacts
+from hsvlt.bench.measure import bootstrap_interval, bootstrap_samples, cpu_threads, kept_sections, time_in_turns
 from hsvlt.checkpoint import load_model
 from hsvlt.cli import image_size, non_negative_int, positive_float, positive_int, run_command
 from hsvlt.data.base import MultiLabelDataset, to_model_input
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
-from hsvlt.engine import Engine, stage_of
+from hsvlt.engine import learning_signals
 from hsvlt.evaluate import predict
 from hsvlt.losses import BCELoss
 from hsvlt.machine import count_gflops, describe
@@ -52,8 +54,6 @@ from hsvlt.models import PRESETS
 from hsvlt.outputs import run_folder, save_figure, save_npz, write_json, write_text
 from hsvlt.train import TrainConfig, train
 from hsvlt.train import parse_args as parse_train_flags
-from reports.export_bench import build_artifacts
-from reports.measure import bootstrap_interval, bootstrap_samples, cpu_threads, kept_sections, time_in_turns
 
 SIZE_BUCKETS = ("small", "medium", "large")
 DATASET_NOTES = {
@@ -269,30 +269,6 @@ def prior_loss(targets: np.ndarray) -> float:
     return float(BCELoss()(torch.log(p / (1 - p)).expand_as(targets), targets))
 
 
-def learning_signals(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> dict:
-    """One batch forward and backward through hsvlt.engine's step, nothing updated: per backbone stage the
-    gradient norm of its weights, the RMS of the label tokens L after each of its interaction blocks, and the RMS
-    of L and of the multi-modal feature S that its last block hands on. Shows whether a stage still learns (its
-    gradient) and whether L or S has blown up or died out."""
-    engine = Engine(model, BCELoss())
-    engine.training_mode(True)
-    loss, scales = engine.forward(images, targets, record=True)
-    engine.backward(loss)
-    grad = {}
-    for name, parameter in model.named_parameters():
-        if parameter.grad is not None and stage_of(name) >= 0:
-            grad[stage_of(name)] = grad.get(stage_of(name), 0.0) + float(parameter.grad.pow(2).sum())
-    model.zero_grad(set_to_none=True)
-    model.eval()
-    # stage -> (L, S) per block; the interaction of late fusion counts as the last stage
-    per_stage = {int(stage) if stage.isdigit() else len(grad) - 1: blocks for stage, blocks in scales.items()}
-    stages = sorted(per_stage)
-    return {"grad_norm": [grad[i] ** 0.5 for i in sorted(grad)],
-            "L_rms_blocks": [[labels for labels, _ in per_stage[i]] for i in stages],
-            "L_rms": {str(i): per_stage[i][-1][0] for i in stages},
-            "S_rms": {str(i): per_stage[i][-1][1] for i in stages}}
-
-
 def score_variant(variant: Variant, args, folder: Path, placement, test, sizes, edges) -> dict:
     """Test-set figures, size, cost and learning signals of the variant's best checkpoint; scores saved beside
     it."""
@@ -498,7 +474,7 @@ image side, cuts at {edge_text}; each bucket holds a third of the positives agai
 sits below mAP: compare a bucket across variants). Test loss / prior's: the test BCE against that of scoring
 every class at its frequency (1.00: nothing learned about the images). GFLOPs: one image at {args.img_size} px,
 torch.utils.flop_counter (2 per multiply-add). .pte: the checkpoint exported by export/to_executorch.py (XNNPACK),
-fp32 and int8 (PT2E static int8 with the preset's int8 choices, quant/pt2e.py), at {args.img_size} px, batch 1,
+fp32 and int8 (PT2E static int8 with the preset's int8 choices, hsvlt/quant/pt2e.py), at {args.img_size} px, batch 1,
 {cpu_threads()} threads, p50 of {args.latency_runs} calls; all files loaded at once, each in its own process, and
 timed in turns.
 

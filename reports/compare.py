@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
+from hsvlt.bench.measure import batch1_latency_ms
 from hsvlt.checkpoint import load_model
 from hsvlt.cli import positive_int, run_command
 from hsvlt.distributed import configure_cpu
-from reports.measure import batch1_latency_ms
 
 
 def read_runs(runs: list[Path]) -> tuple[list, list[list[dict]]]:

@@ -3,7 +3,7 @@
 seed, and writes the table that chose the default into docs/RESULTS.md (its own section; the evidence study keeps
 it when it rewrites the page).
 
-Per update, from its best checkpoint and one batch of validation images (reports/ablation.py's learning_signals):
+Per update, from its best checkpoint and one batch of validation images (hsvlt.engine.learning_signals):
 the label-token RMS after every block (the paper's update doubles it per block once its gate saturates), the RMS
 of the multi-modal feature S that each stage hands to the head (near 0: a stage the head cannot use), the
 gradient norm of each backbone stage (a spread of 100x: some stages no longer learn), and validation mAP at this
@@ -24,19 +24,19 @@ from pathlib import Path
 
 import torch
 
-from hsvlt.cli import image_size, positive_float, positive_int, run_command
+from hsvlt.bench.measure import write_section
 from hsvlt.checkpoint import load_model
+from hsvlt.cli import image_size, positive_float, positive_int, run_command
 from hsvlt.data import build_data
 from hsvlt.data.base import to_model_input
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
+from hsvlt.engine import learning_signals
 from hsvlt.machine import describe
 from hsvlt.models.config import LANGUAGE_UPDATES
 from hsvlt.outputs import run_folder, write_json
 from hsvlt.train import TrainConfig, train
 from hsvlt.train import parse_args as parse_train_flags
-from reports.ablation import learning_signals
-from reports.measure import write_section
 
 L_RMS_BOUND = 10.0  # label tokens start at RMS ~1; 10 leaves room for what training learns, not for compounding
 S_ALIVE = 0.1  # a dead stage measured 0.02; healthy ones 0.3-1

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_demo import camera
 from hsvlt.cli import attention_stage, positive_int
+from hsvlt.deploy import camera
 from hsvlt.metrics import label_counts, label_set_metrics
 from hsvlt.outputs import save_figure, write_json
 

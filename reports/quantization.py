@@ -9,10 +9,10 @@ ExecuTorch runtime on the checkpoint's validation set; written to docs/QUANT.md 
 
 For each checkpoint: quant/qat.py --ptq and quant/qat.py (QAT, --qat-epochs), both exported with
 export/to_executorch.py --int8 and evaluated by export/evaluate_artifact.py's code, next to the fp32 program.
---float-study quantises (PTQ) with each group of quant.pt2e.FLOAT_LAYERS kept in float, one at a time and
+--float-study quantises (PTQ) with each group of hsvlt.quant.pt2e.FLOAT_LAYERS kept in float, one at a time and
 all together, and reports the converted model's validation mAP: the measurement behind
-quant.pt2e.DEFAULT_FLOAT_LAYERS, written to docs/QUANT_FLOAT_LAYERS.md.
---eager-study trains torchao's eager QAT flow (quant/eager.py) as long as quant/qat.py's PT2E QAT and measures
+hsvlt.quant.pt2e.DEFAULT_FLOAT_LAYERS, written to docs/QUANT_FLOAT_LAYERS.md.
+--eager-study trains torchao's eager QAT flow (hsvlt/quant/eager.py) as long as quant/qat.py's PT2E QAT and measures
 both programs and the fp32 one through the ExecuTorch runtime: validation mAP, batch-1 latency at the
 checkpoint's input size, file size and how whole the XNNPACK delegation is; written to docs/QUANT_EAGER.md.
 """
@@ -23,11 +23,11 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from export.common import load_source, size_mb
 from hsvlt.cli import non_negative_int, positive_float, positive_int, run_command
+from hsvlt.export.common import load_source, size_mb
 from hsvlt.outputs import save_figure, write_bytes, write_text
-from quant.pt2e import DEFAULT_FLOAT_LAYERS, FLOAT_LAYERS
-from quant.qat import QuantizeConfig
+from hsvlt.quant.pt2e import DEFAULT_FLOAT_LAYERS, FLOAT_LAYERS
+from hsvlt.quant.qat import QuantizeConfig
 
 STUDY = [()] + [(name,) for name in FLOAT_LAYERS] + [tuple(FLOAT_LAYERS)]
 
@@ -40,8 +40,8 @@ def qat_config(checkpoint: Path, out: Path, args: argparse.Namespace, **settings
 
 def program_map(program: Path, args: argparse.Namespace) -> float:
     """Validation mAP of a .pte through the ExecuTorch runtime (export/evaluate_artifact.py's code)."""
-    from export.evaluate_artifact import evaluate, validation_set
     from hsvlt.deploy.runtimes import ExecuTorchModel
+    from hsvlt.export.evaluate_artifact import evaluate, validation_set
 
     model = ExecuTorchModel(program)
     _, dataset = validation_set(model, val_size=args.val_size)
@@ -50,7 +50,7 @@ def program_map(program: Path, args: argparse.Namespace) -> float:
 
 def runtime_map(source, program: Path, int8: Path | None, args: argparse.Namespace) -> tuple[float, float]:
     """(validation mAP through the ExecuTorch runtime, .pte size in MB) of the fp32 or int8 program."""
-    from export import to_executorch
+    from hsvlt.export import to_executorch
 
     to_executorch.export(source, program, int8=int8, parity_images=0)
     return program_map(program, args), size_mb(program)
@@ -62,7 +62,7 @@ def qat_training(qat_lr: float | None, args: argparse.Namespace) -> dict:
 
 
 def compare(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, workdir: Path) -> dict:
-    from quant import qat
+    from hsvlt.quant import qat
 
     source = load_source(checkpoint)
     stem = f"{source.preset}_{checkpoint.parent.name}"
@@ -80,7 +80,7 @@ def compare(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, wo
 
 def study(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> list[tuple[tuple, float, float]]:
     """(float layers, PTQ int8 mAP, fp32 mAP) per STUDY entry, from the converted model (eager)."""
-    from quant import qat
+    from hsvlt.quant import qat
 
     rows = []
     for layers in STUDY:
@@ -92,12 +92,12 @@ def study(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> list[tup
 
 def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace,
                 workdir: Path) -> tuple[list[dict], int]:
-    """The fp32 program, PT2E QAT (quant/qat.py) and eager QAT (quant/eager.py), trained alike, each lowered to
+    """The fp32 program, PT2E QAT (quant/qat.py) and eager QAT (hsvlt/quant/eager.py), trained alike, each lowered to
     XNNPACK and measured through the ExecuTorch runtime; with the checkpoint's input size."""
-    from export import to_executorch
-    from export.common import manifest_for
     from hsvlt.deploy.manifest import Quantization, write_manifest
-    from quant import eager, qat
+    from hsvlt.export import to_executorch
+    from hsvlt.export.common import manifest_for
+    from hsvlt.quant import eager, qat
 
     source = load_source(checkpoint)
     stem = f"{source.preset}_{checkpoint.parent.name}"
@@ -114,15 +114,15 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
     path = workdir / f"{stem}_eager.pte"
     buffer, delegation = to_executorch.lower(eager.program(model, source.img_size))
     write_bytes(path, buffer)
-    # torchao's eager int8 configuration quantises activations per token at run time (quant/eager.py).
+    # torchao's eager int8 configuration quantises activations per token at run time (hsvlt/quant/eager.py).
     write_manifest(path, manifest_for(source, "executorch-xnnpack", "int8", None,
                                       Quantization(method="qat", activations="int8-dynamic")))
-    rows.append(measure_program("eager QAT int8 (quant/eager.py)", path, delegation, args))
+    rows.append(measure_program("eager QAT int8 (hsvlt/quant/eager.py)", path, delegation, args))
     return rows, source.img_size
 
 
 def measure_program(name: str, path: Path, delegation: dict, args: argparse.Namespace) -> dict:
-    from reports.measure import cpu_threads, time_in_turns
+    from hsvlt.bench.measure import cpu_threads, time_in_turns
 
     latency = time_in_turns({"program": path}, cpu_threads(), runs=50, warmup=5)["program"]["p50_ms"]
     return {"program": name, "mAP": program_map(path, args), "p50_ms": latency, "mb": size_mb(path),
@@ -141,7 +141,7 @@ def eager_table(checkpoint: str, rows: list[dict], img_size: int) -> list[str]:
 def write_report(path: Path, command: str, rows: list[dict], studies: dict, args: argparse.Namespace) -> None:
     measured = f"Measured {date.today().isoformat()} by `{command}`."
     if args.eager_study:
-        from reports.measure import cpu_threads
+        from hsvlt.bench.measure import cpu_threads
 
         threads = cpu_threads()
         text = ["# Int8: torchao's eager QAT flow against PT2E", "",
@@ -152,7 +152,7 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, args
                 f"(percent) on the checkpoint's validation set, p50 latency of 50 runs at batch 1 with "
                 f"{threads} thread{'s' if threads > 1 else ''}. Eager QAT: int8 weights per channel and int8 "
                 f"dynamic activations on every linear layer (convolutions stay float), exported through the plain "
-                f"wrapper; PT2E: static int8 on the rewritten graph (quant/pt2e.py).", ""]
+                f"wrapper; PT2E: static int8 on the rewritten graph (hsvlt/quant/pt2e.py).", ""]
         for checkpoint, (entries, img_size) in studies.items():
             text += eager_table(checkpoint, entries, img_size)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +162,7 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, args
         text = ["# Int8 quantisation", "",
                 f"{measured} mAP (percent) on each checkpoint's validation set, every model an ExecuTorch XNNPACK "
                 f"program run by the ExecuTorch runtime (export/evaluate_artifact.py). PTQ: "
-                f"each preset's float layers kept float (quant.pt2e.default_float_layers: "
+                f"each preset's float layers kept float (hsvlt.quant.pt2e.default_float_layers: "
                 f"{', '.join(DEFAULT_FLOAT_LAYERS)} unless the preset measured faster with more), "
                 f"calibrated on up to 512 training images; QAT: {args.qat_epochs} epochs of quant/qat.py"
                 f"{f' (at most {args.max_steps} steps each)' if args.max_steps else ''} at the peak learning rate "
@@ -180,7 +180,7 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, args
     else:
         text = ["# Int8: which layers stay float", "",
                 f"{measured} Post-training quantisation (quant/qat.py --ptq, up to 512 calibration images) with "
-                f"each group of quant.pt2e.FLOAT_LAYERS kept float, one at a time and all together; mAP (percent) "
+                f"each group of hsvlt.quant.pt2e.FLOAT_LAYERS kept float, one at a time and all together; mAP (percent) "
                 f"of the converted model (PyTorch, quantise / dequantise graph) on the validation set.", ""]
     for checkpoint, entries in studies.items():
         text += [f"## Which layers stay float ({checkpoint}, PTQ, converted model)", "",

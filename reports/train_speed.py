@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hsvlt.bench.measure import timed
 from hsvlt.cli import non_negative_int, positive_int
 from hsvlt.data.loader import train_loader
 from hsvlt.data.shapes import CLASSES, ShapesDataset
@@ -24,7 +25,6 @@ from hsvlt.labels import load_label_set
 from hsvlt.machine import count_gflops, cpu_name
 from hsvlt.models import PRESETS, create_model
 from hsvlt.train import TrainConfig
-from reports.measure import timed
 
 DEFAULT_PRESETS = ["hsvlt_nano", "hsvlt_lite0", "hsvlt_tiny", "hsvlt_small"]
 CPU = torch.device("cpu")

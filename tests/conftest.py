@@ -55,7 +55,7 @@ def checkpoint(tmp_path_factory):
 def models(tmp_path_factory, checkpoint_maker):
     """hsvlt_pico at 64 px: {"checkpoint": best.pt, "pte": model.pte, "onnx": model.onnx}; the exports carry the
     attention of stage 1."""
-    from export import to_executorch, to_onnx
+    from hsvlt.export import to_executorch, to_onnx
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("demo_models")

@@ -61,8 +61,8 @@ def test_importing_the_project_changes_no_warning_filter_or_logger_level():
     result = run_python(IMPORT_EVERYTHING)
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"hsvlt.toolchain", "export.to_executorch", "quant.qat", "edge_demo.camera",
-            "reports.export_bench"} <= set(found["imported"])
+    assert {"hsvlt.toolchain", "hsvlt.export.to_executorch", "hsvlt.quant.qat", "hsvlt.deploy.camera",
+            "hsvlt.bench.export_bench"} <= set(found["imported"])
     assert found["filters_added"] == [] and found["filters_removed"] == []
     assert found["loggers_changed"] == []
 
@@ -122,7 +122,7 @@ warnings.simplefilter("default")
 with warnings.catch_warnings(record=True) as shown:
     warnings.simplefilter("default")
     from conftest import make_checkpoint
-    from export import to_coreml, to_executorch, to_onnx
+    from hsvlt.export import to_coreml, to_executorch, to_onnx
     folder = sys.argv[1]
     checkpoint = str(make_checkpoint(folder + "/best.pt", img_size=32))
     to_executorch.main(["--ckpt", checkpoint, "--out", folder + "/model.pte", "--parity-images", "2"])

@@ -1,5 +1,5 @@
-"""Everything a deployed model needs, shared by the exporters (export/), the quantiser (quant/), the Python API
-(hsvlt.api) and the demo (edge_demo/):
+"""Everything a deployed model needs, shared by the exporters (hsvlt.export), the quantiser (hsvlt.quant), the
+Python API (hsvlt.api) and the demos:
 
     preprocess.py   the model's view of an image (resize, layout)
     manifest.py     the JSON beside every exported file
@@ -8,6 +8,9 @@
     runtimes.py     one interface over ExecuTorch, ONNX Runtime and PyTorch (imported only when used)
     sources.py      frames from a camera, a video, images or the generated `shapes` stream
     overlay.py      drawing labels and where they were found
+    smoothing.py    labels held on screen with hysteresis, so they do not flicker
+    camera.py       the camera demo (edge_demo/camera.py): frames in, labels drawn, detections recorded
+    web.py          the web demo's server (edge_demo/web.py), its page in web_page/; chromium.py drives it in tests
 
 Import the submodule you need: this package imports none of them, so the training transforms (which need
 preprocess) do not load the wrapper, the runtimes or the frame sources.

@@ -68,8 +68,8 @@ class Quantization:
     method: str | None  # METHODS
     activations: str | None  # ACTIVATIONS
     weights: str = "int8"  # per output channel, symmetric, in every method here
-    # PT2E programs (quant/pt2e.py): the layer groups kept float, how many layers of each kind compute in int8 and
-    # how many in float, and the export-time rewrites the int8 program goes without.
+    # PT2E programs (hsvlt/quant/pt2e.py): the layer groups kept float, how many layers of each kind compute in
+    # int8 and how many in float, and the export-time rewrites the int8 program goes without.
     float_layers: list[str] | None = None
     layers: dict[str, dict[str, int]] | None = None
     rewrites_off: list[str] | None = None

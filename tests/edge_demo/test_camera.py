@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_demo import camera
+from hsvlt.deploy import camera
 from hsvlt.deploy.preprocess import preprocess_frame
 from hsvlt.deploy.runtimes import open_model
 from hsvlt.deploy.sources import ShapesSource, read_bgr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from export import to_coreml
+from hsvlt.export import to_coreml
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
                                         "ignore::UserWarning")

@@ -1,10 +1,10 @@
-"""hsvlt/deploy/sources.py (odd frames, the shapes stream) and edge_demo/smoothing.py (hysteresis)."""
+"""hsvlt/deploy/sources.py (odd frames, the shapes stream) and hsvlt/deploy/smoothing.py (hysteresis)."""
 
 import numpy as np
 import pytest
 
-from edge_demo.smoothing import LabelSmoother
 from hsvlt.data.shapes import render_scene
+from hsvlt.deploy.smoothing import LabelSmoother
 from hsvlt.deploy.sources import ShapesSource, SourceError, as_bgr
 
 

@@ -7,9 +7,9 @@ import platform
 import numpy as np
 import pytest
 
-from export import to_coreml
-from export.common import load_source, validation_images
 from hsvlt.deploy.manifest import read_manifest
+from hsvlt.export import to_coreml
+from hsvlt.export.common import load_source, scene_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
                                         "ignore::UserWarning")
@@ -69,6 +69,6 @@ def test_core_ml_weight_quantisation_gives_int8_weight_ops(checkpoint, tmp_path)
 def test_core_ml_predictions_match_pytorch(package, checkpoint):
     from hsvlt.deploy.runtimes import TorchModel
 
-    images = validation_images(load_source(checkpoint), 4)
+    images = scene_images(4, load_source(checkpoint).img_size)
     np.testing.assert_allclose(to_coreml.predict(package, images), TorchModel(checkpoint).run(images).probabilities,
                                atol=2e-2)

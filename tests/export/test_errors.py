@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from export import to_coreml, to_executorch, to_onnx
-from export.common import ExportError, load_source, manifest_for
 from hsvlt.deploy.manifest import write_manifest
 from hsvlt.deploy.runtimes import open_model
+from hsvlt.export import to_coreml, to_executorch, to_onnx
+from hsvlt.export.common import ExportError, load_source, manifest_for
 
 EXPORTERS = {"executorch": (to_executorch, ".pte"), "onnx": (to_onnx, ".onnx"), "coreml": (to_coreml, ".mlpackage")}
 

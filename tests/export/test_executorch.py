@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from export import evaluate_artifact, to_executorch
-from export.common import load_source, validation_images
+from hsvlt.bench import op_profile
+from hsvlt.bench.measure import cpu_threads
 from hsvlt.deploy.manifest import file_sha256, read_manifest
 from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
-from reports import op_profile
-from reports.measure import cpu_threads
+from hsvlt.export import evaluate_artifact, to_executorch
+from hsvlt.export.common import load_source, scene_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 MAX_OPS_OUTSIDE = 2
@@ -41,7 +41,7 @@ def test_runtime_outputs_match_pytorch(exported, checkpoint, batch):
     """Batch 1 (the camera) and a batch of 3 in one call, against the trained model in eager PyTorch."""
     out, _ = exported
     source = load_source(checkpoint)
-    images = validation_images(source, batch)
+    images = scene_images(batch, source.img_size)
     program = ExecuTorchModel(out)
     reference = TorchModel(checkpoint, attention_stage=1).run(images)
     output = program.run(images)
@@ -54,7 +54,7 @@ def test_runtime_outputs_match_pytorch(exported, checkpoint, batch):
 
 def test_larger_batches_run_in_chunks(exported, checkpoint):
     out, _ = exported
-    images = validation_images(load_source(checkpoint), 6)
+    images = scene_images(6, load_source(checkpoint).img_size)
     program = ExecuTorchModel(out)
     assert program.max_batch == 4
     whole = program.run(images).probabilities
@@ -72,7 +72,7 @@ def test_manifest_describes_the_program(exported, checkpoint):
     assert manifest["checkpoint_sha256"] == file_sha256(checkpoint)
     assert manifest["input"]["shape"] == ["N", 3, 32, 32]
     outputs = {o["name"]: o["shape"] for o in manifest["outputs"]}
-    program = ExecuTorchModel(out).run(validation_images(load_source(checkpoint), 1))
+    program = ExecuTorchModel(out).run(scene_images(1, load_source(checkpoint).img_size))
     assert outputs["probabilities"][1:] == list(program.probabilities.shape[1:])
     assert outputs["attention"][1:] == list(program.attention.shape[1:])
 

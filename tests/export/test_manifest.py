@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import to_coreml, to_executorch
-from export.common import int8_program, load_source
 from hsvlt.deploy.manifest import (
     MANIFEST_VERSION,
     ManifestError,
@@ -22,7 +20,9 @@ from hsvlt.deploy.manifest import (
     write_manifest,
 )
 from hsvlt.deploy.runtimes import open_model
-from quant import qat
+from hsvlt.export import to_coreml, to_executorch
+from hsvlt.export.common import int8_program, load_source
+from hsvlt.quant import qat
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
                                         "ignore::UserWarning")

@@ -4,10 +4,10 @@ import numpy as np
 import onnx
 import pytest
 
-from export import to_onnx
-from export.common import load_source, validation_images
 from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import OnnxModel, TorchModel
+from hsvlt.export import to_onnx
+from hsvlt.export.common import load_source, scene_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -32,7 +32,7 @@ def test_file_has_a_dynamic_batch_and_named_outputs(exported):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnx_runtime_matches_pytorch(exported, checkpoint, batch):
     out, _ = exported
-    images = validation_images(load_source(checkpoint), batch)
+    images = scene_images(batch, load_source(checkpoint).img_size)
     output = OnnxModel(out).run(images)
     reference = TorchModel(checkpoint, attention_stage=2).run(images)
     assert output.probabilities.shape == (batch, 10) and output.attention.shape == (batch, 10, 2, 2)
@@ -44,7 +44,7 @@ def test_manifest_matches_the_outputs(exported, checkpoint):
     out, _ = exported
     manifest = read_manifest(out)
     model = OnnxModel(out)
-    output = model.run(validation_images(load_source(checkpoint), 2))
+    output = model.run(scene_images(2, load_source(checkpoint).img_size))
     shapes = {o["name"]: o["shape"] for o in manifest["outputs"]}
     assert shapes["probabilities"][1:] == list(output.probabilities.shape[1:])
     assert shapes["attention"][1:] == list(output.attention.shape[1:])
@@ -53,7 +53,7 @@ def test_manifest_matches_the_outputs(exported, checkpoint):
 
 
 def test_map_through_onnx_runtime_equals_pytorch(exported, checkpoint):
-    from export import evaluate_artifact
+    from hsvlt.export import evaluate_artifact
 
     out, _ = exported
     from_file = evaluate_artifact.main(["--model", str(out), "--limit", "16", "--batch-size", "5"])

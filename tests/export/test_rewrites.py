@@ -5,8 +5,8 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from export.to_executorch import lower
 from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
+from hsvlt.export.to_executorch import lower
 from hsvlt.models import create_model
 from hsvlt.models.deployable import Rewrites
 

@@ -198,7 +198,7 @@ def test_resume_on_cuda_continues_exactly(crash_on_batch, precision, determinist
 CPU_ONLY_CHILD = """
 import json, sys
 import torch
-from export.to_executorch import main as export_main
+from hsvlt.export.to_executorch import main as export_main
 from hsvlt.evaluate import main as evaluate_main
 from hsvlt.train import main as train_main
 
@@ -214,8 +214,8 @@ def test_a_cpu_only_process_evaluates_exports_and_resumes_a_cuda_checkpoint(cuda
     """Checkpoints written on the GPU hold CUDA tensors: a process without CUDA reads them (evaluation, ExecuTorch
     export, and --resume on the CPU), with outputs that match the GPU's."""
     pytest.importorskip("executorch")
-    from export.common import load_source, validation_images
     from hsvlt.deploy.runtimes import ExecuTorchModel
+    from hsvlt.export.common import load_source, scene_images
 
     run = tmp_path / "run"
     shutil.copytree(cuda_run, run)  # the resume below writes into it
@@ -224,7 +224,7 @@ def test_a_cpu_only_process_evaluates_exports_and_resumes_a_cuda_checkpoint(cuda
 
     _, scores = cuda_scores
     assert_probabilities_close(np.load(tmp_path / "cpu.npz")["scores"], scores, 0.02, 0.005)
-    images = validation_images(load_source(cuda_run / "best.pt"), 4)  # 4 x 3 x 64 x 64 in [0, 1]
+    images = scene_images(4, load_source(cuda_run / "best.pt").img_size)  # 4 x 3 x 64 x 64 in [0, 1]
     model = load_model(cuda_run / "best.pt")[0].to(CUDA)
     with torch.no_grad():
         on_gpu = torch.sigmoid(model(torch.from_numpy(images).to(CUDA))).cpu().numpy()
@@ -303,12 +303,12 @@ def test_qat_steps_on_cuda_then_int8_export_on_the_cpu(checkpoint, tmp_path):
     computes what the GPU's graph did."""
     pytest.importorskip("torchao")
     pytest.importorskip("executorch")
-    from export import to_executorch
-    from export.common import load_source
     from hsvlt.deploy.manifest import Quantization, build_manifest
     from hsvlt.deploy.runtimes import ExecuTorchModel
-    from quant import qat
-    from quant.pt2e import (
+    from hsvlt.export import to_executorch
+    from hsvlt.export.common import load_source
+    from hsvlt.quant import qat
+    from hsvlt.quant.pt2e import (
         capture,
         convert,
         freeze_observers,

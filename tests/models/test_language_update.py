@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from hsvlt.checkpoint import CheckpointError, load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
+from hsvlt.evaluate import main as evaluate_main
+from hsvlt.export import to_onnx
 from hsvlt.models import HSVLT, HSVLTConfig
 from hsvlt.models.config import LANGUAGE_UPDATES
 from hsvlt.models.ivla import GatedResidual, IVLABlock, recording_block_scales
 from hsvlt.run_log import LABEL_RMS_WARN, TrainingWatch
-from export import to_onnx
-from hsvlt.evaluate import main as evaluate_main
 from hsvlt.train import MODEL_CHOICES
 from hsvlt.train import main as train_main
 

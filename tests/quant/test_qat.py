@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from export import to_coreml, to_executorch
-from export.common import ExportError, load_source, validation_images
 from hsvlt.deploy.manifest import file_sha256, read_manifest
 from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
+from hsvlt.export import to_coreml, to_executorch
+from hsvlt.export.common import ExportError, load_source, scene_images
 from hsvlt.models import create_model
-from quant import qat
-from quant.pt2e import (
+from hsvlt.quant import qat
+from hsvlt.quant.pt2e import (
     capture,
     convert,
     freeze_batch_norm,
@@ -56,7 +56,7 @@ def test_artifact_loads_and_runs_close_to_fp32(qat_artifact, checkpoint, batch):
     path, _ = qat_artifact
     program, manifest = load_artifact(path)
     assert manifest["precision"] == "int8" and manifest["checkpoint_sha256"] == file_sha256(checkpoint)
-    images = validation_images(load_source(checkpoint), batch)
+    images = scene_images(batch, load_source(checkpoint).img_size)
     with torch.no_grad():
         int8 = program.module()(torch.from_numpy(images)).numpy()
     fp32 = TorchModel(checkpoint).run(images).probabilities
@@ -71,7 +71,7 @@ def test_int8_program_lowers_whole_and_matches_its_artifact(qat_artifact, checkp
     result = to_executorch.main(["--ckpt", str(checkpoint), "--int8", str(path), "--out", str(out),
                                  "--parity-images", "4"])
     assert result["delegation"]["ops_outside"] <= MAX_OPS_OUTSIDE, result["delegation"]["outside_by_op"]
-    images = validation_images(load_source(checkpoint), 3)
+    images = scene_images(3, load_source(checkpoint).img_size)
     program, _ = load_artifact(path)
     with torch.no_grad():
         expected = program.module()(torch.from_numpy(images)).numpy()

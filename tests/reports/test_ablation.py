@@ -10,21 +10,21 @@ import pytest
 import torch
 from torch import nn
 
+from hsvlt.bench.measure import kept_sections, write_section
 from hsvlt.checkpoint import load_checkpoint, load_model
 from hsvlt.data import build_data
+from hsvlt.engine import learning_signals
 from hsvlt.losses import BCELoss
 from hsvlt.models import create_model
 from reports.ablation import (
     VARIANTS,
     claims_section,
     count_gflops,
-    learning_signals,
     main,
     parse_args,
     prior_loss,
     variant_model,
 )
-from reports.measure import kept_sections, write_section
 
 torch.set_flush_denormal(True)
 

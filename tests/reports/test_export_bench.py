@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from hsvlt.bench import export_bench as bench
 from hsvlt.deploy.manifest import read_manifest
-from reports import export_bench as bench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from edge_demo import camera
-from export import evaluate_artifact, to_coreml, to_executorch, to_onnx
 from hsvlt import evaluate, train
 from hsvlt.checkpoint import load_checkpoint, save_checkpoint
 from hsvlt.cli import run_command
-from quant import qat
+from hsvlt.deploy import camera
+from hsvlt.export import evaluate_artifact, to_coreml, to_executorch, to_onnx
+from hsvlt.quant import qat
 
 TINY = ["--model", "hsvlt_pico", "--img-size", "32", "--train-size", "32", "--val-size", "16", "--batch-size", "16",
         "--workers", "0", "--epochs", "1"]

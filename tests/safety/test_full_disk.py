@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from edge_demo import camera
-from export import to_coreml, to_executorch, to_onnx
 from hsvlt import outputs
 from hsvlt.checkpoint import load_checkpoint, save_checkpoint
 from hsvlt.cli import run_command
+from hsvlt.deploy import camera
 from hsvlt.deploy.manifest import manifest_path
+from hsvlt.export import to_coreml, to_executorch, to_onnx
 
 
 class SmallDisk:
@@ -114,7 +114,7 @@ def test_coreml_package_on_a_full_disk_keeps_the_previous_package(models, small_
 def test_quantised_artifact_on_a_full_disk_keeps_the_previous_one(small_disk, checkpoint):
     from hsvlt.checkpoint import load_model
     from hsvlt.deploy.manifest import Quantization, checkpoint_manifest
-    from quant.pt2e import save_artifact
+    from hsvlt.quant.pt2e import save_artifact
 
     model, saved = load_model(checkpoint)
     manifest = checkpoint_manifest(model, saved, "0" * 64, "torch.export", "int8",

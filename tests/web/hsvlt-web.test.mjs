@@ -65,7 +65,7 @@ test("round half to even, as OpenCV's saturate_cast", () => {
   assert.deepEqual([0.5, 1.5, 2.5, 2.4, 2.6, -0.5].map(hsvlt.roundHalfEven), [0, 2, 2, 2, 3, 0]);
 });
 
-test("the smoother follows edge_demo/smoothing.py frame by frame", () => {
+test("the smoother follows hsvlt/deploy/smoothing.py frame by frame", () => {
   const { thresholds, smoothing, hysteresis, steps } = golden("smoother.json");
   const smoother = new hsvlt.LabelSmoother(thresholds, smoothing, hysteresis);
   for (const [index, step] of steps.entries()) {

@@ -24,9 +24,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from edge_demo.smoothing import LabelSmoother  # noqa: E402
 from hsvlt.deploy.preprocess import preprocess_image  # noqa: E402
 from hsvlt.deploy.runtimes import attention_peak  # noqa: E402
+from hsvlt.deploy.smoothing import LabelSmoother  # noqa: E402
 from hsvlt.images import read_image  # noqa: E402
 from hsvlt.outputs import write_text  # noqa: E402
 

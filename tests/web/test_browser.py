@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_demo.smoothing import LabelSmoother
 from hsvlt.deploy.chromium import Chromium, fake_camera_flags
 from hsvlt.deploy.preprocess import preprocess_image
 from hsvlt.deploy.runtimes import OnnxModel
+from hsvlt.deploy.smoothing import LabelSmoother
 from hsvlt.images import composite_over_white, read_image
 from hsvlt.outputs import write_bytes
 
@@ -253,8 +253,8 @@ def test_the_benchmark_times_the_browser_against_python_and_updates_its_section(
     put into the page in place, the rest of the page kept."""
     import argparse
 
-    from reports import export_bench
-    from reports.measure import write_section
+    from hsvlt.bench import export_bench
+    from hsvlt.bench.measure import write_section
 
     args = argparse.Namespace(img_size=32, labels="shapes", runs=20, warmup=2)
     result = export_bench.browser_bench(args, tmp_path, preset="hsvlt_pico")

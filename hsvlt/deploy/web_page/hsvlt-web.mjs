@@ -306,7 +306,7 @@ export function checkManifestAgainstModel(manifest, session, modelName = "the mo
 
 // ---- scores over time, and where -----------------------------------------------------------------------------
 
-// edge_demo/smoothing.py's LabelSmoother, in float32 as numpy computes it: a moving average of probabilities,
+// hsvlt/deploy/smoothing.py's LabelSmoother, in float32 as numpy computes it: a moving average of probabilities,
 // and hysteresis (a shown label goes off below threshold x (1 - hysteresis)).
 export class LabelSmoother {
   constructor(thresholds, smoothing = 0.5, hysteresis = 0.2) {

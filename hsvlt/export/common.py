@@ -1,5 +1,5 @@
-"""What the exporters share: reading the checkpoint, tracing the deployable module,
-the manifest, validation images and the parity check against PyTorch.
+"""What the exporters share: reading the checkpoint, the int8 program quantised from it, the manifest, and the
+parity check against PyTorch on generated scenes.
 
 Every user-facing failure is an ExportError whose message is one line naming the file and the problem;
 the commands print it as `error: ...` and exit with status 1 (hsvlt.cli).
@@ -22,7 +22,7 @@ from hsvlt.deploy.manifest import (
     parse_manifest,
 )
 from hsvlt.deploy.preprocess import prepare_image, to_input
-from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
+from hsvlt.deploy.wrapper import AsTrainedHSVLT
 from hsvlt.models.classifier import MultiLabelClassifier
 
 
@@ -76,7 +76,7 @@ def int8_program(path: Path, source: SourceCheckpoint, attention_stage: int | No
     """(program, attention stage, how it was quantised) of a quantisation artifact (quant/qat.py), checked against
     the checkpoint. How it was quantised (QAT or PTQ, the layer groups kept float, int8 and float layer counts) goes
     into the exported file's manifest."""
-    from quant.pt2e import load_artifact
+    from hsvlt.quant.pt2e import load_artifact
 
     program, manifest = load_artifact(path)
     if manifest["checkpoint_sha256"] != source.sha256:
@@ -95,12 +95,6 @@ def check_attention_stage(stage: int | None, model: MultiLabelClassifier) -> int
     return stage
 
 
-def deployable_program(source: SourceCheckpoint, attention_stage: int | None,
-                       max_batch: int | None) -> torch.export.ExportedProgram:
-    """The fp32 program every exporter starts from: hsvlt.deploy.wrapper.for_export, traced."""
-    return trace(for_export(source.model, attention_stage), source.img_size, max_batch)
-
-
 def manifest_for(source: SourceCheckpoint, artifact_format: str, precision: str, attention_stage: int | None,
                  quantization: Quantization | None = None, **details) -> dict:
     """hsvlt.deploy.manifest.checkpoint_manifest of the opened checkpoint; `details`: max_batch, opset."""
@@ -108,49 +102,19 @@ def manifest_for(source: SourceCheckpoint, artifact_format: str, precision: str,
                                attention_stage, quantization, **details)
 
 
-def validation_images(source: SourceCheckpoint, count: int) -> np.ndarray:
-    """`count` images of the checkpoint's validation set as model input (float32 N x 3 x S x S), prepared by
-    hsvlt.deploy.preprocess.prepare_image. When that set cannot be opened here (a dataset folder on another machine),
-    generated `shapes` scenes stand in: parity needs realistic images, not these particular ones."""
-    from hsvlt.data import build_data
-    from hsvlt.evaluate import checkpoint_data
+def scene_images(count: int, size: int) -> np.ndarray:
+    """`count` generated `shapes` scenes (the validation split of seed 0) as model input, float32 N x 3 x S x S,
+    prepared by hsvlt.deploy.preprocess.prepare_image: what an exported file is compared with PyTorch on. Parity
+    needs realistic images of a known size, not the checkpoint's own data set, so they are drawn here by the scene
+    generator alone: no dataset folder to find, nothing else of the data layer to load."""
+    from hsvlt.data.shapes import ShapesDataset
 
-    try:
-        _, bundle = checkpoint_data(source.checkpoint, source.path, source.img_size)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"note: validation set of {source.path.name} unavailable ({error}); using generated shapes scenes")
-        bundle = build_data("shapes", image_size=source.img_size, train_size=1, val_size=count)
-    images = []
-    for index in range(min(count, len(bundle.val))):
-        image, _ = bundle.val.load(index)
-        images.append(prepare_image(image, source.img_size))
-    return to_input(np.stack(images))
-
-
-def reference_outputs(source: SourceCheckpoint, images: np.ndarray, attention_stage: int | None) -> list[np.ndarray]:
-    """The trained model in eager PyTorch (hsvlt.deploy.wrapper.AsTrainedHSVLT, no rewrites) on `images`."""
-    module = AsTrainedHSVLT(source.model, attention_stage).eval()
-    with torch.inference_mode():
-        outputs = module(torch.from_numpy(images))
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    return [o.numpy() for o in outputs]
-
-
-def parity(reference: np.ndarray, candidate: np.ndarray, thresholds: list[float]) -> dict:
-    """Max absolute difference of probabilities; the fraction of images whose thresholded label sets are
-    identical; and the fraction that differ beyond the rounding itself: a label that flips while both
-    probabilities lie within max |dp| of its threshold is the rounding, not a different model."""
-    thresholds = np.asarray(thresholds)
-    differ = (reference >= thresholds) != (candidate >= thresholds)
-    tolerance = float(np.abs(reference - candidate).max())
-    near = np.abs(reference - thresholds) <= tolerance
-    return {"images": int(len(reference)), "max_abs_diff": tolerance,
-            "label_set_agreement": float((~differ).all(axis=1).mean()),
-            "label_set_agreement_beyond_rounding": float((~(differ & ~near)).all(axis=1).mean())}
+    scenes = ShapesDataset("val", count, size)
+    return to_input(np.stack([prepare_image(scenes.load(index)[0], size) for index in range(count)]))
 
 
 def format_parity(result: dict) -> str:
-    line = (f"parity with PyTorch on {result['images']} validation images: max |dp| "
+    line = (f"parity with PyTorch on {result['images']} generated scenes: max |dp| "
             f"{result['max_abs_diff']:.2e}, identical label sets {100 * result['label_set_agreement']:.1f}%")
     if result["label_set_agreement"] < 1.0:
         line += (f" ({100 * result['label_set_agreement_beyond_rounding']:.1f}% counting only labels whose "
@@ -159,11 +123,22 @@ def format_parity(result: dict) -> str:
 
 
 def check_parity(source: SourceCheckpoint, count: int, attention_stage: int | None, run, runtime: str) -> dict:
-    """Compare an exported file, `run(images) -> probabilities` in its own runtime, with the trained model on
-    `count` validation images; prints the figures and returns them."""
-    images = validation_images(source, count)
-    reference = reference_outputs(source, images, attention_stage)[0]
-    result = parity(reference, run(images), source.thresholds)
+    """Compare an exported file, `run(images) -> probabilities` in its own runtime, with the trained model in eager
+    PyTorch (hsvlt.deploy.wrapper.AsTrainedHSVLT, no rewrites) on `count` generated scenes (scene_images); prints
+    the figures and returns them: the max absolute difference of probabilities; the fraction of images whose
+    thresholded label sets are identical; and the fraction that differ beyond the rounding itself: a label that
+    flips while both probabilities lie within max |dp| of its threshold is the rounding, not a different model."""
+    images = scene_images(count, source.img_size)
+    with torch.inference_mode():
+        reference = AsTrainedHSVLT(source.model, attention_stage).eval()(torch.from_numpy(images))
+    reference = (reference[0] if isinstance(reference, tuple) else reference).numpy()
+    candidate, thresholds = run(images), np.asarray(source.thresholds)
+    differ = (reference >= thresholds) != (candidate >= thresholds)
+    tolerance = float(np.abs(reference - candidate).max())
+    near = np.abs(reference - thresholds) <= tolerance
+    result = {"images": int(len(reference)), "max_abs_diff": tolerance,
+              "label_set_agreement": float((~differ).all(axis=1).mean()),
+              "label_set_agreement_beyond_rounding": float((~(differ & ~near)).all(axis=1).mean())}
     print(f"{format_parity(result)} ({runtime})")
     return result
 
@@ -177,7 +152,7 @@ def add_source_arguments(parser: argparse.ArgumentParser, out_help: str, parity_
                         help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
     parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
     parser.add_argument("--parity-images", type=non_negative_int, default=parity_images,
-                        help="validation images to compare with PyTorch on (0: skip)")
+                        help="generated scenes to compare with PyTorch on (0: skip)")
 
 
 def size_mb(path: Path) -> float:

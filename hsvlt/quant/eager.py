@@ -1,5 +1,5 @@
 """torchao's eager QAT flow (quantize_ with QATConfig), measured against the PT2E flow of quant/qat.py by
-`python reports/quantization.py --eager-study` (the reason PT2E is the default: quant/pt2e.py).
+`python reports/quantization.py --eager-study` (the reason PT2E is the default: hsvlt/quant/pt2e.py).
 
 Every nn.Linear of the trained model is fake-quantised the way torchao's Int8DynamicActivationIntxWeightConfig
 runs it: int8 weights per output channel, int8 activations quantised per token at run time (the eager flow has
@@ -15,8 +15,8 @@ from tqdm import tqdm
 from hsvlt.checkpoint import load_model
 from hsvlt.deploy.wrapper import AsTrainedHSVLT
 from hsvlt.losses import build_loss
+from hsvlt.quant.qat import QuantizeConfig, loaders, optimizer_and_schedule, train_epoch, validation_map
 from hsvlt.toolchain import quiet_toolchain_calls
-from quant.qat import QuantizeConfig, loaders, optimizer_and_schedule, train_epoch, validation_map
 
 
 @quiet_toolchain_calls()

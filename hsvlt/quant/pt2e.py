@@ -11,7 +11,7 @@ Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_F
 statistics), comes from the reasons written beside it; `python reports/quantization.py --float-study` measures
 each group kept float.
 
-Why PT2E and not torchao's eager QAT (quantize_ with QATConfig, quant/eager.py): measured side by side by
+Why PT2E and not torchao's eager QAT (quantize_ with QATConfig, hsvlt/quant/eager.py): measured side by side by
 `python reports/quantization.py --eager-study` (docs/QUANT_EAGER.md holds the figures), the eager flow's programs
 score about the same mAP but run slower than PT2E's, are larger, and split into many XNNPACK subgraphs with
 operators left outside, because it exports through the model as trained, without the rewrites. Its int8

@@ -108,7 +108,8 @@ class RuntimeProcess:
 
     def __init__(self, path: Path, threads: int, warmup: int):
         self.path, self.log = path, tempfile.TemporaryFile(mode="w+")
-        command = [sys.executable, __file__, "--serve", str(path), "--threads", str(threads), "--warmup", str(warmup)]
+        command = [sys.executable, "-m", "hsvlt.bench.measure", "--serve", str(path), "--threads", str(threads),
+                   "--warmup", str(warmup)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                         text=True)
         self.reply()
@@ -172,7 +173,7 @@ def gemm_ceiling(threads: int, repeats: int = 20) -> dict[str, float]:
     clock boosts."""
     from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer, _unsafe_reset_threadpool
 
-    from export.to_executorch import lower
+    from hsvlt.export.to_executorch import lower
 
     torch.set_num_threads(threads)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)

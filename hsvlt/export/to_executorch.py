@@ -1,0 +1,150 @@
+"""Export a checkpoint to an ExecuTorch program (.pte), fp32 or int8, delegated to XNNPACK (or Core ML).
+
+    python export/to_executorch.py --ckpt runs/hsvlt/best.pt --out model.pte
+    python export/to_executorch.py --ckpt runs/hsvlt/best.pt --int8 qat.pt2 --out model_int8.pte
+    python export/to_executorch.py --ckpt best.pt --out model.pte --attention-stage 2   # + attention maps
+
+The program is hsvlt.deploy.wrapper.for_export traced (input "image", float32 N x 3 x S x S in [0, 1], N = 1 or up to
+--max-batch; outputs: probabilities N x C, and with --attention-stage the label-to-pixel attention N x C x h x w).
+A manifest (labels, thresholds, input size, preset, precision and quantisation, checkpoint hash) is written beside
+it as model.pte.json.
+It prints how much of the graph the delegate runs, and compares the program, run by the ExecuTorch runtime,
+with the PyTorch model on generated scenes.
+"""
+
+import argparse
+from pathlib import Path
+
+from hsvlt.cli import positive_int, program
+from hsvlt.deploy.manifest import checkpoint_manifest, manifest_path, precision_label, write_manifest
+from hsvlt.deploy.wrapper import for_export, trace
+from hsvlt.export.common import (
+    ExportError,
+    SourceCheckpoint,
+    add_source_arguments,
+    check_attention_stage,
+    check_parity,
+    int8_program,
+    load_source,
+    size_mb,
+)
+from hsvlt.outputs import check_output_file, write_bytes
+from hsvlt.toolchain import quiet_toolchain_calls
+
+BACKENDS = ("xnnpack", "coreml")
+
+
+@quiet_toolchain_calls()
+def partitioners(backend: str) -> list:
+    if backend == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return [XnnpackPartitioner()]
+    import coremltools as ct
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend
+    from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+    # Lowering logs that specification version 8 needs iOS 17: the deployment target chosen here, on purpose
+    # (hsvlt.toolchain hides it).
+    specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=ct.target.iOS17,
+                                                 compute_precision=ct.precision.FLOAT16)
+    return [CoreMLPartitioner(compile_specs=specs)]
+
+
+@quiet_toolchain_calls()
+def lower(program, backend: str = "xnnpack"):
+    """ExportedProgram -> (ExecuTorch program bytes, delegation summary): executorch's
+    to_edge_transform_and_lower with the backend's partitioner, then to_executorch."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    edge = to_edge_transform_and_lower(program, partitioner=partitioners(backend))
+    return edge.to_executorch().buffer, delegation(edge.exported_program().graph_module)
+
+
+def delegation(graph) -> dict:
+    """What the delegate took of a lowered graph: the operators left outside it
+    (executorch.devtools.backend_debug.get_delegation_info), not counting the getitem nodes that unpack the
+    delegate's outputs, and the backends the subgraphs went to."""
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir.lowered_backend_module import get_lowered_backend_modules
+
+    info = get_delegation_info(graph)
+    outside = {name: b.non_delegated for name, b in info.delegation_by_operator.items()
+               if b.non_delegated and name != "getitem"}
+    return {"subgraphs": info.num_delegated_subgraphs, "delegated_ops": info.num_delegated_nodes,
+            "ops_outside": sum(outside.values()), "outside_by_op": outside,
+            "backends": sorted({module.backend_id for module in get_lowered_backend_modules(graph)})}
+
+
+@quiet_toolchain_calls()
+def coreml_runtime() -> bool:
+    """Whether this ExecuTorch runtime runs Core ML programs (macOS and iOS builds only)."""
+    from executorch.runtime import Runtime
+
+    return Runtime.get().backend_registry.is_available("CoreMLBackend")
+
+
+def format_delegation(summary: dict, backend: str) -> str:
+    line = (f"{backend}: {summary['delegated_ops']} operators in {summary['subgraphs']} delegated subgraph(s), "
+            f"{summary['ops_outside']} outside")
+    if summary["outside_by_op"]:
+        line += " (" + ", ".join(f"{op} x{n}" for op, n in sorted(summary["outside_by_op"].items())) + ")"
+    return line
+
+
+def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: Path | None = None,
+           attention_stage: int | None = None, max_batch: int = 1, parity_images: int = 32) -> dict:
+    """Write `out` (.pte) and its manifest from the opened checkpoint: wrap, export, lower, save, check. Returns the
+    delegation summary and the parity figures."""
+    attention_stage = check_attention_stage(attention_stage, source.model)
+    quantization = None
+    if int8 is not None:  # the int8 program quantised from this checkpoint (hsvlt/quant) replaces the wrapper
+        int8_module, attention_stage, quantization = int8_program(Path(int8), source, attention_stage)
+    # The Core ML delegate is built for one input shape and computes in float16 (partitioners); XNNPACK plans
+    # memory for the largest batch, so a program for one image at a time (a camera) is exported for exactly that.
+    max_batch = 1 if backend == "coreml" else max_batch
+    precision = "int8" if int8 is not None else ("fp16" if backend == "coreml" else "fp32")
+    manifest = checkpoint_manifest(source.model, source.checkpoint, source.sha256, "executorch-" + backend, precision,
+                                   attention_stage, quantization, max_batch=max_batch)
+    # Wrap and export.
+    module = for_export(source.model, attention_stage) if int8 is None else int8_module.module()
+    program = trace(module, source.img_size, None if max_batch == 1 else max_batch)
+    # Lower to the delegate.
+    buffer, summary = lower(program, backend)
+    print(format_delegation(summary, backend))
+    # Save the program and its manifest.
+    write_bytes(out, buffer)
+    write_manifest(out, manifest)
+    print(f"wrote {out} ({size_mb(out):.2f} MB, {precision_label(manifest)}) and {manifest_path(out).name}")
+    # Check: the program in the ExecuTorch runtime against the trained model in PyTorch.
+    result = {"delegation": summary, "parity": None}
+    if parity_images and backend == "coreml" and not coreml_runtime():
+        print("parity check skipped: this ExecuTorch runtime has no Core ML backend (macOS and iOS only)")
+    elif parity_images:
+        from hsvlt.deploy.runtimes import ExecuTorchModel
+
+        result["parity"] = check_parity(source, parity_images, attention_stage,
+                                        lambda images: ExecuTorchModel(out).run(images).probabilities, "ExecuTorch")
+    return result
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=program("python export/to_executorch.py"), description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_arguments(parser, "output program, e.g. model.pte", parity_images=32)
+    parser.add_argument("--int8", type=Path, help="int8 program made by quant/qat.py from this checkpoint (.pt2)")
+    parser.add_argument("--backend", default="xnnpack", choices=BACKENDS,
+                        help="delegate: xnnpack (CPU, every platform) or coreml (Apple; runs on macOS / iOS)")
+    parser.add_argument("--max-batch", type=positive_int, default=1,
+                        help="largest batch the program accepts (xnnpack; memory grows with it; larger batches "
+                             "run in chunks through hsvlt.deploy.runtimes)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    source = load_source(args.ckpt, args.preset)
+    out = check_output_file(args.out, ".pte")
+    if args.int8 is not None and not args.int8.is_file():
+        raise ExportError(f"{args.int8}: int8 artifact not found")
+    return export(source, out, args.backend, args.int8, args.attention_stage, args.max_batch, args.parity_images)
