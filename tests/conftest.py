@@ -2,6 +2,7 @@
 and their exports; and, under pytest-xdist (`-n auto`), one core for each worker."""
 
 import os
+import signal
 
 import pytest
 import torch
@@ -16,6 +17,10 @@ def pytest_configure(config):
     inherited, and hsvlt sizes its thread pools by it): two workers that each spread over every core would make
     their OpenMP threads spin-wait on each other and run many times slower than one worker alone."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker:
+        # A worker starts with Ctrl-C ignored, and the commands its tests start would inherit that and never stop
+        # on SIGINT: give them a terminal's disposition, as users run them.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if worker and hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
