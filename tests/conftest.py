@@ -27,6 +27,18 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n auto`, `--dist loadgroup` in pyproject.toml) the tests of a file that share a
+    module-scoped fixture run on one worker: spread over two, each worker would build the fixture (an export, a
+    trained model) again. Grouped files go out first, largest first (xdist's scope reordering); single tests fill
+    the gaps."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info else ()
+        if any(definition[-1].scope == "module" for definition in definitions):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 def make_checkpoint(path, preset: str = "hsvlt_pico", img_size: int = 32, seed: int = 0):
     """Random weights, spread so that probabilities differ between images and sit around the thresholds
     (a freshly initialised model answers its prior for every image, which would make parity trivial)."""
