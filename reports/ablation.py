@@ -41,7 +41,7 @@ from hsvlt import distributed
 from hsvlt.bench.export_bench import build_artifacts
 from hsvlt.bench.measure import bootstrap_interval, bootstrap_samples, cpu_threads, kept_sections, time_in_turns
 from hsvlt.checkpoint import load_model
-from hsvlt.cli import image_size, non_negative_int, positive_float, positive_int, run_command
+from hsvlt.cli import UsageError, image_size, non_negative_int, positive_float, positive_int, run_command
 from hsvlt.data.base import MultiLabelDataset, to_model_input
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
@@ -111,10 +111,66 @@ QUICK = dict(model="hsvlt_pico", img_size=64, train_size=96, val_size=32, test_s
              sweep_train_size=64, latency_runs=10)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@dataclass
+class StudyConfig:
+    """One run of the study, as `python reports/ablation.py` takes it (flags parse into one, `parse_args`); tools
+    build one directly: `run(StudyConfig(quick=True, variants=("hsvlt", "no-ivla")))`. None means the full study's
+    size (FULL) or, with `quick`, the smoke test's (QUICK); `resolved()` fills those in."""
+
+    data: str = "shapes"
+    root: str | None = None  # fashion-mosaic: the Fashion-MNIST IDX folder; None: its default
+    variants: tuple[str, ...] | None = None  # variant keys; None: all, in table order
+    model: str | None = None
+    edge_model: str = "hsvlt_lite0"
+    img_size: int | None = None
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = None  # None: hsvlt.train's rate for the variant's family
+    sweep_factors: tuple[float, ...] = (0.3, 1.0, 3.0)
+    sweep_train_size: int | None = None
+    train_args: str = ""
+    seed: int = 0
+    workers: int = 1
+    device: str = "auto"
+    bootstrap: int = 1000
+    latency_runs: int | None = None
+    out: Path | None = None  # None: runs/ablation, quick: runs/ablation-quick
+    doc: Path | None = None  # None: docs/RESULTS.md, quick: OUT/RESULTS.md
+    plot: Path | None = None  # None: docs/ablation.png, quick: OUT/ablation.png
+    resume: bool = False
+    quick: bool = False
+    command: str = "python reports/ablation.py"  # how the page says to reproduce the run
+
+    def resolved(self) -> "StudyConfig":
+        """A copy with every None filled from the study's sizes (FULL, or QUICK with `quick`) and the output
+        paths; presets checked."""
+        sizes = QUICK if self.quick else FULL
+        filled = {key: value for key, value in sizes.items() if getattr(self, key) is None}
+        for flag, preset in (("--model", filled.get("model", self.model)), ("--edge-model", self.edge_model)):
+            if preset not in PRESETS:
+                raise UsageError(f"unknown {flag} {preset}; choose from {', '.join(sorted(PRESETS))}")
+        out = Path(self.out or ("runs/ablation-quick" if self.quick else "runs/ablation"))
+        return replace(self, **filled, out=out,
+                       doc=Path(self.doc or (out / "RESULTS.md" if self.quick else "docs/RESULTS.md")),
+                       plot=Path(self.plot or (out / "ablation.png" if self.quick else "docs/ablation.png")),
+                       variants=tuple(self.variants) if self.variants else None,
+                       sweep_factors=tuple(self.sweep_factors))
+
+    @property
+    def variant_list(self) -> list[Variant]:
+        """The chosen variants, in table order."""
+        keys = self.variants or [v.key for v in VARIANTS]
+        return [v for v in VARIANTS if v.key in keys]
+
+
+def parse_args(argv=None) -> StudyConfig:
+    defaults = StudyConfig()
     parser = argparse.ArgumentParser(prog="python reports/ablation.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="shapes", choices=["fashion-mosaic", "shapes"],
+    parser.add_argument("--data", default=defaults.data, choices=["fashion-mosaic", "shapes"],
                         help="a generated dataset that knows its object sizes")
     parser.add_argument("--root", help="fashion-mosaic: the Fashion-MNIST IDX folder "
                                        "(default: /usr/share/datasets/fashion-mnist)")
@@ -122,8 +178,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"which variants, in table order (default: all; {', '.join(v.key for v in VARIANTS)})")
     parser.add_argument("--model", help=f"preset of the from-scratch family (default: {FULL['model']}, "
                                         f"quick: {QUICK['model']})")
-    parser.add_argument("--edge-model", default="hsvlt_lite0", help="preset of the edge family, trained from its "
-                                                                    "ImageNet weights")
+    parser.add_argument("--edge-model", default=defaults.edge_model, help="preset of the edge family, trained from "
+                                                                          "its ImageNet weights")
     parser.add_argument("--img-size", type=image_size, help=f"input size (default: {FULL['img_size']})")
     parser.add_argument("--train-size", type=positive_int, help=f"training scenes (default: {FULL['train_size']})")
     parser.add_argument("--val-size", type=positive_int, help=f"validation scenes, pick the best epoch "
@@ -131,22 +187,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--test-size", type=positive_int, help=f"test scenes, scored in the table "
                                                       f"(default: {FULL['test_size']})")
     parser.add_argument("--epochs", type=positive_int, help=f"epochs per variant (default: {FULL['epochs']})")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="training batch size")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="training batch size")
     parser.add_argument("--lr", type=positive_float,
                         help="peak learning rate every variant's sweep is centred on (default: hsvlt.train's for "
                              "its family: from scratch or pretrained)")
-    parser.add_argument("--sweep-factors", type=positive_float, nargs="+", default=[0.3, 1.0, 3.0], metavar="F",
-                        help="learning rates tried per variant, as factors of its family's rate; one factor "
-                             "skips the sweep")
+    parser.add_argument("--sweep-factors", type=positive_float, nargs="+", default=list(defaults.sweep_factors),
+                        metavar="F", help="learning rates tried per variant, as factors of its family's rate; one "
+                                          "factor skips the sweep")
     parser.add_argument("--sweep-train-size", type=positive_int,
                         help=f"training scenes of each sweep run, one epoch (default: {FULL['sweep_train_size']})")
-    parser.add_argument("--train-args", default="", help="more hsvlt.train flags for every variant, one string, "
-                                                         "written with =: --train-args=\"--ema 0.999 --loss asl\"")
-    parser.add_argument("--seed", type=int, default=0, help="seeds data, weights and order (same for all)")
-    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
-    parser.add_argument("--device", default="auto", help="training and test device: auto, cpu, cuda "
-                                                         "(latency is always measured on the CPU)")
-    parser.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples of the test set")
+    parser.add_argument("--train-args", default=defaults.train_args,
+                        help="more hsvlt.train flags for every variant, one string, written with =: "
+                             "--train-args=\"--ema 0.999 --loss asl\"")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds data, weights and order (same for all)")
+    parser.add_argument("--workers", type=non_negative_int, default=defaults.workers, help="data-loading processes")
+    parser.add_argument("--device", default=defaults.device, help="training and test device: auto, cpu, cuda "
+                                                                  "(latency is always measured on the CPU)")
+    parser.add_argument("--bootstrap", type=positive_int, default=defaults.bootstrap,
+                        help="bootstrap resamples of the test set")
     parser.add_argument("--latency-runs", type=positive_int, help=f"timed batch-1 CPU runs per variant, the median is "
                                                          f"reported (default: {FULL['latency_runs']})")
     parser.add_argument("--out", type=Path, help="run folder, one subfolder per variant "
@@ -156,36 +214,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="keep variants already finished in OUT and resume "
                                                               "an interrupted one from its last.pt")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the whole pipeline in a minute or two")
-    args = parser.parse_args(argv)
-
-    sizes = QUICK if args.quick else FULL
-    for key, value in sizes.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.out = args.out or Path("runs/ablation-quick" if args.quick else "runs/ablation")
-    args.doc = args.doc or (args.out / "RESULTS.md" if args.quick else Path("docs/RESULTS.md"))
-    args.plot = args.plot or (args.out / "ablation.png" if args.quick else Path("docs/ablation.png"))
-    keys = args.variants or [v.key for v in VARIANTS]
-    args.variant_list = [v for v in VARIANTS if v.key in keys]
-    for flag, preset in (("--model", args.model), ("--edge-model", args.edge_model)):
-        if preset not in PRESETS:
-            parser.error(f"unknown {flag} {preset}; choose from {', '.join(sorted(PRESETS))}")
-    args.command = "python reports/ablation.py" + (" " + shlex.join(sys.argv[1:] if argv is None else argv)).rstrip()
-    return args
+    flags = vars(parser.parse_args(argv))
+    command = "python reports/ablation.py" + (" " + shlex.join(sys.argv[1:] if argv is None else argv)).rstrip()
+    try:
+        return StudyConfig(**flags, command=command).resolved()
+    except UsageError as error:
+        parser.error(str(error))
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
 
-def build_test_split(args) -> tuple[MultiLabelDataset, tuple[float, ...]]:
+def build_test_split(study: StudyConfig) -> tuple[MultiLabelDataset, tuple[float, ...]]:
     """The test scenes and the size-bucket edges (log-thirds of the dataset's object size range)."""
-    if args.data == "fashion-mosaic":
+    if study.data == "fashion-mosaic":
         from hsvlt.data.fashion_mosaic import DEFAULT_ROOT, SIZE_EDGES, FashionMosaicDataset
 
-        dataset = FashionMosaicDataset("test", args.test_size, args.img_size, args.seed, args.root or DEFAULT_ROOT)
+        dataset = FashionMosaicDataset("test", study.test_size, study.img_size, study.seed, study.root or DEFAULT_ROOT)
         return dataset, SIZE_EDGES
     from hsvlt.data.shapes import MAX_SIZE, MIN_SIZE, ShapesDataset
 
-    return ShapesDataset("test", args.test_size, args.img_size, args.seed), size_bucket_edges(MIN_SIZE, MAX_SIZE)
+    return ShapesDataset("test", study.test_size, study.img_size, study.seed), size_bucket_edges(MIN_SIZE, MAX_SIZE)
 
 
 def object_sizes(dataset: MultiLabelDataset) -> np.ndarray:
@@ -201,36 +249,37 @@ def object_sizes(dataset: MultiLabelDataset) -> np.ndarray:
 
 # ---- one variant --------------------------------------------------------------------------------------------
 
-def variant_config(variant: Variant, args, folder: Path, **changes) -> TrainConfig:
+def variant_config(variant: Variant, study: StudyConfig, folder: Path, **changes) -> TrainConfig:
     """The training config of one variant: the study's shared settings, the variant's own, then --train-args."""
-    config = TrainConfig(data=args.data, root=args.root, model=variant_model(variant, args), img_size=args.img_size,
-                         train_size=args.train_size, val_size=args.val_size, epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, workers=args.workers,
-                         device=args.device, out=folder, exist_ok=True, **dict(variant.settings))
-    return replace(parse_train_flags(shlex.split(args.train_args), base=config), **changes)
+    config = TrainConfig(data=study.data, root=study.root, model=variant_model(variant, study),
+                         img_size=study.img_size,
+                         train_size=study.train_size, val_size=study.val_size, epochs=study.epochs,
+                         batch_size=study.batch_size, lr=study.lr, seed=study.seed, workers=study.workers,
+                         device=study.device, out=folder, exist_ok=True, **dict(variant.settings))
+    return replace(parse_train_flags(shlex.split(study.train_args), base=config), **changes)
 
 
-def variant_model(variant: Variant, args) -> str:
-    return args.model if variant.family == "scratch" else args.edge_model
+def variant_model(variant: Variant, study: StudyConfig) -> str:
+    return study.model if variant.family == "scratch" else study.edge_model
 
 
-def family_rate(variant: Variant, args) -> float:
+def family_rate(variant: Variant, study: StudyConfig) -> float:
     """The rate hsvlt.train gives the variant (from scratch or pretrained, or --lr): the sweep's centre."""
-    return variant_config(variant, args, args.out).resolved().lr
+    return variant_config(variant, study, study.out).resolved().lr
 
 
-def sweep_learning_rate(variant: Variant, args, folder: Path) -> list[dict]:
+def sweep_learning_rate(variant: Variant, study: StudyConfig, folder: Path) -> list[dict]:
     """Train the variant for one epoch on --sweep-train-size scenes at each factor of its family's rate; the
     rows (lr, validation mAP, CF1), the chosen one first: the best, unless it beats the family's rate by no more
     than SWEEP_MARGIN. A finished sweep is kept (sweep.json)."""
     record = folder / "sweep.json"
-    if args.resume and record.is_file():
+    if study.resume and record.is_file():
         return json.loads(record.read_text())
-    base = family_rate(variant, args)
+    base = family_rate(variant, study)
     rows = []
-    for factor in args.sweep_factors:
+    for factor in study.sweep_factors:
         lr = float(f"{base * factor:.3g}")
-        config = variant_config(variant, args, folder / f"lr{lr:g}", lr=lr, train_size=args.sweep_train_size,
+        config = variant_config(variant, study, folder / f"lr{lr:g}", lr=lr, train_size=study.sweep_train_size,
                                 epochs=1)
         summary = train(config)
         rows.append({"lr": lr, "factor": factor, "val_mAP": summary["mAP"], "val_CF1": summary["CF1"]})
@@ -244,14 +293,14 @@ def sweep_learning_rate(variant: Variant, args, folder: Path) -> list[dict]:
     return rows
 
 
-def train_variant(variant: Variant, args, folder: Path, lr: float | None) -> float:
+def train_variant(variant: Variant, study: StudyConfig, folder: Path, lr: float | None) -> float:
     """Train through hsvlt.train (its Trainer, checkpoints and logs); returns minutes spent."""
     timing = folder / "train_minutes.txt"
-    if args.resume and timing.is_file():
+    if study.resume and timing.is_file():
         print(f"  {folder} holds a finished run: keeping it (--resume)")
         return float(timing.read_text())
-    config = variant_config(variant, args, folder, lr=lr)
-    if args.resume and (folder / "last.pt").is_file():
+    config = variant_config(variant, study, folder, lr=lr)
+    if study.resume and (folder / "last.pt").is_file():
         config = replace(config, resume="last")
     print(f"  python -m hsvlt.train {shlex.join(config.flags())}")
     started = time.perf_counter()
@@ -269,12 +318,12 @@ def prior_loss(targets: np.ndarray) -> float:
     return float(BCELoss()(torch.log(p / (1 - p)).expand_as(targets), targets))
 
 
-def score_variant(variant: Variant, args, folder: Path, placement, test, sizes, edges) -> dict:
+def score_variant(variant: Variant, study: StudyConfig, folder: Path, placement, test, sizes, edges) -> dict:
     """Test-set figures, size, cost and learning signals of the variant's best checkpoint; scores saved beside
     it."""
     model, checkpoint = load_model(folder / "best.pt")
     model.to(placement.device)
-    loader = eval_loader(test, eval_transform(args.img_size), 2 * args.batch_size, args.workers)
+    loader = eval_loader(test, eval_transform(study.img_size), 2 * study.batch_size, study.workers)
     predictions = predict(model, loader, placement, BCELoss())
     save_npz(folder / "test_scores.npz", scores=predictions.scores, targets=predictions.targets)
     figures = evaluate_scores(predictions.scores, predictions.targets)
@@ -291,26 +340,35 @@ def score_variant(variant: Variant, args, folder: Path, placement, test, sizes, 
         "test_loss": predictions.loss, "prior_loss": prior,
         "learned": predictions.loss < LEARNED_LOSS_RATIO * prior and figures["CF1"] > LEARNED_CF1,
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-        "GFLOPs": count_gflops(model, args.img_size), **signals,
+        "GFLOPs": count_gflops(model, study.img_size), **signals,
     }
 
 
-def pte_latency(results: list[dict], folders: dict[str, Path], args) -> None:
+def pte_latency(results: list[dict], folders: dict[str, Path], latency_runs: int, resume: bool = False) -> None:
     """Export every variant's best checkpoint to XNNPACK .pte files, fp32 and int8 (PT2E static int8, the
     preset's int8 choices, calibrated on validation scenes), and time them all at batch 1 in one run, in turns.
-    A variant whose export fails gets no figure, and the reason is printed."""
+    A variant whose export fails gets no figure, and the reason is printed. With `resume`, programs exported
+    from a variant's current best.pt (newer than it, listed in export/programs.json) are kept."""
     paths = {}
     for result in tqdm(results, desc="exporting .pte files", leave=False):
-        workdir = folders[result["key"]] / "export"
+        key = result["key"]
+        checkpoint, workdir = folders[key] / "best.pt", folders[key] / "export"
         workdir.mkdir(parents=True, exist_ok=True)
+        record = workdir / "programs.json"
+        exported = json.loads(record.read_text()) if resume and record.is_file() else {}
         for kind in ("pte", "pte_int8"):
+            kept = workdir / exported[kind] if kind in exported else None
+            if kept and kept.is_file() and kept.stat().st_mtime_ns > checkpoint.stat().st_mtime_ns:
+                print(f"  {key}: keeping {kept} (--resume)")
+                paths[(key, kind)] = kept
+                continue
             try:
-                paths[(result["key"], kind)] = build_artifacts(folders[result["key"]] / "best.pt", workdir,
-                                                               {kind})[kind]
+                paths[(key, kind)] = build_artifacts(checkpoint, workdir, {kind})[kind]
             except Exception as error:  # a failed export is a finding of the study, not the end of it
-                print(f"  {result['key']}: {kind} export failed: {str(error).splitlines()[0][:200]}")
+                print(f"  {key}: {kind} export failed: {str(error).splitlines()[0][:200]}")
+        write_json(record, {kind: path.name for (owner, kind), path in paths.items() if owner == key})
     timings = time_in_turns({f"{key}/{kind}": path for (key, kind), path in paths.items()}, cpu_threads(),
-                            args.latency_runs, warmup=3)
+                            latency_runs, warmup=3)
     for result in results:
         for kind, name in (("pte", "fp32"), ("pte_int8", "int8")):
             path = paths.get((result["key"], kind))
@@ -421,61 +479,62 @@ def claims_section(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def settings_table(args) -> str:
-    recipe = " ".join(part for part in (f"--lr {args.lr}" if args.lr else "", args.train_args) if part)
-    factors = ", ".join(f"{factor:g}" for factor in args.sweep_factors)
-    rows = [("training scenes", args.train_size),
-            ("validation scenes (pick the best epoch and the rate)", args.val_size),
-            ("test scenes (the table)", args.test_size), ("epochs", args.epochs), ("batch", args.batch_size),
-            ("image size (px)", args.img_size), ("seed", args.seed),
-            ("learning-rate sweep", f"{factors} x the family's rate, 1 epoch on {args.sweep_train_size} scenes"),
+def settings_table(study: StudyConfig) -> str:
+    recipe = " ".join(part for part in (f"--lr {study.lr}" if study.lr else "", study.train_args) if part)
+    factors = ", ".join(f"{factor:g}" for factor in study.sweep_factors)
+    rows = [("training scenes", study.train_size),
+            ("validation scenes (pick the best epoch and the rate)", study.val_size),
+            ("test scenes (the table)", study.test_size), ("epochs", study.epochs), ("batch", study.batch_size),
+            ("image size (px)", study.img_size), ("seed", study.seed),
+            ("learning-rate sweep", f"{factors} x the family's rate, 1 epoch on {study.sweep_train_size} scenes"),
             ("hsvlt.train recipe", f"its defaults {recipe}".strip())]
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
 
 
-def write_page(path: Path, args, results: list[dict], machine: str, minutes: float, edges: tuple[float, ...]) -> None:
+def write_page(path: Path, study: StudyConfig, results: list[dict], machine: str, minutes: float,
+               edges: tuple[float, ...]) -> None:
     quick = ("> **Smoke test (`--quick`)**: tiny model, data and training; these numbers only show that the "
-             "pipeline runs. The study's figures come from the command without `--quick`.\n\n" if args.quick else "")
+             "pipeline runs. The study's figures come from the command without `--quick`.\n\n" if study.quick else "")
     edge_text = ", ".join(f"{edge:.3f}" for edge in edges)
-    variants = "\n".join(f"- {v.title}: `" + shlex.join(["hsvlt.train", "--model", variant_model(v, args),
+    variants = "\n".join(f"- {v.title}: `" + shlex.join(["hsvlt.train", "--model", variant_model(v, study),
                                                            *TrainConfig(**dict(v.settings)).flags()]) + "`"
-                         for v in args.variant_list)
+                         for v in study.variant_list)
     not_learned = [r["title"] for r in results if not r["learned"]]
     learned_text = ("Every variant learned: its test loss is below "
                     f"{LEARNED_LOSS_RATIO:.2f} x the prior's and its CF1 above {LEARNED_CF1:g}." if not not_learned
                     else f"Did not learn (test loss not below {LEARNED_LOSS_RATIO:.2f} x the prior's, or CF1 not above "
                          f"{LEARNED_CF1:g}): {', '.join(not_learned)}. Their claims get no verdict.")
-    page = f"""# Results: HSVLT, its ablations and the edge question on {args.data}
+    page = f"""# Results: HSVLT, its ablations and the edge question on {study.data}
 
 {quick}Generated by `reports/ablation.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in {minutes:.1f} minutes;
 every number on this page comes from that run. Reproduce it with:
 
-    {args.command}
+    {study.command}
 
 Machine: {machine}.
 
 ## Setup
 
-{DATASET_NOTES[args.data]}
+{DATASET_NOTES[study.data]}
 
-{settings_table(args)}
+{settings_table(study)}
 
-Two families, each on the same data and budget: from scratch on `{args.model}`, and the edge family on
-`{args.edge_model}` from its ImageNet weights. Each variant trains through `hsvlt.train` at the rate its sweep
+Two families, each on the same data and budget: from scratch on `{study.model}`, and the edge family on
+`{study.edge_model}` from its ImageNet weights. Each variant trains through `hsvlt.train` at the rate its sweep
 chose; its best epoch by validation mAP is scored on test scenes built from item photos that no training or
 validation scene uses:
 
 {variants}
 
-Metrics (percent): mAP with its 95% bootstrap interval over test images ({args.bootstrap} resamples); CF1
+Metrics (percent): mAP with its 95% bootstrap interval over test images ({study.bootstrap} resamples); CF1
 and OF1 at threshold 0.5; AP small / medium / large: mAP over the classes with an item of that size, the
 positives of other sizes ignored (`hsvlt.metrics.average_precision_by_size`; item size as a fraction of the
 image side, cuts at {edge_text}; each bucket holds a third of the positives against all the negatives, so its AP
 sits below mAP: compare a bucket across variants). Test loss / prior's: the test BCE against that of scoring
-every class at its frequency (1.00: nothing learned about the images). GFLOPs: one image at {args.img_size} px,
+every class at its frequency (1.00: nothing learned about the images). GFLOPs: one image at {study.img_size} px,
 torch.utils.flop_counter (2 per multiply-add). .pte: the checkpoint exported by export/to_executorch.py (XNNPACK),
-fp32 and int8 (PT2E static int8 with the preset's int8 choices, hsvlt/quant/pt2e.py), at {args.img_size} px, batch 1,
-{cpu_threads()} threads, p50 of {args.latency_runs} calls; all files loaded at once, each in its own process, and
+fp32 and int8 (PT2E static int8 with the preset's int8 choices, hsvlt/quant/pt2e.py), at {study.img_size} px, batch 1,
+{cpu_threads()} threads, p50 of {study.latency_runs} calls; all files loaded at once, each in its own process, and
 timed in turns.
 
 ## Table
@@ -484,7 +543,7 @@ timed in turns.
 
 {learned_text}
 
-![mAP and AP by size per variant; test mAP against .pte latency]({os.path.relpath(args.plot, path.parent)})
+![mAP and AP by size per variant; test mAP against .pte latency]({os.path.relpath(study.plot, path.parent)})
 
 ## The paper's claims and the edge question on this data
 
@@ -494,7 +553,7 @@ the mAP difference that excludes 0 resolves it; one that contains 0 means this t
 {claims_section(results)}
 ## Learning rates
 
-Validation mAP after one epoch on {args.sweep_train_size} scenes at each rate (factor x the family's rate:
+Validation mAP after one epoch on {study.sweep_train_size} scenes at each rate (factor x the family's rate:
 hsvlt.train's from-scratch rate, or its pretrained one). The chosen rate, in bold, trains the variant: the best,
 unless it beats the family's rate by no more than {SWEEP_MARGIN:g} point (noise for runs this short).
 
@@ -566,41 +625,43 @@ def plot_results(results: list[dict], path: Path, title: str) -> None:
 
 # ---- the run ------------------------------------------------------------------------------------------------
 
-def run(args) -> list[dict]:
+def run(study: StudyConfig) -> list[dict]:
     started = time.perf_counter()
-    placement = distributed.setup(args.device)
-    chosen = run_folder(args.out, exist_ok=args.resume)
-    if chosen != args.out:
-        print(f"{args.out} holds an earlier study: writing to {chosen} (--resume continues the one in {args.out})")
-        args.out = chosen
-    test, edges = build_test_split(args)
+    study = study.resolved()
+    placement = distributed.setup(study.device)
+    chosen = run_folder(study.out, exist_ok=study.resume)
+    if chosen != study.out:
+        print(f"{study.out} holds an earlier study: writing to {chosen} (--resume continues the one in {study.out})")
+        study = replace(study, out=chosen)
+    test, edges = build_test_split(study)
     sizes = object_sizes(test)
     results, folders = [], {}
-    for number, variant in enumerate(args.variant_list, 1):
-        folder = folders[variant.key] = args.out / variant.key
-        print(f"[{number}/{len(args.variant_list)}] {variant.title}")
-        sweep = (sweep_learning_rate(variant, args, folder / "sweep") if len(args.sweep_factors) > 1 else
-                 [{"lr": family_rate(variant, args), "factor": args.sweep_factors[0],
+    for number, variant in enumerate(study.variant_list, 1):
+        folder = folders[variant.key] = study.out / variant.key
+        print(f"[{number}/{len(study.variant_list)}] {variant.title}")
+        sweep = (sweep_learning_rate(variant, study, folder / "sweep") if len(study.sweep_factors) > 1 else
+                 [{"lr": family_rate(variant, study), "factor": study.sweep_factors[0],
                    "val_mAP": float("nan"), "val_CF1": float("nan")}])
-        train_minutes = train_variant(variant, args, folder, sweep[0]["lr"])
-        result = {**score_variant(variant, args, folder, placement, test, sizes, edges),
+        train_minutes = train_variant(variant, study, folder, sweep[0]["lr"])
+        result = {**score_variant(variant, study, folder, placement, test, sizes, edges),
                   "lr": sweep[0]["lr"], "sweep": sweep, "train_minutes": train_minutes}
         write_json(folder / "ablation.json", result)
         print(f"  test mAP {result['mAP']:.2f}  CF1 {result['CF1']:.1f}  loss / prior "
               f"{result['test_loss'] / result['prior_loss']:.2f}  AP small/medium/large {result['AP_small']:.1f} / "
               f"{result['AP_medium']:.1f} / {result['AP_large']:.1f}")
         results.append(result)
-    pte_latency(results, folders, args)
-    add_bootstrap(results, folders, args.bootstrap, args.seed)
+    pte_latency(results, folders, study.latency_runs, study.resume)
+    add_bootstrap(results, folders, study.bootstrap, study.seed)
     minutes = (time.perf_counter() - started) / 60
     machine = machine_description(placement)
-    write_json(args.out / "results.json", {"command": args.command, "machine": machine, "minutes": minutes,
+    write_json(study.out / "results.json", {"command": study.command, "machine": machine, "minutes": minutes,
                                            "results": results})
-    title = f"{args.data}, {args.img_size} px, {args.train_size} scenes x {args.epochs} epochs, test {args.test_size}"
-    plot_results(results, args.plot, title + (" (quick smoke test)" if args.quick else ""))
-    write_page(args.doc, args, results, machine, minutes, edges)
+    title = (f"{study.data}, {study.img_size} px, {study.train_size} scenes x {study.epochs} epochs, "
+             f"test {study.test_size}")
+    plot_results(results, study.plot, title + (" (quick smoke test)" if study.quick else ""))
+    write_page(study.doc, study, results, machine, minutes, edges)
     print(results_table(results))
-    print(f"wrote {args.doc}, {args.plot} and {args.out}/results.json in {minutes:.1f} minutes")
+    print(f"wrote {study.doc}, {study.plot} and {study.out}/results.json in {minutes:.1f} minutes")
     return results
 
 

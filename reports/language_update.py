@@ -19,7 +19,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,49 +44,85 @@ GRAD_SPREAD = 10.0  # largest / smallest backbone-stage gradient norm
 SECTION = "language-update"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+# Sizes of the full run (the defaults) and of --quick (a check of the pipeline, numbers mean nothing).
+FULL = {"model": "hsvlt_nano", "train_size": 4000, "val_size": 400, "epochs": 3}
+QUICK = {"model": "hsvlt_pico", "train_size": 64, "val_size": 32, "epochs": 1}
+
+
+@dataclass
+class LanguageUpdateConfig:
+    """One run of this report, as `python reports/language_update.py` takes it (flags parse into one,
+    `parse_args`); tools build one directly: `run(LanguageUpdateConfig(updates=("paper",), quick=True))`. None
+    means the full run's size (FULL) or, with `quick`, the quick one's (QUICK); `resolved()` fills those in."""
+
+    updates: tuple[str, ...] = LANGUAGE_UPDATES
+    model: str | None = None
+    data: str = "shapes"
+    img_size: int = 64
+    train_size: int | None = None
+    val_size: int | None = None
+    epochs: int | None = None
+    batch_size: int = 32
+    lr_factors: tuple[float, ...] = (1.0,)
+    seed: int = 0
+    train_args: str = ""
+    out: Path = Path("runs/language-update")
+    doc: Path = Path("docs/RESULTS.md")
+    quick: bool = False
+    rewrite: Path | None = None  # an earlier run's results.json: write its section again, train nothing
+    command: str = "python reports/language_update.py"  # how the page says to reproduce the run
+
+    def resolved(self) -> "LanguageUpdateConfig":
+        """A copy with every None filled from the run's sizes (FULL, or QUICK with `quick`)."""
+        sizes = QUICK if self.quick else FULL
+        filled = {key: value for key, value in sizes.items() if getattr(self, key) is None}
+        return replace(self, **filled, updates=tuple(self.updates), lr_factors=tuple(self.lr_factors))
+
+
+def parse_args(argv=None) -> LanguageUpdateConfig:
+    defaults = LanguageUpdateConfig()
     parser = argparse.ArgumentParser(prog="python reports/language_update.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--updates", nargs="+", choices=LANGUAGE_UPDATES, default=list(LANGUAGE_UPDATES))
-    parser.add_argument("--model", default="hsvlt_nano")
-    parser.add_argument("--data", default="shapes")
-    parser.add_argument("--img-size", type=image_size, default=64)
-    parser.add_argument("--train-size", type=positive_int, default=4000)
-    parser.add_argument("--val-size", type=positive_int, default=400)
-    parser.add_argument("--epochs", type=positive_int, default=3)
-    parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--lr-factors", type=positive_float, nargs="+", default=[1.0],
+    parser.add_argument("--updates", nargs="+", choices=LANGUAGE_UPDATES, default=list(defaults.updates))
+    parser.add_argument("--model")
+    parser.add_argument("--data", default=defaults.data)
+    parser.add_argument("--img-size", type=image_size, default=defaults.img_size)
+    parser.add_argument("--train-size", type=positive_int)
+    parser.add_argument("--val-size", type=positive_int)
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+    parser.add_argument("--lr-factors", type=positive_float, nargs="+", default=list(defaults.lr_factors),
                         help="train each update at these multiples of the recipe's rate (default: 1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-args", default="", help="more hsvlt.train flags for every run, one string")
-    parser.add_argument("--out", type=Path, default=Path("runs/language-update"))
-    parser.add_argument("--doc", type=Path, default=Path("docs/RESULTS.md"))
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--train-args", default=defaults.train_args, help="more hsvlt.train flags for every run, "
+                                                                          "one string")
+    parser.add_argument("--out", type=Path, default=defaults.out)
+    parser.add_argument("--doc", type=Path, default=defaults.doc)
     parser.add_argument("--quick", action="store_true", help="hsvlt_pico on a few scenes: checks the pipeline")
     parser.add_argument("--rewrite", type=Path, metavar="RESULTS_JSON",
                         help="train nothing: write the page's section again from an earlier run's results.json")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.model, args.train_size, args.val_size, args.epochs = "hsvlt_pico", 64, 32, 1
-    args.command = shlex.join(["python", "reports/language_update.py", *(sys.argv[1:] if argv is None else argv)])
-    return args
+    flags = vars(parser.parse_args(argv))
+    command = shlex.join(["python", "reports/language_update.py", *(sys.argv[1:] if argv is None else argv)])
+    return LanguageUpdateConfig(**flags, command=command).resolved()
 
 
-def measure(update: str, lr_factor: float, args, folder: Path) -> dict:
+def measure(update: str, lr_factor: float, config: LanguageUpdateConfig, folder: Path) -> dict:
     """Train one update at one rate through hsvlt.train; its validation mAP and learning signals."""
-    config = TrainConfig(data=args.data, model=args.model, img_size=args.img_size, train_size=args.train_size,
-                         val_size=args.val_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                         language_update=update, out=folder, exist_ok=True)
-    config = parse_train_flags(shlex.split(args.train_args), base=config)
-    config = replace(config, lr=config.resolved().lr * lr_factor)
+    training = TrainConfig(data=config.data, model=config.model, img_size=config.img_size,
+                           train_size=config.train_size, val_size=config.val_size, epochs=config.epochs,
+                           batch_size=config.batch_size, seed=config.seed, language_update=update, out=folder,
+                           exist_ok=True)
+    training = parse_train_flags(shlex.split(config.train_args), base=training)
+    training = replace(training, lr=training.resolved().lr * lr_factor)
     started = time.perf_counter()
-    summary = train(config)
+    summary = train(training)
     minutes = (time.perf_counter() - started) / 60
     model, _ = load_model(folder / "best.pt")
-    bundle = build_data(args.data, image_size=args.img_size, seed=args.seed, train_size=args.batch_size,
-                        val_size=args.val_size)
-    batch = next(iter(eval_loader(bundle.val, eval_transform(args.img_size), args.batch_size, 0)))
+    bundle = build_data(config.data, image_size=config.img_size, seed=config.seed, train_size=config.batch_size,
+                        val_size=config.val_size)
+    batch = next(iter(eval_loader(bundle.val, eval_transform(config.img_size), config.batch_size, 0)))
     signals = learning_signals(model, to_model_input(batch["images"], torch.device("cpu")), batch["targets"])
-    return {"update": update, "lr": config.lr, "lr_factor": lr_factor, "val_mAP": summary["mAP"],
+    return {"update": update, "lr": training.lr, "lr_factor": lr_factor, "val_mAP": summary["mAP"],
             "val_CF1": summary["CF1"], "train_minutes": minutes, **signals}
 
 
@@ -114,22 +150,24 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def section_name(args) -> str:
+def section_name(train_args: str) -> str:
     """One section of the page per set of extra training flags, so that a run with other flags adds its table."""
-    flags = "".join(ch if ch.isalnum() else "-" for ch in args.train_args.strip()).strip("-")
+    flags = "".join(ch if ch.isalnum() else "-" for ch in train_args.strip()).strip("-")
     return SECTION + (f"-{flags}" if flags else "")
 
 
-def section(args, results: list[dict], machine: str, minutes: float) -> str:
-    extra = f", with `{args.train_args.strip()}`" if args.train_args.strip() else ""
+def section(config: LanguageUpdateConfig, results: list[dict], machine: str, minutes: float) -> str:
+    extra = f", with `{config.train_args.strip()}`" if config.train_args.strip() else ""
     return f"""## The language update: which one trains from scratch{extra}
 
 Generated by `reports/language_update.py` in {minutes:.1f} minutes on {machine}. Reproduce it with:
 
-    {args.command.strip()}
+    {config.command.strip()}
 
-`{args.model}` from scratch on `{args.data}`: {args.train_size} scenes x {args.epochs} epochs at {args.img_size} px,
-batch {args.batch_size}, seed {args.seed}, validated on {args.val_size} scenes; every update on the same data, budget
+`{config.model}` from scratch on `{config.data}`: {config.train_size} scenes x {config.epochs} epochs at \
+{config.img_size} px,
+batch {config.batch_size}, seed {config.seed}, validated on {config.val_size} scenes; every update on the same \
+data, budget
 and seed, at the recipe's rate x each factor. Signals from the best epoch's weights on one batch of validation
 images. An update passes when the label tokens stay below RMS {L_RMS_BOUND:g} after every block, every stage's S is
 above {S_ALIVE:g} and the backbone stages' gradient norms are within {GRAD_SPREAD:g}x of each other.
@@ -141,33 +179,35 @@ paper's followed by a LayerNorm; `stage_norm` the paper's with a LayerNorm on L 
 """
 
 
-def run(args) -> list[dict]:
-    if args.rewrite:
-        record = json.loads(args.rewrite.read_text())
+def run(config: LanguageUpdateConfig) -> list[dict]:
+    config = config.resolved()
+    if config.rewrite:
+        record = json.loads(config.rewrite.read_text())
         saved = parse_args(shlex.split(record["command"])[2:])
-        write_page(saved, args.doc, record)
+        write_page(saved, config.doc, record)
         return record["results"]
     started = time.perf_counter()
-    out = run_folder(args.out, exist_ok=False)
-    record = {"command": args.command.strip(), "machine": describe(), "minutes": 0.0, "results": []}
-    for update in args.updates:
-        for factor in args.lr_factors:
+    out = run_folder(config.out, exist_ok=False)
+    record = {"command": config.command.strip(), "machine": describe(), "minutes": 0.0, "results": []}
+    for update in config.updates:
+        for factor in config.lr_factors:
             print(f"== {update} at {factor:g} x the recipe's rate")
-            result = measure(update, factor, args, out / f"{update}-lr{factor:g}")
+            result = measure(update, factor, config, out / f"{update}-lr{factor:g}")
             print(f"   val mAP {result['val_mAP']:.1f}, L RMS max {max(map(max, result['L_rms_blocks'])):.3g}, "
                   f"failed: {', '.join(failed_checks(result)) or 'none'}")
             record["results"].append(result)
             record["minutes"] = (time.perf_counter() - started) / 60
             write_json(out / "results.json", record)
-    write_page(args, args.doc, record)
+    write_page(config, config.doc, record)
     print(f"and {out}/results.json")
     return record["results"]
 
 
-def write_page(args, doc: Path, record: dict) -> None:
-    write_section(doc, section_name(args), section(args, record["results"], record["machine"], record["minutes"]))
+def write_page(config: LanguageUpdateConfig, doc: Path, record: dict) -> None:
+    write_section(doc, section_name(config.train_args),
+                  section(config, record["results"], record["machine"], record["minutes"]))
     print(table(record["results"]))
-    print(f"wrote {doc} (section {section_name(args)}) in {record['minutes']:.1f} minutes")
+    print(f"wrote {doc} (section {section_name(config.train_args)}) in {record['minutes']:.1f} minutes")
 
 
 def main(argv=None) -> None:

@@ -3,6 +3,7 @@ learning signals, the verdicts, the defaults."""
 
 import json
 import re
+import shutil
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ from hsvlt.data import build_data
 from hsvlt.engine import learning_signals
 from hsvlt.losses import BCELoss
 from hsvlt.models import create_model
+from hsvlt.outputs import run_folder
 from reports.ablation import (
     VARIANTS,
     claims_section,
@@ -29,13 +31,24 @@ from reports.ablation import (
 torch.set_flush_denormal(True)
 
 
-def test_study_sweeps_trains_scores_times_and_writes_page_and_plot(tmp_path):
-    out = tmp_path / "runs"
-    argv = ["--quick", "--variants", "hsvlt", "no-ivla", "--sweep-factors", "0.5", "1", "--train-size", "64",
-            "--sweep-train-size", "32", "--val-size", "16", "--test-size", "24", "--workers", "0",
-            "--latency-runs", "2", "--bootstrap", "40", "--out", str(out),
-            "--doc", str(tmp_path / "docs" / "RESULTS.md"), "--plot", str(tmp_path / "docs" / "ablation.png")]
-    main(argv)
+# The study the two end-to-end tests share (trained once per test process): two variants of the from-scratch
+# family, each swept at two rates, at 32 px, the smallest input every stage of the presets takes.
+STUDY_FLAGS = ["--quick", "--variants", "hsvlt", "no-ivla", "--sweep-factors", "0.5", "1", "--img-size", "32",
+               "--train-size", "64", "--sweep-train-size", "32", "--val-size", "16", "--test-size", "24",
+               "--workers", "0", "--latency-runs", "2", "--bootstrap", "40"]
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    """The study of STUDY_FLAGS, run through the command: {"out": its run folder, "docs": its page's folder}."""
+    folder = tmp_path_factory.mktemp("study")
+    out, docs = folder / "runs", folder / "docs"
+    main([*STUDY_FLAGS, "--out", str(out), "--doc", str(docs / "RESULTS.md"), "--plot", str(docs / "ablation.png")])
+    return {"out": out, "docs": docs}
+
+
+def test_study_sweeps_trains_scores_times_and_writes_page_and_plot(finished_study):
+    out, docs = finished_study["out"], finished_study["docs"]
 
     summary = json.loads((out / "results.json").read_text())
     results = {r["key"]: r for r in summary["results"]}
@@ -59,28 +72,42 @@ def test_study_sweeps_trains_scores_times_and_writes_page_and_plot(tmp_path):
     assert len(results["hsvlt"]["S_rms"]) == 4 and results["no-ivla"]["S_rms"] == {}
     assert "reference_minus_this_ci" in results["no-ivla"] and "reference_minus_this" not in results["hsvlt"]
 
-    page = (tmp_path / "docs" / "RESULTS.md").read_text()
+    page = (docs / "RESULTS.md").read_text()
     assert "python reports/ablation.py --quick --variants hsvlt" in page
     assert summary["machine"] in page and "Smoke test" in page
     row = next(line for line in page.splitlines() if line.startswith("| (c) without IVLA"))
     assert f"| {results['no-ivla']['mAP']:.1f} (" in row and f"| {results['no-ivla']['params_M']:.2f} |" in row
     assert f"| {results['no-ivla']['pte_int8_ms']:.2f} |" in row
     assert "## Learning rates" in page and "## Learning signals" in page and "(ablation.png)" in page
-    plot = cv2.imread(str(tmp_path / "docs" / "ablation.png"))
+    plot = cv2.imread(str(docs / "ablation.png"))
     assert plot is not None and plot.shape[0] > 300
 
 
-def test_resume_keeps_finished_variants_and_a_new_study_gets_its_own_folder(tmp_path, capsys):
-    argv = ["--quick", "--variants", "no-ivla", "--sweep-factors", "1", "--train-size", "32", "--val-size", "8",
-            "--test-size", "8", "--workers", "0", "--latency-runs", "1", "--bootstrap", "5", "--out", str(tmp_path)]
-    main(argv)
-    trained = (tmp_path / "no-ivla" / "best.pt").stat().st_mtime_ns
-    main(argv + ["--resume"])
-    assert (tmp_path / "no-ivla" / "best.pt").stat().st_mtime_ns == trained
-    assert "holds a finished run" in capsys.readouterr().out
-    main(argv)  # without --resume a finished study is not written over
-    assert (tmp_path / "no-ivla" / "best.pt").stat().st_mtime_ns == trained
-    assert f"{tmp_path} holds an earlier study: writing to " in capsys.readouterr().out
+def test_resume_keeps_finished_variants_and_a_new_study_gets_its_own_folder(finished_study, tmp_path, capsys):
+    study = tmp_path / "study"
+    shutil.copytree(finished_study["out"], study)  # copies keep their modification times
+    finished = [study / key / name for key in ("hsvlt", "no-ivla") for name in ("best.pt", "sweep/sweep.json")]
+    finished += sorted(study.glob("*/export/*.pte"))  # the fp32 and int8 programs of each
+    assert len(finished) == 8
+    trained = [path.stat().st_mtime_ns for path in finished]
+    main([*STUDY_FLAGS, "--out", str(study), "--resume", "--doc", str(tmp_path / "RESULTS.md"),
+          "--plot", str(tmp_path / "ablation.png")])
+    assert [path.stat().st_mtime_ns for path in finished] == trained
+    printed = capsys.readouterr().out
+    assert printed.count("holds a finished run") == 2 and "sweep lr" not in printed
+    assert printed.count(".pte (--resume)") == 4
+    resumed = json.loads((study / "results.json").read_text())["results"]
+    assert [r["key"] for r in resumed] == ["hsvlt", "no-ivla"] and all(r["pte_int8_ms"] > 0 for r in resumed)
+
+    # Without --resume a finished study is not written over: a new one takes the next free name.
+    assert run_folder(study) == tmp_path / "study2"
+    main(["--quick", "--variants", "no-ivla", "--sweep-factors", "1", "--img-size", "32", "--train-size", "32",
+          "--val-size", "8", "--test-size", "8", "--workers", "0", "--latency-runs", "1", "--bootstrap", "5",
+          "--out", str(study), "--doc", str(tmp_path / "new" / "RESULTS.md"),
+          "--plot", str(tmp_path / "new" / "ablation.png")])
+    assert [path.stat().st_mtime_ns for path in finished] == trained
+    assert f"{study} holds an earlier study: writing to {tmp_path / 'study2'}" in capsys.readouterr().out
+    assert (tmp_path / "study2" / "no-ivla" / "best.pt").is_file() and (tmp_path / "study2" / "results.json").is_file()
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.key)
