@@ -145,19 +145,27 @@ class StudyConfig:
     command: str = "python reports/ablation.py"  # how the page says to reproduce the run
 
     def resolved(self) -> "StudyConfig":
-        """A copy with every None filled from the study's sizes (FULL, or QUICK with `quick`) and the output
-        paths; presets checked."""
+        """A copy with every None filled from the study's sizes (FULL, or QUICK with `quick`) and the run
+        folder; presets checked (the page and plot follow the folder: `page`, `figure`)."""
         sizes = QUICK if self.quick else FULL
         filled = {key: value for key, value in sizes.items() if getattr(self, key) is None}
         for flag, preset in (("--model", filled.get("model", self.model)), ("--edge-model", self.edge_model)):
             if preset not in PRESETS:
                 raise UsageError(f"unknown {flag} {preset}; choose from {', '.join(sorted(PRESETS))}")
         out = Path(self.out or ("runs/ablation-quick" if self.quick else "runs/ablation"))
-        return replace(self, **filled, out=out,
-                       doc=Path(self.doc or (out / "RESULTS.md" if self.quick else "docs/RESULTS.md")),
-                       plot=Path(self.plot or (out / "ablation.png" if self.quick else "docs/ablation.png")),
+        return replace(self, **filled, out=out, doc=self.doc and Path(self.doc), plot=self.plot and Path(self.plot),
                        variants=tuple(self.variants) if self.variants else None,
                        sweep_factors=tuple(self.sweep_factors))
+
+    @property
+    def page(self) -> Path:
+        """The results page: --doc, else docs/RESULTS.md, or with --quick OUT/RESULTS.md."""
+        return self.doc or (self.out / "RESULTS.md" if self.quick else Path("docs/RESULTS.md"))
+
+    @property
+    def figure(self) -> Path:
+        """The results plot: --plot, else docs/ablation.png, or with --quick OUT/ablation.png."""
+        return self.plot or (self.out / "ablation.png" if self.quick else Path("docs/ablation.png"))
 
     @property
     def variant_list(self) -> list[Variant]:
@@ -543,7 +551,7 @@ timed in turns.
 
 {learned_text}
 
-![mAP and AP by size per variant; test mAP against .pte latency]({os.path.relpath(study.plot, path.parent)})
+![mAP and AP by size per variant; test mAP against .pte latency]({os.path.relpath(study.figure, path.parent)})
 
 ## The paper's claims and the edge question on this data
 
@@ -632,7 +640,7 @@ def run(study: StudyConfig) -> list[dict]:
     chosen = run_folder(study.out, exist_ok=study.resume)
     if chosen != study.out:
         print(f"{study.out} holds an earlier study: writing to {chosen} (--resume continues the one in {study.out})")
-        study = replace(study, out=chosen)
+        study = replace(study, out=chosen)  # a --quick study's page and plot (under OUT) move with it
     test, edges = build_test_split(study)
     sizes = object_sizes(test)
     results, folders = [], {}
@@ -658,10 +666,10 @@ def run(study: StudyConfig) -> list[dict]:
                                            "results": results})
     title = (f"{study.data}, {study.img_size} px, {study.train_size} scenes x {study.epochs} epochs, "
              f"test {study.test_size}")
-    plot_results(results, study.plot, title + (" (quick smoke test)" if study.quick else ""))
-    write_page(study.doc, study, results, machine, minutes, edges)
+    plot_results(results, study.figure, title + (" (quick smoke test)" if study.quick else ""))
+    write_page(study.page, study, results, machine, minutes, edges)
     print(results_table(results))
-    print(f"wrote {study.doc}, {study.plot} and {study.out}/results.json in {minutes:.1f} minutes")
+    print(f"wrote {study.page}, {study.figure} and {study.out}/results.json in {minutes:.1f} minutes")
     return results
 
 

@@ -103,11 +103,13 @@ def test_resume_keeps_finished_variants_and_a_new_study_gets_its_own_folder(fini
     assert run_folder(study) == tmp_path / "study2"
     main(["--quick", "--variants", "no-ivla", "--sweep-factors", "1", "--img-size", "32", "--train-size", "32",
           "--val-size", "8", "--test-size", "8", "--workers", "0", "--latency-runs", "1", "--bootstrap", "5",
-          "--out", str(study), "--doc", str(tmp_path / "new" / "RESULTS.md"),
-          "--plot", str(tmp_path / "new" / "ablation.png")])
+          "--out", str(study)])
     assert [path.stat().st_mtime_ns for path in finished] == trained
     assert f"{study} holds an earlier study: writing to {tmp_path / 'study2'}" in capsys.readouterr().out
     assert (tmp_path / "study2" / "no-ivla" / "best.pt").is_file() and (tmp_path / "study2" / "results.json").is_file()
+    # A --quick study's page and plot go with it, not over the earlier study's.
+    assert (tmp_path / "study2" / "RESULTS.md").is_file() and (tmp_path / "study2" / "ablation.png").is_file()
+    assert not (study / "RESULTS.md").exists()
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.key)
@@ -185,9 +187,9 @@ def test_claims_verdicts_follow_the_paired_interval_within_each_family():
 
 def test_quick_and_full_defaults_and_variant_choice():
     quick = parse_args(["--quick"])
-    assert quick.model == "hsvlt_pico" and str(quick.doc).startswith("runs/ablation-quick")
+    assert quick.model == "hsvlt_pico" and str(quick.page).startswith("runs/ablation-quick")
     full = parse_args([])
-    assert full.model == "hsvlt_nano" and full.edge_model == "hsvlt_lite0" and str(full.doc) == "docs/RESULTS.md"
+    assert full.model == "hsvlt_nano" and full.edge_model == "hsvlt_lite0" and str(full.page) == "docs/RESULTS.md"
     assert [v.key for v in full.variant_list] == [v.key for v in VARIANTS] and len(full.sweep_factors) == 3
     chosen = parse_args(["--variants", "lite0-pooled", "late", "hsvlt"])
     assert [v.key for v in chosen.variant_list] == ["hsvlt", "late", "lite0-pooled"]  # table order
