@@ -1,7 +1,6 @@
 """reports/export_bench.py end to end on a tiny preset: every runtime measured, the report and its plot written (the
 timings themselves are not checked here: speed targets live in the benchmark's table, not in tests)."""
 
-import argparse
 import re
 
 import pytest
@@ -35,8 +34,8 @@ def test_int8_study_times_each_choice_against_fp32(tmp_path, monkeypatch):
     """One int8 choice beside the default (the depthwise convolutions float), timed against fp32."""
     choices = bench.INT8_CHOICES[1:2]
     monkeypatch.setattr(bench, "INT8_CHOICES", choices)
-    args = argparse.Namespace(img_size=32, labels="shapes", threads=1, runs=2, warmup=0)
-    table = bench.int8_study("hsvlt_pico", args, tmp_path)
+    config = bench.BenchConfig(img_size=32, labels="shapes", threads=1, runs=2, warmup=0)
+    table = bench.int8_study("hsvlt_pico", config, tmp_path)
     for name, _, _ in choices:
         assert re.search(rf"\| {re.escape(name)} \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", table), name
     assert "depthwise conv 0 / " in table  # every depthwise conv float
