@@ -54,7 +54,7 @@ ROWS = (("eager", "PyTorch eager fp32", ".pt"), ("pte", "ExecuTorch XNNPACK fp32
 @dataclass
 class BenchConfig:
     """One run of the benchmark, as `python reports/export_bench.py` takes it (its flags parse into one,
-    `parse_args`); tools build one directly: `int8_study("hsvlt_pico", BenchConfig(img_size=32), workdir)`."""
+    `parse_args`); tools build one directly: `bench_preset("hsvlt_pico", BenchConfig(img_size=32), workdir)`."""
 
     presets: tuple[str, ...] = DEFAULT_PRESETS
     img_size: int = 224
@@ -138,7 +138,7 @@ def bench_preset(preset: str, config: BenchConfig, workdir: Path) -> dict:
         print(f"  {preset} {key}: p50 {result['p50_ms']:.1f} ms")
     profiles = {key: op_profile.profile(artifacts[key], config.threads) for key in ("pte", "pte_int8")}
     return {"preset": preset, "img_size": config.img_size, "gflops": gflops, "rows": results, "profiles": profiles,
-            "float_layers": read_manifest(artifacts["pte_int8"].with_suffix(".pt2"))["quantization"]["float_layers"]}
+            "artifacts": artifacts, "float_layers": read_manifest(artifacts["pte_int8"].with_suffix(".pt2"))["quantization"]["float_layers"]}
 
 
 def top_operator_kinds(bench: dict, count: int = 8) -> str:
@@ -246,16 +246,16 @@ INT8_CHOICES = (
 )
 
 
-def int8_study(preset: str, config: BenchConfig, workdir: Path) -> str:
+def int8_study(preset: str, config: BenchConfig, workdir: Path, artifacts: dict[str, Path]) -> str:
     """Each int8 choice of INT8_CHOICES against the fp32 program, timed in turns: the measurement behind the
-    preset's choices in hsvlt/quant/pt2e.py (PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)."""
+    preset's choices in hsvlt/quant/pt2e.py (PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES). `artifacts`: the preset's
+    from bench_preset with the same settings, whose checkpoint and fp32 program the study reuses (lowering a
+    program is most of its time)."""
     from hsvlt.export import to_executorch
     from hsvlt.models.deployable import Rewrites
 
-    checkpoint = random_checkpoint(preset, config.img_size, config.labels, workdir / f"{preset}_int8_study.pt")
+    checkpoint, paths = artifacts["eager"], {"fp32": artifacts["pte"]}
     source = load_source(checkpoint)
-    paths = {"fp32": workdir / f"{preset}_study_fp32.pte"}
-    to_executorch.export(source, paths["fp32"], parity_images=0)
     layers, failed = {}, {}
     for number, (name, off, float_layers) in enumerate(INT8_CHOICES):
         if "depthwise" in off and PRESETS[preset].backbone != "convnext":
@@ -490,7 +490,7 @@ def main(argv=None) -> None:
                 ablations.append(ablation(preset, config, workdir))
                 print(ablations[-1])
             if config.int8_study:
-                studies.append(int8_study(preset, config, workdir))
+                studies.append(int8_study(preset, config, workdir, bench["artifacts"]))
                 print(studies[-1])
     print("\n".join(checks))
     write_report(config.out, command.strip(), benches, checks, ablations, studies, rates, config, browser)
