@@ -15,6 +15,7 @@ Writes match_rate.json and match_rate.png (precision and recall per label) into 
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,18 @@ from hsvlt.cli import attention_stage, positive_int
 from hsvlt.deploy import camera
 from hsvlt.metrics import label_counts, label_set_metrics
 from hsvlt.outputs import save_figure, write_json
+
+
+@dataclass
+class MatchRateConfig:
+    """One measurement, as `python reports/match_rate.py` takes it (its flags parse into one, `parse_args`)."""
+
+    model: Path  # trained on shapes: .pte, .onnx or checkpoint (.pt)
+    frames: int = 900  # 90 per scene
+    seed: int = 0  # which scenes the stream shows
+    threads: int = 1
+    attention_stage: int | None = None  # checkpoints: the stage whose attention is checked for pointing
+    out: Path = Path("runs/match_rate")
 
 
 def read_records(path: Path) -> list[dict]:
@@ -95,39 +108,41 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> MatchRateConfig:
+    defaults = MatchRateConfig(model=Path())
     parser = argparse.ArgumentParser(prog="python reports/match_rate.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path,
                         help="a model trained on shapes: .pte, .onnx or checkpoint (.pt)")
-    parser.add_argument("--frames", type=positive_int, default=900, help="frames of the stream (90 per scene)")
-    parser.add_argument("--seed", type=int, default=0, help="which scenes the stream shows")
-    parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads of the runtime")
-    parser.add_argument("--attention-stage", type=attention_stage,
+    parser.add_argument("--frames", type=positive_int, default=defaults.frames,
+                        help="frames of the stream (90 per scene)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="which scenes the stream shows")
+    parser.add_argument("--threads", type=positive_int, default=defaults.threads, help="CPU threads of the runtime")
+    parser.add_argument("--attention-stage", type=attention_stage, default=defaults.attention_stage,
                         help="checkpoints: stage whose attention is checked for pointing (0-3)")
-    parser.add_argument("--out", type=Path, default=Path("runs/match_rate"),
+    parser.add_argument("--out", type=Path, default=defaults.out,
                         help="folder for detections.jsonl, annotated.mp4, match_rate.json and match_rate.png")
-    return parser.parse_args(argv)
+    return MatchRateConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    summary = camera.run(camera.DemoConfig(model=args.model, source="shapes", headless=True, max_frames=args.frames,
-                                           seed=args.seed, threads=args.threads, out=args.out,
-                                           attention_stage=args.attention_stage))
-    records = read_records(args.out / "detections.jsonl")
+    config = parse_args(argv)
+    summary = camera.run(camera.DemoConfig(model=config.model, source="shapes", headless=True,
+                                           max_frames=config.frames, seed=config.seed, threads=config.threads,
+                                           out=config.out, attention_stage=config.attention_stage))
+    records = read_records(config.out / "detections.jsonl")
     labels = list(records[0]["probabilities"])
     unknown = {o["label"] for r in records for o in r["truth"]} - set(labels)
     if unknown:
-        raise SystemExit(f"error: {args.model}: its labels lack {', '.join(sorted(unknown))}; "
+        raise SystemExit(f"error: {config.model}: its labels lack {', '.join(sorted(unknown))}; "
                          f"use a model trained on shapes")
-    result = {"model": args.model.name, "frames": len(records), "seed": args.seed,
+    result = {"model": config.model.name, "frames": len(records), "seed": config.seed,
               "detected": label_scores(records, labels, "detected"), "shown": label_scores(records, labels, "shown"),
               "pointing": pointing(records), "demo": summary}
-    write_json(args.out / "match_rate.json", result)
-    plot(result, args.out / "match_rate.png")
+    write_json(config.out / "match_rate.json", result)
+    plot(result, config.out / "match_rate.png")
     print(format_result(result))
-    print(f"wrote {args.out / 'match_rate.json'} and {args.out / 'match_rate.png'}")
+    print(f"wrote {config.out / 'match_rate.json'} and {config.out / 'match_rate.png'}")
     return result
 
 

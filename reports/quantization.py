@@ -20,6 +20,7 @@ checkpoint's input size, file size and how whole the XNNPACK delegation is; writ
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -32,65 +33,98 @@ from hsvlt.quant.qat import QuantizeConfig
 STUDY = [()] + [(name,) for name in FLOAT_LAYERS] + [tuple(FLOAT_LAYERS)]
 
 
-def qat_config(checkpoint: Path, out: Path, args: argparse.Namespace, **settings) -> QuantizeConfig:
+@dataclass
+class QuantReportConfig:
+    """One run of the report, as `python reports/quantization.py` takes it (its flags parse into one,
+    `parse_args`). None means: qat_lr quant/qat.py's rate, out the page of the chosen study, workdir a temporary
+    folder, train_size and val_size each checkpoint's; `resolved()` fills in the first two."""
+
+    ckpt: tuple[Path, ...]  # trained fp32 checkpoints (best.pt)
+    qat_epochs: int = 3
+    max_steps: int | None = None  # at most this many QAT steps per epoch (quick runs)
+    qat_lr: tuple[float, ...] | None = None  # one for all checkpoints, or one per checkpoint
+    float_study: bool = False
+    eager_study: bool = False
+    train_size: int | None = None
+    val_size: int | None = None
+    workers: int = 1
+    out: Path | None = None
+    workdir: Path | None = None
+
+    def resolved(self) -> "QuantReportConfig":
+        """A copy with the page to write and a learning rate (or None) for each checkpoint."""
+        default = ("docs/QUANT_FLOAT_LAYERS.md" if self.float_study else
+                   "docs/QUANT_EAGER.md" if self.eager_study else "docs/QUANT.md")
+        rates = tuple(self.qat_lr) * (len(self.ckpt) if len(self.qat_lr) == 1 else 1) if self.qat_lr else None
+        return replace(self, ckpt=tuple(self.ckpt), qat_lr=rates, out=Path(self.out or default))
+
+    def runs(self) -> list[tuple[Path, float | None]]:
+        """(checkpoint, its QAT learning rate or None for quant/qat.py's) of each --ckpt."""
+        return list(zip(self.ckpt, self.qat_lr or [None] * len(self.ckpt)))
+
+
+def qat_config(checkpoint: Path, out: Path, config: QuantReportConfig, **settings) -> QuantizeConfig:
     """quant/qat.py's run of `checkpoint` for this report: its data sizes, and `settings`."""
-    return QuantizeConfig(ckpt=checkpoint, out=out, workers=args.workers, val_size=args.val_size,
-                          train_size=args.train_size, **settings)
+    return QuantizeConfig(ckpt=checkpoint, out=out, workers=config.workers, val_size=config.val_size,
+                          train_size=config.train_size, **settings)
 
 
-def program_map(program: Path, args: argparse.Namespace) -> float:
+def qat_training(checkpoint: Path, out: Path, qat_lr: float | None, config: QuantReportConfig) -> QuantizeConfig:
+    """quant/qat.py's QAT run of `checkpoint` for this report: its epochs and step limit, at `qat_lr` (None:
+    quant/qat.py's rate)."""
+    return qat_config(checkpoint, out, config, epochs=config.qat_epochs, max_steps=config.max_steps,
+                      **({"lr": qat_lr} if qat_lr else {}))
+
+
+def program_map(program: Path, val_size: int | None) -> float:
     """Validation mAP of a .pte through the ExecuTorch runtime (export/evaluate_artifact.py's code)."""
     from hsvlt.deploy.runtimes import ExecuTorchModel
     from hsvlt.export.evaluate_artifact import evaluate, validation_set
 
     model = ExecuTorchModel(program)
-    _, dataset = validation_set(model, val_size=args.val_size)
+    _, dataset = validation_set(model, val_size=val_size)
     return evaluate(model, dataset)["at_0.5"]["mAP"]
 
 
-def runtime_map(source, program: Path, int8: Path | None, args: argparse.Namespace) -> tuple[float, float]:
+def runtime_map(source, program: Path, int8: Path | None, val_size: int | None) -> tuple[float, float]:
     """(validation mAP through the ExecuTorch runtime, .pte size in MB) of the fp32 or int8 program."""
     from hsvlt.export import to_executorch
 
     to_executorch.export(source, program, int8=int8, parity_images=0)
-    return program_map(program, args), size_mb(program)
+    return program_map(program, val_size), size_mb(program)
 
 
-def qat_training(qat_lr: float | None, args: argparse.Namespace) -> dict:
-    """quant/qat.py's training settings for the QAT runs of this report."""
-    return dict(epochs=args.qat_epochs, max_steps=args.max_steps, **({"lr": qat_lr} if qat_lr else {}))
-
-
-def compare(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace, workdir: Path) -> dict:
+def compare(checkpoint: Path, qat_lr: float | None, config: QuantReportConfig, workdir: Path) -> dict:
     from hsvlt.quant import qat
 
     source = load_source(checkpoint)
     stem = f"{source.preset}_{checkpoint.parent.name}"
     print(f"{checkpoint}: PTQ")
-    qat.run(qat_config(checkpoint, workdir / f"{stem}_ptq.pt2", args, ptq=True))
-    print(f"{checkpoint}: QAT, {args.qat_epochs} epochs")
-    qat_run = qat_config(checkpoint, workdir / f"{stem}_qat.pt2", args, **qat_training(qat_lr, args))
+    qat.run(qat_config(checkpoint, workdir / f"{stem}_ptq.pt2", config, ptq=True))
+    print(f"{checkpoint}: QAT, {config.qat_epochs} epochs")
+    qat_run = qat_training(checkpoint, workdir / f"{stem}_qat.pt2", qat_lr, config)
     figures = qat.run(qat_run)
-    row = {"preset": source.preset, "checkpoint": str(checkpoint), "qat_epochs": args.qat_epochs,
+    row = {"preset": source.preset, "checkpoint": str(checkpoint), "qat_epochs": config.qat_epochs,
            "qat_lr": qat_run.lr, "qat_best_epoch": figures["best_epoch"]}
     for key, int8 in (("fp32", None), ("ptq", workdir / f"{stem}_ptq.pt2"), ("qat", workdir / f"{stem}_qat.pt2")):
-        row[f"{key}_mAP"], row[f"{key}_mb"] = runtime_map(source, workdir / f"{stem}_{key}.pte", int8, args)
+        row[f"{key}_mAP"], row[f"{key}_mb"] = runtime_map(source, workdir / f"{stem}_{key}.pte", int8,
+                                                          config.val_size)
     return row
 
 
-def study(checkpoint: Path, args: argparse.Namespace, workdir: Path) -> list[tuple[tuple, float, float]]:
+def study(checkpoint: Path, config: QuantReportConfig, workdir: Path) -> list[tuple[tuple, float, float]]:
     """(float layers, PTQ int8 mAP, fp32 mAP) per STUDY entry, from the converted model (eager)."""
     from hsvlt.quant import qat
 
     rows = []
     for layers in STUDY:
-        figures = qat.run(qat_config(checkpoint, workdir / "study.pt2", args, ptq=True,
+        figures = qat.run(qat_config(checkpoint, workdir / "study.pt2", config, ptq=True,
                                      float_layers=",".join(layers)))
         rows.append((layers, figures["val_mAP_int8"], figures["val_mAP_fp32"]))
     return rows
 
 
-def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace,
+def eager_study(checkpoint: Path, qat_lr: float | None, config: QuantReportConfig,
                 workdir: Path) -> tuple[list[dict], int]:
     """The fp32 program, PT2E QAT (quant/qat.py) and eager QAT (hsvlt/quant/eager.py), trained alike, each lowered to
     XNNPACK and measured through the ExecuTorch runtime; with the checkpoint's input size."""
@@ -101,15 +135,15 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
 
     source = load_source(checkpoint)
     stem = f"{source.preset}_{checkpoint.parent.name}"
-    qat_run = qat_config(checkpoint, workdir / f"{stem}_qat.pt2", args, **qat_training(qat_lr, args))
-    print(f"{checkpoint}: PT2E QAT, {args.qat_epochs} epochs")
+    qat_run = qat_training(checkpoint, workdir / f"{stem}_qat.pt2", qat_lr, config)
+    print(f"{checkpoint}: PT2E QAT, {config.qat_epochs} epochs")
     qat.run(qat_run)
     rows = []
     for name, key, int8 in (("fp32", "fp32", None), ("PT2E QAT int8 (quant/qat.py)", "pt2e", qat_run.out)):
         path = workdir / f"{stem}_{key}.pte"
         delegation = to_executorch.export(source, path, int8=int8, parity_images=0)["delegation"]
-        rows.append(measure_program(name, path, delegation, args))
-    print(f"{checkpoint}: eager QAT, {args.qat_epochs} epochs")
+        rows.append(measure_program(name, path, delegation, config.val_size))
+    print(f"{checkpoint}: eager QAT, {config.qat_epochs} epochs")
     model, _ = eager.quantization_aware(qat_run)
     path = workdir / f"{stem}_eager.pte"
     buffer, delegation = to_executorch.lower(eager.program(model, source.img_size))
@@ -117,15 +151,15 @@ def eager_study(checkpoint: Path, qat_lr: float | None, args: argparse.Namespace
     # torchao's eager int8 configuration quantises activations per token at run time (hsvlt/quant/eager.py).
     write_manifest(path, manifest_for(source, "executorch-xnnpack", "int8", None,
                                       Quantization(method="qat", activations="int8-dynamic")))
-    rows.append(measure_program("eager QAT int8 (hsvlt/quant/eager.py)", path, delegation, args))
+    rows.append(measure_program("eager QAT int8 (hsvlt/quant/eager.py)", path, delegation, config.val_size))
     return rows, source.img_size
 
 
-def measure_program(name: str, path: Path, delegation: dict, args: argparse.Namespace) -> dict:
+def measure_program(name: str, path: Path, delegation: dict, val_size: int | None) -> dict:
     from hsvlt.bench.measure import cpu_threads, time_in_turns
 
     latency = time_in_turns({"program": path}, cpu_threads(), runs=50, warmup=5)["program"]["p50_ms"]
-    return {"program": name, "mAP": program_map(path, args), "p50_ms": latency, "mb": size_mb(path),
+    return {"program": name, "mAP": program_map(path, val_size), "p50_ms": latency, "mb": size_mb(path),
             "subgraphs": delegation["subgraphs"], "ops_outside": delegation["ops_outside"]}
 
 
@@ -138,16 +172,16 @@ def eager_table(checkpoint: str, rows: list[dict], img_size: int) -> list[str]:
     return text + [""]
 
 
-def write_report(path: Path, command: str, rows: list[dict], studies: dict, args: argparse.Namespace) -> None:
+def write_report(path: Path, command: str, rows: list[dict], studies: dict, config: QuantReportConfig) -> None:
     measured = f"Measured {date.today().isoformat()} by `{command}`."
-    if args.eager_study:
+    if config.eager_study:
         from hsvlt.bench.measure import cpu_threads
 
         threads = cpu_threads()
         text = ["# Int8: torchao's eager QAT flow against PT2E", "",
-                f"{measured} Both flows trained alike from the same checkpoint ({args.qat_epochs} epoch"
-                f"{'s' if args.qat_epochs > 1 else ''}"
-                f"{f' of at most {args.max_steps} steps' if args.max_steps else ''}, the peak learning rate of "
+                f"{measured} Both flows trained alike from the same checkpoint ({config.qat_epochs} epoch"
+                f"{'s' if config.qat_epochs > 1 else ''}"
+                f"{f' of at most {config.max_steps} steps' if config.max_steps else ''}, the peak learning rate of "
                 f"quant/qat.py's run); every number from the XNNPACK program through the ExecuTorch runtime: mAP "
                 f"(percent) on the checkpoint's validation set, p50 latency of 50 runs at batch 1 with "
                 f"{threads} thread{'s' if threads > 1 else ''}. Eager QAT: int8 weights per channel and int8 "
@@ -164,8 +198,8 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, args
                 f"program run by the ExecuTorch runtime (export/evaluate_artifact.py). PTQ: "
                 f"each preset's float layers kept float (hsvlt.quant.pt2e.default_float_layers: "
                 f"{', '.join(DEFAULT_FLOAT_LAYERS)} unless the preset measured faster with more), "
-                f"calibrated on up to 512 training images; QAT: {args.qat_epochs} epochs of quant/qat.py"
-                f"{f' (at most {args.max_steps} steps each)' if args.max_steps else ''} at the peak learning rate "
+                f"calibrated on up to 512 training images; QAT: {config.qat_epochs} epochs of quant/qat.py"
+                f"{f' (at most {config.max_steps} steps each)' if config.max_steps else ''} at the peak learning rate "
                 f"in the table, best epoch kept. Size: the .pte file.", "",
                 "| preset | fp32 mAP | PTQ int8 mAP | QAT int8 mAP | QAT lr | QAT - fp32 | fp32 MB | int8 MB | "
                 "int8 / fp32 |",
@@ -214,53 +248,54 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> QuantReportConfig:
+    defaults = QuantReportConfig(ckpt=())
     parser = argparse.ArgumentParser(prog="python reports/quantization.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", nargs="+", required=True, type=Path, help="trained fp32 checkpoints (best.pt)")
-    parser.add_argument("--qat-epochs", type=positive_int, default=3, help="QAT epochs")
-    parser.add_argument("--max-steps", type=positive_int, help="at most this many QAT steps per epoch (quick runs)")
-    parser.add_argument("--qat-lr", type=positive_float, nargs="+",
+    parser.add_argument("--qat-epochs", type=positive_int, default=defaults.qat_epochs, help="QAT epochs")
+    parser.add_argument("--max-steps", type=positive_int, default=defaults.max_steps,
+                        help="at most this many QAT steps per epoch (quick runs)")
+    parser.add_argument("--qat-lr", type=positive_float, nargs="+", default=defaults.qat_lr,
                         help="QAT peak learning rate: one for all checkpoints, "
                                                                 "or one per --ckpt (default: quant/qat.py's)")
     parser.add_argument("--float-study", action="store_true", help="only the float-layer study (PTQ)")
     parser.add_argument("--eager-study", action="store_true", help="only the eager-QAT-against-PT2E study")
-    parser.add_argument("--train-size", type=positive_int, help="generated data: training scenes for QAT / calibration")
-    parser.add_argument("--val-size", type=positive_int, help="generated data: validation scenes")
-    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
-    parser.add_argument("--out", type=Path, help="report to write (and .png); default docs/QUANT.md, with "
-                                                 "--float-study docs/QUANT_FLOAT_LAYERS.md, with --eager-study "
-                                                 "docs/QUANT_EAGER.md")
-    parser.add_argument("--workdir", type=Path, help="keep the artifacts here (default: a temporary folder)")
+    parser.add_argument("--train-size", type=positive_int, default=defaults.train_size,
+                        help="generated data: training scenes for QAT / calibration")
+    parser.add_argument("--val-size", type=positive_int, default=defaults.val_size,
+                        help="generated data: validation scenes")
+    parser.add_argument("--workers", type=non_negative_int, default=defaults.workers, help="data-loading processes")
+    parser.add_argument("--out", type=Path, default=defaults.out,
+                        help="report to write (and .png); default docs/QUANT.md, with "
+                             "--float-study docs/QUANT_FLOAT_LAYERS.md, with --eager-study "
+                             "docs/QUANT_EAGER.md")
+    parser.add_argument("--workdir", type=Path, default=defaults.workdir,
+                        help="keep the artifacts here (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.qat_lr and len(args.qat_lr) not in (1, len(args.ckpt)):
         parser.error(f"--qat-lr: give one rate or one per checkpoint ({len(args.ckpt)})")
     if args.float_study and args.eager_study:
         parser.error("--float-study and --eager-study are separate runs")
-    if args.qat_lr and len(args.qat_lr) == 1:
-        args.qat_lr *= len(args.ckpt)
-    return args
+    return QuantReportConfig(**vars(args)).resolved()
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    default = ("docs/QUANT_FLOAT_LAYERS.md" if args.float_study else
-               "docs/QUANT_EAGER.md" if args.eager_study else "docs/QUANT.md")
-    args.out = args.out or Path(default)
+    config = parse_args(argv)
     command = "python reports/quantization.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows, studies = [], {}
     with tempfile.TemporaryDirectory(prefix="hsvlt_quant_") as temporary:
-        workdir = args.workdir or Path(temporary)
+        workdir = config.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
-        for checkpoint, qat_lr in zip(args.ckpt, args.qat_lr or [None] * len(args.ckpt)):
-            if args.float_study:
-                studies[str(checkpoint)] = study(checkpoint, args, workdir)
-            elif args.eager_study:
-                studies[str(checkpoint)] = eager_study(checkpoint, qat_lr, args, workdir)
+        for checkpoint, qat_lr in config.runs():
+            if config.float_study:
+                studies[str(checkpoint)] = study(checkpoint, config, workdir)
+            elif config.eager_study:
+                studies[str(checkpoint)] = eager_study(checkpoint, qat_lr, config, workdir)
             else:
-                rows.append(compare(checkpoint, qat_lr, args, workdir))
-    write_report(args.out, command.strip(), rows, studies, args)
-    print(args.out.read_text())
+                rows.append(compare(checkpoint, qat_lr, config, workdir))
+    write_report(config.out, command.strip(), rows, studies, config)
+    print(config.out.read_text())
 
 
 if __name__ == "__main__":

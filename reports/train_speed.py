@@ -8,6 +8,7 @@ The last column says whether data loading keeps up with training (it must, for h
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,8 +27,21 @@ from hsvlt.machine import count_gflops, cpu_name
 from hsvlt.models import PRESETS, create_model
 from hsvlt.train import TrainConfig
 
-DEFAULT_PRESETS = ["hsvlt_nano", "hsvlt_lite0", "hsvlt_tiny", "hsvlt_small"]
+DEFAULT_PRESETS = ("hsvlt_nano", "hsvlt_lite0", "hsvlt_tiny", "hsvlt_small")
 CPU = torch.device("cpu")
+
+
+@dataclass
+class SpeedConfig:
+    """One run of the report, as `python reports/train_speed.py` takes it (its flags parse into one, `parse_args`)."""
+
+    presets: tuple[str, ...] = DEFAULT_PRESETS
+    batch_size: int = 8  # for training and inference
+    steps: int = 5  # timed repetitions of each measurement
+    workers: int = 1  # data-loading processes, as in training
+
+    def __post_init__(self):
+        self.presets = tuple(self.presets)  # the command line hands over a list
 
 
 def measure(preset: str, batch_size: int, steps: int, workers: int) -> dict:
@@ -87,20 +101,28 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> list[dict]:
+def parse_args(argv=None) -> SpeedConfig:
+    defaults = SpeedConfig()
     parser = argparse.ArgumentParser(prog="python reports/train_speed.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS, choices=sorted(PRESETS))
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="batch for training and inference")
-    parser.add_argument("--steps", type=positive_int, default=5, help="timed repetitions of each measurement")
-    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes (as in training)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--presets", nargs="+", default=list(defaults.presets), choices=sorted(PRESETS))
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        help="batch for training and inference")
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps,
+                        help="timed repetitions of each measurement")
+    parser.add_argument("--workers", type=non_negative_int, default=defaults.workers,
+                        help="data-loading processes (as in training)")
+    return SpeedConfig(**vars(parser.parse_args(argv)))
+
+
+def main(argv=None) -> list[dict]:
+    config = parse_args(argv)
     configure_cpu()
     dtype = autocast_dtype(CPU, cpu=True)
-    rows = [measure(preset, args.batch_size, args.steps, args.workers)
-            for preset in tqdm(args.presets, desc="presets")]
+    rows = [measure(preset, config.batch_size, config.steps, config.workers)
+            for preset in tqdm(config.presets, desc="presets")]
     precision = "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch_size}, "
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {config.batch_size}, "
           f"training in {precision}, inference in float32")
     print(format_table(rows))
     return rows

@@ -29,6 +29,7 @@ its file. Latency targets are judged at p50 and on the best call (see `targets`)
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -48,6 +49,28 @@ from hsvlt.outputs import save_figure, write_bytes, write_text
 DEFAULT_PRESETS = ("hsvlt_nano", "hsvlt_lite0")
 ROWS = (("eager", "PyTorch eager fp32", ".pt"), ("pte", "ExecuTorch XNNPACK fp32", ".pte"),
         ("pte_int8", "ExecuTorch XNNPACK int8", ".pte"), ("onnx", "ONNX Runtime fp32", ".onnx"))
+
+
+@dataclass
+class BenchConfig:
+    """One run of the benchmark, as `python reports/export_bench.py` takes it (its flags parse into one,
+    `parse_args`); tools build one directly: `bench_preset("hsvlt_pico", BenchConfig(img_size=32), workdir)`."""
+
+    presets: tuple[str, ...] = DEFAULT_PRESETS
+    img_size: int = 224
+    labels: str = "coco"  # the shipped label set the models are built with
+    threads: int = field(default_factory=cpu_threads)  # every core this process may use, read when the run starts
+    runs: int = 100
+    warmup: int = 10
+    ablation: bool = False
+    int8_study: bool = False
+    browser: bool = False
+    browser_only: bool = False
+    out: Path = Path("docs/EXPORT.md")
+    workdir: Path | None = None  # None: a temporary folder
+
+    def __post_init__(self):
+        self.presets = tuple(self.presets)  # the command line hands over a list
 
 
 # ---- models ----------------------------------------------------------------------------------------------
@@ -103,19 +126,19 @@ def build_artifacts(checkpoint: Path, workdir: Path, rows: set[str]) -> dict[str
     return artifacts
 
 
-def bench_preset(preset: str, args: argparse.Namespace, workdir: Path) -> dict:
-    checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}.pt")
+def bench_preset(preset: str, config: BenchConfig, workdir: Path) -> dict:
+    checkpoint = random_checkpoint(preset, config.img_size, config.labels, workdir / f"{preset}.pt")
     source = load_source(checkpoint)
     gflops = count_gflops(source.model, source.img_size)
     artifacts = build_artifacts(checkpoint, workdir, {key for key, _, _ in ROWS})
-    results = time_in_turns(artifacts, args.threads, args.runs, args.warmup)
+    results = time_in_turns(artifacts, config.threads, config.runs, config.warmup)
     for key, result in results.items():
         result["size_mb"] = size_mb(artifacts[key])
         result["gflops_per_s"] = gflops / (result["p50_ms"] / 1e3)
         print(f"  {preset} {key}: p50 {result['p50_ms']:.1f} ms")
-    profiles = {key: op_profile.profile(artifacts[key], args.threads) for key in ("pte", "pte_int8")}
-    return {"preset": preset, "img_size": args.img_size, "gflops": gflops, "rows": results, "profiles": profiles,
-            "float_layers": read_manifest(artifacts["pte_int8"].with_suffix(".pt2"))["quantization"]["float_layers"]}
+    profiles = {key: op_profile.profile(artifacts[key], config.threads) for key in ("pte", "pte_int8")}
+    return {"preset": preset, "img_size": config.img_size, "gflops": gflops, "rows": results, "profiles": profiles,
+            "artifacts": artifacts, "float_layers": read_manifest(artifacts["pte_int8"].with_suffix(".pt2"))["quantization"]["float_layers"]}
 
 
 def top_operator_kinds(bench: dict, count: int = 8) -> str:
@@ -182,7 +205,7 @@ def targets(bench: dict) -> list[str]:
     return checks
 
 
-def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
+def ablation(preset: str, config: BenchConfig, workdir: Path) -> str:
     """Each export-time rewrite switched off alone: operators left outside XNNPACK, subgraphs, p50."""
     from dataclasses import fields, replace
 
@@ -191,12 +214,13 @@ def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
     from hsvlt.export.to_executorch import lower
     from hsvlt.models.deployable import Rewrites
 
-    checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_ablation.pt")
+    checkpoint = random_checkpoint(preset, config.img_size, config.labels, workdir / f"{preset}_ablation.pt")
     source = load_source(checkpoint)
     variants = [("all rewrites", Rewrites())]
     variants += [(f"without {f.name}", replace(Rewrites(), **{f.name: False})) for f in fields(Rewrites)]
     variants.append(("no rewrites (plain wrapper)", Rewrites(**{f.name: False for f in fields(Rewrites)})))
-    lines = [f"**{preset}** at {args.img_size} px: each rewrite switched off alone (ExecuTorch XNNPACK fp32, batch 1)",
+    lines = [f"**{preset}** at {config.img_size} px: each rewrite switched off alone (ExecuTorch XNNPACK fp32, "
+             f"batch 1)",
              "", "| variant | delegated subgraphs | operators outside | p50 ms |", "|---|---:|---:|---:|"]
     paths, summaries = {}, {}
     for name, rewrites in variants:
@@ -205,7 +229,7 @@ def ablation(preset: str, args: argparse.Namespace, workdir: Path) -> str:
         paths[name] = workdir / f"{preset}_{name.replace(' ', '_').replace('(', '').replace(')', '')}.pte"
         write_bytes(paths[name], buffer)
         write_manifest(paths[name], manifest_for(source, "executorch-xnnpack", "fp32", None))
-    latencies = time_in_turns(paths, args.threads, args.runs, args.warmup)
+    latencies = time_in_turns(paths, config.threads, config.runs, config.warmup)
     for name, summary in summaries.items():
         latency = latencies[name]["p50_ms"]
         lines.append(f"| {name} | {summary['subgraphs']} | {summary['ops_outside']} | {latency:.1f} |")
@@ -222,16 +246,16 @@ INT8_CHOICES = (
 )
 
 
-def int8_study(preset: str, args: argparse.Namespace, workdir: Path) -> str:
+def int8_study(preset: str, config: BenchConfig, workdir: Path, artifacts: dict[str, Path]) -> str:
     """Each int8 choice of INT8_CHOICES against the fp32 program, timed in turns: the measurement behind the
-    preset's choices in hsvlt/quant/pt2e.py (PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES)."""
+    preset's choices in hsvlt/quant/pt2e.py (PRESET_FLOAT_LAYERS, PRESET_INT8_REWRITES). `artifacts`: the preset's
+    from bench_preset with the same settings, whose checkpoint and fp32 program the study reuses (lowering a
+    program is most of its time)."""
     from hsvlt.export import to_executorch
     from hsvlt.models.deployable import Rewrites
 
-    checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_int8_study.pt")
+    checkpoint, paths = artifacts["eager"], {"fp32": artifacts["pte"]}
     source = load_source(checkpoint)
-    paths = {"fp32": workdir / f"{preset}_study_fp32.pte"}
-    to_executorch.export(source, paths["fp32"], parity_images=0)
     layers, failed = {}, {}
     for number, (name, off, float_layers) in enumerate(INT8_CHOICES):
         if "depthwise" in off and PRESETS[preset].backbone != "convnext":
@@ -247,9 +271,9 @@ def int8_study(preset: str, args: argparse.Namespace, workdir: Path) -> str:
             continue
         paths[name] = workdir / f"{preset}_study_{number}.pte"
         layers[name] = read_manifest(program)["quantization"]["layers"]
-    latencies = time_in_turns(paths, args.threads, args.runs, args.warmup)
+    latencies = time_in_turns(paths, config.threads, config.runs, config.warmup)
     fp32 = latencies["fp32"]["p50_ms"]
-    lines = [f"**{preset}** at {args.img_size} px: int8 choices against the fp32 .pte ({fp32:.2f} ms p50), timed in "
+    lines = [f"**{preset}** at {config.img_size} px: int8 choices against the fp32 .pte ({fp32:.2f} ms p50), timed in "
              f"turns", "", "| int8 program | p50 ms | best ms | int8 / fp32 | file MB | layers int8 / float |",
              "|---|---:|---:|---:|---:|---|"]
     for name in layers:
@@ -273,7 +297,7 @@ def latency_stats(seconds: list[float]) -> dict[str, float]:
             "best_ms": 1e3 * min(seconds)}
 
 
-def browser_bench(args: argparse.Namespace, workdir: Path, preset: str = WEB_PRESET) -> dict:
+def browser_bench(config: BenchConfig, workdir: Path, preset: str = WEB_PRESET) -> dict:
     """`preset` in headless Chromium, through the web demo's server and page (onnxruntime-web, WebAssembly,
     WEB_THREADS threads), against ONNX Runtime in Python with the same threads in its own process: the same .onnx
     file, timed in turns as time_in_turns times the other runtimes."""
@@ -285,13 +309,13 @@ def browser_bench(args: argparse.Namespace, workdir: Path, preset: str = WEB_PRE
     from hsvlt.deploy.web import WebConfig, make_server
     from hsvlt.export import to_onnx
 
-    checkpoint = random_checkpoint(preset, args.img_size, args.labels, workdir / f"{preset}_web.pt")
+    checkpoint = random_checkpoint(preset, config.img_size, config.labels, workdir / f"{preset}_web.pt")
     onnx = workdir / f"{preset}_web.onnx"
     to_onnx.export(load_source(checkpoint), onnx, parity_images=4)
     server = make_server(WebConfig(model=onnx, port=0), log=lambda line: print(f"  web demo: {line}"))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
-    python = RuntimeProcess(onnx, WEB_THREADS, args.warmup)
+    python = RuntimeProcess(onnx, WEB_THREADS, config.warmup)
     times: dict[str, list[float]] = {"browser": [], "python": []}
     try:
         with Chromium(timeout_s=300) as browser:
@@ -300,8 +324,8 @@ def browser_bench(args: argparse.Namespace, workdir: Path, preset: str = WEB_PRE
             if page.evaluate("hsvlt.status") != "ready":
                 raise RuntimeError(f"the web demo did not load: {page.evaluate('hsvlt.messages')}")
             runtime = page.evaluate("hsvlt.runtime")
-            page.evaluate(f"hsvlt.bench(0, {args.warmup})")
-            per_turn = max(1, args.runs // ROUNDS)
+            page.evaluate(f"hsvlt.bench(0, {config.warmup})")
+            per_turn = max(1, config.runs // ROUNDS)
             for turn in range(ROUNDS):
                 for key in (("browser", "python") if turn % 2 == 0 else ("python", "browser")):
                     time.sleep(SETTLE_S)
@@ -314,9 +338,9 @@ def browser_bench(args: argparse.Namespace, workdir: Path, preset: str = WEB_PRE
         python.close()
         server.shutdown()
         server.server_close()
-    result = {"preset": preset, "img_size": args.img_size, "runtime": runtime, "chromium": version,
+    result = {"preset": preset, "img_size": config.img_size, "runtime": runtime, "chromium": version,
               "browser": latency_stats(times["browser"]), "python": latency_stats(times["python"]),
-              "runs": len(times["browser"]), "warmup": args.warmup}
+              "runs": len(times["browser"]), "warmup": config.warmup}
     result["ratio"] = result["browser"]["p50_ms"] / result["python"]["p50_ms"]
     result["best_ratio"] = result["browser"]["best_ms"] / result["python"]["best_ms"]
     return result
@@ -371,19 +395,19 @@ def plot(benches: list[dict], path: Path) -> None:
 
 
 def write_report(path: Path, command: str, benches: list[dict], checks: list[str], ablations: list[str],
-                 studies: list[str], rates: dict[str, float], args: argparse.Namespace,
+                 studies: list[str], rates: dict[str, float], config: BenchConfig,
                  browser: dict | None = None) -> None:
     peak = max(rates.values())
     machine = describe("executorch", "onnxruntime")
     text = [
         "# Export benchmark", "",
-        f"Measured {date.today().isoformat()} by `{command}` on {machine}, {args.threads} threads per runtime, "
-        f"{args.runs} timed runs after {args.warmup} warm-up runs, batch 1, each runtime in its own process, all "
+        f"Measured {date.today().isoformat()} by `{command}` on {machine}, {config.threads} threads per runtime, "
+        f"{config.runs} timed runs after {config.warmup} warm-up runs, batch 1, each runtime in its own process, all "
         f"timed in turns ({ROUNDS} rounds, order rotated). Models: the presets with random "
-        f"weights and {args.labels} labels (latency and size do not depend on the weights). Peak memory: growth "
+        f"weights and {config.labels} labels (latency and size do not depend on the weights). Peak memory: growth "
         f"of the process's peak resident memory from loading the model to the end of the runs. GFLOP/s: the "
         f"model's FLOPs (torch's counter) / p50, against this machine's GEMM ceiling: {peak:.0f} GFLOP/s, the best "
-        f"fp32 matrix-product rate measured in this run with {args.threads} threads (torch.mm of 2048 x 2048: "
+        f"fp32 matrix-product rate measured in this run with {config.threads} threads (torch.mm of 2048 x 2048: "
         f"{rates['torch.mm']:.0f}; XNNPACK fully connected, 196 x 192 -> 768 -> 192: {rates['XNNPACK']:.0f}).", ""]
     for bench in benches:
         text += [table(bench, peak), ""]
@@ -408,16 +432,17 @@ def write_report(path: Path, command: str, benches: list[dict], checks: list[str
     plot(benches, path.with_suffix(".png"))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> BenchConfig:
+    defaults = BenchConfig()
     parser = argparse.ArgumentParser(prog=program("python reports/export_bench.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), choices=sorted(PRESETS),
+    parser.add_argument("--presets", nargs="+", default=list(defaults.presets), choices=sorted(PRESETS),
                         help="presets to benchmark")
-    parser.add_argument("--img-size", type=image_size, default=224, help="input size")
-    parser.add_argument("--labels", default="coco", help="shipped label set the models are built with")
-    parser.add_argument("--threads", type=positive_int, default=cpu_threads(), help="CPU threads of every runtime")
-    parser.add_argument("--runs", type=positive_int, default=100, help="timed runs per runtime")
-    parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs first")
+    parser.add_argument("--img-size", type=image_size, default=defaults.img_size, help="input size")
+    parser.add_argument("--labels", default=defaults.labels, help="shipped label set the models are built with")
+    parser.add_argument("--threads", type=positive_int, default=defaults.threads, help="CPU threads of every runtime")
+    parser.add_argument("--runs", type=positive_int, default=defaults.runs, help="timed runs per runtime")
+    parser.add_argument("--warmup", type=non_negative_int, default=defaults.warmup, help="untimed runs first")
     parser.add_argument("--ablation", action="store_true", help="also measure each rewrite switched off")
     parser.add_argument("--int8-study", action="store_true",
                         help="also time each int8 choice (layers kept float, rewrites off) against fp32")
@@ -427,46 +452,46 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--browser-only", action="store_true",
                         help="only that: measure the browser against Python and update that section of --out in "
                              "place")
-    parser.add_argument("--out", type=Path, default=Path("docs/EXPORT.md"), help="report to write (and .png)")
+    parser.add_argument("--out", type=Path, default=defaults.out, help="report to write (and .png)")
     parser.add_argument("--workdir", type=Path, help="keep the exported files here (default: a temporary folder)")
-    return parser.parse_args(argv)
+    return BenchConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    config = parse_args(argv)
     command = "python reports/export_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="hsvlt_bench_") as temporary:
-        workdir = args.workdir or Path(temporary)
+        workdir = config.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
-        if args.browser_only:
+        if config.browser_only:
             print(f"{WEB_PRESET}: in Chromium against ONNX Runtime in Python")
-            section = browser_section(browser_bench(args, workdir), command.strip())
+            section = browser_section(browser_bench(config, workdir), command.strip())
             print(marked_section(BROWSER_SECTION, section))
-            write_section(args.out, BROWSER_SECTION, section, new_page="# Export benchmark\n")
-            print(f"wrote the browser section of {args.out}")
+            write_section(config.out, BROWSER_SECTION, section, new_page="# Export benchmark\n")
+            print(f"wrote the browser section of {config.out}")
             return
         browser = None
-        if args.browser:
+        if config.browser:
             print(f"{WEB_PRESET}: in Chromium against ONNX Runtime in Python")
-            browser = browser_bench(args, workdir)
+            browser = browser_bench(config, workdir)
             print(marked_section(BROWSER_SECTION, browser_section(browser, command.strip())))
         benches, checks, ablations, studies = [], [], [], []
-        rates = gemm_ceiling(args.threads)
+        rates = gemm_ceiling(config.threads)
         peak = max(rates.values())
-        print(f"GEMM ceiling with {args.threads} threads: {peak:.0f} GFLOP/s ({rates})")
-        for preset in args.presets:
+        print(f"GEMM ceiling with {config.threads} threads: {peak:.0f} GFLOP/s ({rates})")
+        for preset in config.presets:
             print(f"{preset}: exporting and measuring")
-            bench = bench_preset(preset, args, workdir)
+            bench = bench_preset(preset, config, workdir)
             benches.append(bench)
             checks += targets(bench)
             print(table(bench, peak))
             print(top_operator_kinds(bench))
-            if args.ablation:
-                ablations.append(ablation(preset, args, workdir))
+            if config.ablation:
+                ablations.append(ablation(preset, config, workdir))
                 print(ablations[-1])
-            if args.int8_study:
-                studies.append(int8_study(preset, args, workdir))
+            if config.int8_study:
+                studies.append(int8_study(preset, config, workdir, bench["artifacts"]))
                 print(studies[-1])
     print("\n".join(checks))
-    write_report(args.out, command.strip(), benches, checks, ablations, studies, rates, args, browser)
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    write_report(config.out, command.strip(), benches, checks, ablations, studies, rates, config, browser)
+    print(f"wrote {config.out} and {config.out.with_suffix('.png')}")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -244,14 +245,27 @@ def bootstrap_interval(values: list[float]) -> tuple[float, float]:
 
 
 
-def main(argv=None) -> None:
-    """The worker process of `RuntimeProcess` (`serve`)."""
+@dataclass
+class ServeConfig:
+    """What `RuntimeProcess` starts its worker process with (`python -m hsvlt.bench.measure --serve PROGRAM ...`)."""
+
+    program: Path
+    threads: int
+    warmup: int
+
+
+def parse_args(argv=None) -> ServeConfig:
     parser = argparse.ArgumentParser(description=serve.__doc__)
-    parser.add_argument("--serve", type=Path, required=True)
+    parser.add_argument("--serve", dest="program", type=Path, required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--warmup", type=int, required=True)
-    args = parser.parse_args(argv)
-    serve(args.serve, args.threads, args.warmup)
+    return ServeConfig(**vars(parser.parse_args(argv)))
+
+
+def main(argv=None) -> None:
+    """The worker process of `RuntimeProcess` (`serve`)."""
+    config = parse_args(argv)
+    serve(config.program, config.threads, config.warmup)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import re
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +30,15 @@ from hsvlt.deploy.runtimes import cannot_load
 from hsvlt.toolchain import quiet_toolchain_calls
 
 RUNTIME_EVENTS = ("DELEGATE_CALL", "Method::execute")
+
+
+@dataclass
+class ProfileConfig:
+    """One profile, as `python reports/op_profile.py` takes it (its flags parse into one, `parse_args`)."""
+
+    program: Path
+    threads: int = field(default_factory=cpu_threads)  # every core this process may use, read when the run starts
+    runs: int = 20
 
 
 def operator_kind(event_name: str) -> str:
@@ -86,14 +96,19 @@ def format_profile(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> ProfileConfig:
+    defaults = ProfileConfig(program=Path())
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("program", type=Path, help="an ExecuTorch program (.pte) with its manifest beside it")
-    parser.add_argument("--threads", type=positive_int, default=cpu_threads(), help="XNNPACK threads")
-    parser.add_argument("--runs", type=positive_int, default=20, help="runs to average over")
-    args = parser.parse_args(argv)
+    parser.add_argument("--threads", type=positive_int, default=defaults.threads, help="XNNPACK threads")
+    parser.add_argument("--runs", type=positive_int, default=defaults.runs, help="runs to average over")
+    return ProfileConfig(**vars(parser.parse_args(argv)))
+
+
+def main(argv=None) -> dict:
+    config = parse_args(argv)
     torch.set_flush_denormal(True)
-    result = profile(args.program, args.threads, args.runs)
+    result = profile(config.program, config.threads, config.runs)
     print(format_profile(result))
     return result

@@ -253,13 +253,11 @@ def test_bad_input_is_said_and_the_page_keeps_working(web_model, ort_dist, serve
 def test_the_benchmark_times_the_browser_against_python_and_updates_its_section(ort_dist, tmp_path):
     """reports/export_bench.py --browser-only, on a tiny preset: both latencies measured in one run, the section
     put into the page in place, the rest of the page kept."""
-    import argparse
-
     from hsvlt.bench import export_bench
     from hsvlt.bench.measure import write_section
 
-    args = argparse.Namespace(img_size=32, labels="shapes", runs=20, warmup=2)
-    result = export_bench.browser_bench(args, tmp_path, preset="hsvlt_pico")
+    config = export_bench.BenchConfig(img_size=32, labels="shapes", runs=20, warmup=2)
+    result = export_bench.browser_bench(config, tmp_path, preset="hsvlt_pico")
     assert result["runs"] == 20 and result["runtime"]["threads"] == 2
     assert result["browser"]["best_ms"] > 0 and result["python"]["best_ms"] > 0
     assert result["ratio"] == result["browser"]["p50_ms"] / result["python"]["p50_ms"]
