@@ -1,5 +1,5 @@
-"""What the exporters share: reading the checkpoint, the int8 program quantised from it, the manifest, and the
-parity check against PyTorch on generated scenes.
+"""What the exporters share: their common settings and flags (ExportConfig, --int8), reading the checkpoint, the
+int8 program quantised from it, the manifest, and the parity check against PyTorch on generated scenes.
 
 Every user-facing failure is an ExportError whose message is one line naming the file and the problem;
 the commands print it as `error: ...` and exit with status 1 (hsvlt.cli).
