@@ -88,11 +88,12 @@ class Classifier:
         items = [images] if single else list(images)
         predictions = []
         for start in range(0, len(items), self.batch_size):
-            predictions += self.predict_batch(items[start:start + self.batch_size], threshold, top_k)
+            predictions += self.classify_batch(items[start:start + self.batch_size], threshold, top_k)
         return predictions[0] if single else predictions
 
-    def predict_batch(self, items: list[ImageLike], threshold: float | None = None,
-                      top_k: int | None = None) -> list[Prediction]:
+    def classify_batch(self, items: list[ImageLike], threshold: float | None = None,
+                       top_k: int | None = None) -> list[Prediction]:
+        """One Prediction per image of `items`, in one runtime call (the caller keeps to batch_size)."""
         images = [load(item, self.max_megapixels) for item in items]  # RGB uint8 H x W x 3
         batch = np.concatenate([preprocess_image(image, self.adapter.input_size) for image in images])
         output = self.adapter.run(batch)
@@ -112,6 +113,9 @@ class Classifier:
                 probabilities={label: float(p) for label, p in zip(self.labels, probabilities)}, where=where,
                 source=str(item) if isinstance(item, (str, Path)) else None, size=(width, height)))
         return predictions
+
+    # The earlier name, kept for one release: calling the classifier is the way to predict.
+    predict_batch = classify_batch
 
     def cut(self, threshold: float | None = None) -> np.ndarray:
         """The per-label thresholds in force: the call's, else the classifier's, else the manifest's."""

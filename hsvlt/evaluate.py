@@ -26,7 +26,9 @@ from hsvlt.outputs import check_output_file, save_npz, write_json
 
 
 @dataclass
-class Predictions:
+class Scores:
+    """What a model said about every image of a loader (score_loader), beside what the images hold."""
+
     scores: np.ndarray  # N x C probabilities, in dataset order
     targets: np.ndarray  # N x C, 1 / 0 / -1 (ignored)
     loss: float = float("nan")
@@ -64,7 +66,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 def batch_scorer(model, device: torch.device):
     """images (N x 3 x S x S in [0, 1], on `device`) -> (logits N x C or None, probabilities N x C) for
-    anything `predict` scores: a PyTorch module returning logits (a trained model, the deployable wrapper with
+    anything `score_loader` scores: a PyTorch module returning logits (a trained model, the deployable wrapper with
     logits=True, a quantised torch.export graph), or a deployed program opened by hsvlt.deploy.runtimes
     (ExecuTorch, ONNX Runtime), which returns probabilities."""
     if not isinstance(model, torch.nn.Module):
@@ -86,8 +88,8 @@ def batch_scorer(model, device: torch.device):
 
 
 @torch.no_grad()
-def predict(model, loader, placement: distributed.Placement | None = None, loss_fn=None, progress: bool = True,
-            desc: str = "validate") -> Predictions:
+def score_loader(model, loader, placement: distributed.Placement | None = None, loss_fn=None, progress: bool = True,
+                 desc: str = "validate") -> Scores:
     """Score a (sharded) loader with `model` (see `batch_scorer`) and gather every rank's results, ordered by
     dataset index. The one evaluation loop: training's validation, hsvlt.evaluate, QAT and exported programs."""
     placement = placement or distributed.Placement(torch.device("cpu"))
@@ -124,8 +126,11 @@ def predict(model, loader, placement: distributed.Placement | None = None, loss_
     all_scores = np.concatenate([p[1] for p in parts if p[1] is not None])[keep]
     all_targets = np.concatenate([p[2] for p in parts if p[2] is not None])[keep]
     total_loss = sum(p[3] for p in parts) / max(len(order), 1)
-    return Predictions(all_scores, all_targets, total_loss, [s for p in parts for s in p[4]],
-                       max(p[5] for p in parts))
+    return Scores(all_scores, all_targets, total_loss, [s for p in parts for s in p[4]], max(p[5] for p in parts))
+
+
+# The earlier name, kept for one release: "predict" now names the `hsvlt predict` command alone.
+predict = score_loader
 
 
 def checkpoint_data(checkpoint: dict, path, img_size: int, data: str | None = None, root: str | None = None,
@@ -171,7 +176,26 @@ def format_report(result: dict, labels: list[str] | None = None, title: str = ""
     return "\n".join(lines)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@dataclass
+class EvaluateConfig:
+    """One evaluation, as `python -m hsvlt.evaluate` takes it (its flags parse into one, `parse_args`); tools build
+    one directly: `run(EvaluateConfig(ckpt=Path("runs/hsvlt/best.pt"), json=Path("eval.json")))`."""
+
+    ckpt: str | Path  # kept as given, so that messages name the file as the user wrote it
+    data: str | None = None  # None: the dataset the checkpoint trained on
+    root: str | None = None  # None: the checkpoint's dataset folder
+    val_size: int | None = None
+    img_size: int | None = None  # None: the checkpoint's
+    batch_size: int = 64
+    workers: int = 1
+    device: str = "auto"
+    threshold: float = 0.5
+    json: Path | None = None
+    save_scores: Path | None = None
+
+
+def parse_args(argv=None) -> EvaluateConfig:
+    defaults = EvaluateConfig(ckpt="")
     parser = argparse.ArgumentParser(prog=program("python -m hsvlt.evaluate"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="checkpoint written by hsvlt.train (best.pt or last.pt)")
@@ -179,37 +203,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--root", help="dataset folder (default: the checkpoint's)")
     parser.add_argument("--val-size", type=positive_int, help="generated datasets: number of validation scenes")
     parser.add_argument("--img-size", type=image_size, help="input size (default: the checkpoint's)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
-    parser.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threshold", type=unit_interval, default=0.5, help="decision threshold for CP..OF1")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="images per batch")
+    parser.add_argument("--workers", type=non_negative_int, default=defaults.workers, help="data-loading processes")
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threshold", type=unit_interval, default=defaults.threshold,
+                        help="decision threshold for CP..OF1")
     parser.add_argument("--json", type=Path, help="write the figures (percent) to this JSON file")
     parser.add_argument("--save-scores", type=Path, help="write scores (N x C) and targets (1/0/-1) to this .npz")
-    return parser.parse_args(argv)
+    return EvaluateConfig(**vars(parser.parse_args(argv)))
 
 
-def run(args: argparse.Namespace) -> dict:
-    for path, suffix in ((args.json, ".json"), (args.save_scores, ".npz")):
+def run(config: EvaluateConfig) -> dict:
+    for path, suffix in ((config.json, ".json"), (config.save_scores, ".npz")):
         if path is not None:
             check_output_file(path, suffix)  # before the work, not after it
-    placement = distributed.setup(args.device)
-    model, checkpoint = load_model(args.ckpt)
-    img_size = args.img_size or model.config.img_size
-    name, bundle = checkpoint_data(checkpoint, args.ckpt, img_size, args.data, args.root, args.val_size)
+    placement = distributed.setup(config.device)
+    model, checkpoint = load_model(config.ckpt)
+    img_size = config.img_size or model.config.img_size
+    name, bundle = checkpoint_data(checkpoint, config.ckpt, img_size, config.data, config.root, config.val_size)
     model.to(placement.device)
-    loader = eval_loader(bundle.val, eval_transform(img_size), args.batch_size, args.workers,
+    loader = eval_loader(bundle.val, eval_transform(img_size), config.batch_size, config.workers,
                          placement.rank, placement.world_size)
-    predictions = predict(model, loader, placement)
-    result = evaluate_scores(predictions.scores, predictions.targets, args.threshold)
+    scored = score_loader(model, loader, placement)
+    result = evaluate_scores(scored.scores, scored.targets, config.threshold)
     if placement.is_main:
-        print(format_report(result, bundle.labels, f"{Path(args.ckpt).name} on {name} validation "
+        print(format_report(result, bundle.labels, f"{Path(config.ckpt).name} on {name} validation "
                                                    f"({result['num_images']} images)"))
-        if predictions.skipped:
-            print(f"skipped {len(predictions.skipped)} unreadable images (first: {predictions.skipped[0][1]})")
-        if args.json:
-            write_json(args.json, {"labels": bundle.labels, **result})
-        if args.save_scores:
-            save_npz(args.save_scores, scores=predictions.scores, targets=predictions.targets,
+        if scored.skipped:
+            print(f"skipped {len(scored.skipped)} unreadable images (first: {scored.skipped[0][1]})")
+        if config.json:
+            write_json(config.json, {"labels": bundle.labels, **result})
+        if config.save_scores:
+            save_npz(config.save_scores, scores=scored.scores, targets=scored.targets,
                      labels=np.array(bundle.labels))
     distributed.teardown()
     return result

@@ -37,8 +37,9 @@ def mean_percent(aps: np.ndarray) -> float:
     return float(100.0 * np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
 
 
-def predictions(scores: np.ndarray, thresholds: float | np.ndarray = 0.5, top_k: int | None = None) -> np.ndarray:
-    """Boolean N x C predicted label sets."""
+def chosen_labels(scores: np.ndarray, thresholds: float | np.ndarray = 0.5, top_k: int | None = None) -> np.ndarray:
+    """Boolean N x C: the labels each image is given, those whose score reaches the threshold (and, with top_k,
+    among its top_k scores)."""
     predicted = scores >= np.asarray(thresholds)
     if top_k is not None and top_k < scores.shape[1]:
         rank = np.argsort(-scores, axis=1, kind="stable")
@@ -78,8 +79,8 @@ def evaluate_scores(
     """All figures: mAP, CP..OF1 at the threshold(s), the same for top-k, per-class AP, positives."""
     aps = average_precisions(scores, targets)
     result = {"mAP": mean_percent(aps)}
-    result.update(label_set_metrics(predictions(scores, thresholds), targets))
-    result[f"top{top_k}"] = label_set_metrics(predictions(scores, thresholds, top_k), targets)
+    result.update(label_set_metrics(chosen_labels(scores, thresholds), targets))
+    result[f"top{top_k}"] = label_set_metrics(chosen_labels(scores, thresholds, top_k), targets)
     result["AP"] = [float(100.0 * ap) if np.isfinite(ap) else None for ap in aps]  # None: no positives
     result["num_images"] = int(scores.shape[0])
     result["positives"] = [int(n) for n in ((targets > 0).sum(0))]

@@ -23,6 +23,7 @@ environment variable HSVLT_MAX_MEGAPIXELS raises it). An image given by name tha
 import argparse
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -141,20 +142,39 @@ class Writer:
         return self.path
 
 
-def run(args: argparse.Namespace) -> list[Prediction]:
-    sources = [Path(source) for source in args.source]
-    out = check_output_folder(args.out)
+@dataclass
+class PredictConfig:
+    """One run of `hsvlt predict` (its flags parse into one, `parse_args`); tools build one directly:
+    `run(PredictConfig(source=["photos/"], model="model.pte", format="csv"))`."""
+
+    source: list[str]  # images, folders of images or videos
+    model: str | Path
+    out: Path = Path("runs/predict")
+    exist_ok: bool = False
+    format: str = "json"  # json: predictions.jsonl; csv: predictions.csv
+    glob: str = "*"
+    threshold: float | None = None  # None: the manifest's calibrated per-label thresholds
+    top_k: int | None = None
+    save_images: bool = False
+    max_frames: int | None = None
+    batch_size: int = 16
+    threads: int | None = None  # None: the runtime's own choice
+
+
+def run(config: PredictConfig) -> list[Prediction]:
+    sources = [Path(source) for source in config.source]
+    out = check_output_folder(config.out)
     check_apart_from_inputs(out, sources)
     videos = [s for s in sources if s.is_file() and s.suffix.lower() in VIDEO_SUFFIXES]
     skipped: list[tuple[str, str]] = []  # (file, reason) of every input file not classified
-    images = find_images([s for s in sources if s not in videos], args.glob, skipped)
-    classifier = Classifier(args.model, threshold=args.threshold, top_k=args.top_k, threads=args.threads,
-                            batch_size=args.batch_size)
-    out = run_folder(out, args.exist_ok)
-    writer = Writer(out, args.format, classifier.labels, args.save_images)
+    images = find_images([s for s in sources if s not in videos], config.glob, skipped)
+    classifier = Classifier(config.model, threshold=config.threshold, top_k=config.top_k, threads=config.threads,
+                            batch_size=config.batch_size)
+    out = run_folder(out, config.exist_ok)
+    writer = Writer(out, config.format, classifier.labels, config.save_images)
     predictions, rows = [], []
     one_file = len(sources) == 1 and not videos and sources[0].is_file()
-    for batch in batched_inputs(images, videos, args, skipped, one_file):
+    for batch in batched_inputs(images, videos, config.batch_size, config.max_frames, skipped, one_file):
         names, arrays = zip(*batch)
         for name, rgb, prediction in zip(names, arrays, classifier(list(arrays))):
             prediction.source = name
@@ -175,13 +195,14 @@ def run(args: argparse.Namespace) -> list[Prediction]:
         print("\n".join(f"  {name}: {reason}" for name, reason in skipped[:SKIPPED_ROWS]))
         if len(skipped) > SKIPPED_ROWS:
             print(f"  ... and {len(skipped) - SKIPPED_ROWS} more")
-    print(f"{len(predictions)} predictions ({classifier.adapter.runtime}, {Path(args.model).name}) written to {path}"
-          + (f" and {out / 'images'}" if args.save_images else "")
+    print(f"{len(predictions)} predictions ({classifier.adapter.runtime}, {Path(config.model).name}) written to "
+          f"{path}" + (f" and {out / 'images'}" if config.save_images else "")
           + (f"; skipped files listed in {writer.skipped_path}" if skipped else ""))
     return predictions
 
 
-def batched_inputs(images: list[Path], videos: list[Path], args, skipped: list[tuple[str, str]], one_file: bool):
+def batched_inputs(images: list[Path], videos: list[Path], batch_size: int, max_frames: int | None,
+                   skipped: list[tuple[str, str]], one_file: bool):
     """Batches of (name, RGB uint8 image) from the image files, then the videos' frames; a file that is not a
     readable image is added to `skipped` with the reason, unless it is the one file given (then it is an error)."""
     from hsvlt.images import read_image
@@ -196,14 +217,14 @@ def batched_inputs(images: list[Path], videos: list[Path], args, skipped: list[t
                 raise
             skipped.append((error.path, error.reason))
         progress.update()
-        if len(batch) == args.batch_size:
+        if len(batch) == batch_size:
             yield batch
             batch = []
     for video in videos:
-        for name, rgb in video_frames(video, args.max_frames):
+        for name, rgb in video_frames(video, max_frames):
             batch.append((name, rgb))
             progress.update()
-            if len(batch) == args.batch_size:
+            if len(batch) == batch_size:
                 yield batch
                 batch = []
     progress.close()
@@ -211,25 +232,27 @@ def batched_inputs(images: list[Path], videos: list[Path], args, skipped: list[t
         yield batch
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> PredictConfig:
+    defaults = PredictConfig(source=[], model="")
     parser = argparse.ArgumentParser(prog=program("python -m hsvlt.predict"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="+", help="images, folders of images (searched recursively) or videos")
     parser.add_argument("--model", required=True, help="model.pte (ExecuTorch), model.onnx (ONNX Runtime) or a "
                                                        "checkpoint .pt (PyTorch)")
-    parser.add_argument("--out", type=Path, default=Path("runs/predict"), help="output folder")
+    parser.add_argument("--out", type=Path, default=defaults.out, help="output folder")
     parser.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier run")
-    parser.add_argument("--format", default="json", choices=["json", "csv"],
+    parser.add_argument("--format", default=defaults.format, choices=["json", "csv"],
                         help="predictions.jsonl (every probability, where each label was found) or predictions.csv")
-    parser.add_argument("--glob", default="*", help="folders: only files whose names match (e.g. '*.jpg')")
+    parser.add_argument("--glob", default=defaults.glob, help="folders: only files whose names match (e.g. '*.jpg')")
     parser.add_argument("--threshold", type=unit_interval,
                         help="one probability for every label (default: the manifest's calibrated thresholds)")
     parser.add_argument("--top-k", type=positive_int, help="at most this many labels per image, best first")
     parser.add_argument("--save-images", action="store_true", help="also write annotated images to OUT/images")
     parser.add_argument("--max-frames", type=positive_int, help="videos: at most this many frames each")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per runtime call")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        help="images per runtime call")
     parser.add_argument("--threads", type=positive_int, help="runtime CPU threads (default: its own choice)")
-    return parser.parse_args(argv)
+    return PredictConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv=None) -> list[Prediction]:

@@ -84,7 +84,7 @@ def config(text: str) -> Config:
 
 
 @dataclass(frozen=True)
-class ThroughputSettings:
+class ThroughputConfig:
     """What one measurement run measures and how it recommends (the flags parse into one, `parse_args`)."""
 
     configs: tuple[Config, ...] = tuple(config(text) for text in DEFAULT_CONFIGS)
@@ -98,8 +98,8 @@ class ThroughputSettings:
     out: Path = Path("docs/GPU.md")
 
 
-def parse_args(argv=None) -> ThroughputSettings:
-    defaults = ThroughputSettings()
+def parse_args(argv=None) -> ThroughputConfig:
+    defaults = ThroughputConfig()
     parser = argparse.ArgumentParser(prog="python scripts/gpu_throughput.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", dest="configs", type=config, action="append",
@@ -120,7 +120,7 @@ def parse_args(argv=None) -> ThroughputSettings:
     parser.add_argument("--tests", help="the GPU tests' result line, quoted on the page (scripts/gpu_check.sh)")
     parser.add_argument("--out", type=Path, default=defaults.out, help="page to write")
     args = vars(parser.parse_args(argv))
-    return ThroughputSettings(**{**args, "configs": tuple(args["configs"] or defaults.configs)})
+    return ThroughputConfig(**{**args, "configs": tuple(args["configs"] or defaults.configs)})
 
 
 # ---- training throughput --------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def time_training(cfg: Config, batch: int, device: torch.device, embeddings: tor
 
 
 def measure_config(cfg: Config, device: torch.device, embeddings: torch.Tensor,
-                   args: ThroughputSettings) -> list[Measurement]:
+                   args: ThroughputConfig) -> list[Measurement]:
     results = []
     for batch in cfg.batches:
         torch.cuda.empty_cache()
@@ -264,7 +264,7 @@ def number(value: float, digits: int = 1) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def page(info: dict, results: list[Measurement], choices: dict, args: ThroughputSettings,
+def page(info: dict, results: list[Measurement], choices: dict, args: ThroughputConfig,
          dtype: torch.dtype) -> str:
     rows = ["| model | input (px) | batch | images/s | ms/step | peak allocated (GiB) | peak reserved (GiB) |",
             "|---|---|---|---|---|---|---|"]

@@ -1,5 +1,5 @@
-"""What the exporters share: reading the checkpoint, the int8 program quantised from it, the manifest, and the
-parity check against PyTorch on generated scenes.
+"""What the exporters share: their common settings and flags (ExportConfig, --int8), reading the checkpoint, the
+int8 program quantised from it, the manifest, and the parity check against PyTorch on generated scenes.
 
 Every user-facing failure is an ExportError whose message is one line naming the file and the problem;
 the commands print it as `error: ...` and exit with status 1 (hsvlt.cli).
@@ -143,16 +143,39 @@ def check_parity(source: SourceCheckpoint, count: int, attention_stage: int | No
     return result
 
 
-def add_source_arguments(parser: argparse.ArgumentParser, out_help: str, parity_images: int) -> None:
-    """The flags every exporter takes: the checkpoint, the file to write, the attention output, the preset
-    check and the parity check."""
+@dataclass
+class ExportConfig:
+    """What every export takes (add_source_arguments): the checkpoint, the file to write, the attention output,
+    the preset check and the parity check. Each exporter's config extends it with its own settings."""
+
+    ckpt: Path
+    out: Path
+    attention_stage: int | None = None
+    preset: str | None = None  # refuse a checkpoint of another preset
+    parity_images: int = 32  # generated scenes compared with PyTorch (0: none)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, out_help: str, defaults: ExportConfig) -> None:
+    """The flags of ExportConfig, which every exporter takes; `defaults`: the exporter's own config's."""
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
     parser.add_argument("--out", required=True, type=Path, help=out_help)
     parser.add_argument("--attention-stage", type=non_negative_int,
                         help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
     parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
-    parser.add_argument("--parity-images", type=non_negative_int, default=parity_images,
+    parser.add_argument("--parity-images", type=non_negative_int, default=defaults.parity_images,
                         help="generated scenes to compare with PyTorch on (0: skip)")
+
+
+def add_int8_argument(parser: argparse.ArgumentParser) -> None:
+    """--int8, for the exporters that can take the int8 program quantised from the checkpoint (check_int8_file)."""
+    parser.add_argument("--int8", type=Path, help="int8 program made by quant/qat.py from this checkpoint (.pt2)")
+
+
+def check_int8_file(path: Path | None) -> Path | None:
+    """--int8's file, refused before the export starts when it is not there; None (no --int8) passes."""
+    if path is not None and not path.is_file():
+        raise ExportError(f"{path}: int8 artifact not found")
+    return path
 
 
 def size_mb(path: Path) -> float:

@@ -17,6 +17,7 @@ scenes and is compared with PyTorch.
 import argparse
 import json
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,13 @@ from hsvlt.cli import program
 from hsvlt.deploy.manifest import Quantization, manifest_path, precision_label, write_manifest
 from hsvlt.deploy.wrapper import for_export, trace
 from hsvlt.export.common import (
+    ExportConfig,
     ExportError,
     SourceCheckpoint,
+    add_int8_argument,
     add_source_arguments,
     check_attention_stage,
+    check_int8_file,
     check_parity,
     int8_program,
     load_source,
@@ -40,6 +44,18 @@ from hsvlt.toolchain import quiet_toolchain_calls
 
 # Operations that hold or apply int8 weights in an ML program (iOS 16/17 and iOS 18 forms).
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "dequantize")
+
+
+@dataclass
+class CoreMLConfig(ExportConfig):
+    """One export to an .mlpackage, as `python export/to_coreml.py` takes it (its flags parse into one,
+    `parse_args`); tools call `export` with an opened checkpoint instead."""
+
+    int8: Path | None = None  # the int8 program quant/qat.py made from the checkpoint
+    quantize_weights: bool = False  # Core ML's own int8 weight quantisation
+    fp32: bool = False  # compute in float32 instead of float16
+    # Core ML predicts on macOS alone, one image per call: fewer scenes than the other exporters compare on.
+    parity_images: int = 16
 
 
 @quiet_toolchain_calls()
@@ -147,7 +163,7 @@ def inspect_package(path: Path) -> dict:
 
 
 @quiet_toolchain_calls()
-def predict(path: Path, images: np.ndarray) -> np.ndarray:
+def run_coreml(path: Path, images: np.ndarray) -> np.ndarray:
     """Probabilities from Core ML itself (macOS only) for float N x 3 x S x S images."""
     import coremltools as ct
     from PIL import Image
@@ -158,7 +174,7 @@ def predict(path: Path, images: np.ndarray) -> np.ndarray:
 
 
 def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weights_int8: bool = False, fp16: bool = True,
-           attention_stage: int | None = None, parity_images: int = 16) -> dict:
+           attention_stage: int | None = None, parity_images: int = CoreMLConfig.parity_images) -> dict:
     """Write the .mlpackage and its manifest; returns the package's interface (inspect_package) and, on
     macOS, the parity figures."""
     attention_stage = check_attention_stage(attention_stage, source.model)
@@ -197,27 +213,26 @@ def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weight
               "checked without compiling)")
         return result
     if parity_images:
-        result["parity"] = check_parity(source, parity_images, attention_stage, lambda images: predict(out, images),
+        result["parity"] = check_parity(source, parity_images, attention_stage, lambda images: run_coreml(out, images),
                                         "Core ML")
     return result
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> CoreMLConfig:
+    defaults = CoreMLConfig(ckpt=Path(), out=Path())
     parser = argparse.ArgumentParser(prog=program("python export/to_coreml.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_source_arguments(parser, "output package, e.g. HSVLT.mlpackage", parity_images=16)
-    parser.add_argument("--int8", type=Path, help="int8 program made by quant/qat.py from this checkpoint (.pt2)")
+    add_source_arguments(parser, "output package, e.g. HSVLT.mlpackage", defaults)
+    add_int8_argument(parser)
     parser.add_argument("--quantize-weights", action="store_true",
                         help="int8 weights by Core ML's weight quantisation (no QAT needed)")
     parser.add_argument("--fp32", action="store_true", help="compute in float32 (default: float16)")
-    return parser.parse_args(argv)
+    return CoreMLConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    source = load_source(args.ckpt, args.preset)
-    out = check_output_file(args.out, ".mlpackage")
-    if args.int8 is not None and not args.int8.is_file():
-        raise ExportError(f"{args.int8}: int8 artifact not found")
-    return export(source, out, args.int8, args.quantize_weights, not args.fp32, args.attention_stage,
-                  args.parity_images)
+    config = parse_args(argv)
+    source = load_source(config.ckpt, config.preset)
+    out = check_output_file(config.out, ".mlpackage")
+    return export(source, out, check_int8_file(config.int8), config.quantize_weights, not config.fp32,
+                  config.attention_stage, config.parity_images)

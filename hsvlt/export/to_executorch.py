@@ -13,16 +13,19 @@ with the PyTorch model on generated scenes.
 """
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from hsvlt.cli import positive_int, program
 from hsvlt.deploy.manifest import checkpoint_manifest, manifest_path, precision_label, write_manifest
 from hsvlt.deploy.wrapper import for_export, trace
 from hsvlt.export.common import (
-    ExportError,
+    ExportConfig,
     SourceCheckpoint,
+    add_int8_argument,
     add_source_arguments,
     check_attention_stage,
+    check_int8_file,
     check_parity,
     int8_program,
     load_source,
@@ -32,6 +35,16 @@ from hsvlt.outputs import check_output_file, write_bytes
 from hsvlt.toolchain import quiet_toolchain_calls
 
 BACKENDS = ("xnnpack", "coreml")
+
+
+@dataclass
+class ExecuTorchConfig(ExportConfig):
+    """One export to a .pte, as `python export/to_executorch.py` takes it (its flags parse into one, `parse_args`);
+    tools call `export` with an opened checkpoint instead."""
+
+    int8: Path | None = None  # the int8 program quant/qat.py made from the checkpoint; None: fp32 (fp16 on coreml)
+    backend: str = "xnnpack"
+    max_batch: int = 1
 
 
 @quiet_toolchain_calls()
@@ -92,8 +105,9 @@ def format_delegation(summary: dict, backend: str) -> str:
     return line
 
 
-def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: Path | None = None,
-           attention_stage: int | None = None, max_batch: int = 1, parity_images: int = 32) -> dict:
+def export(source: SourceCheckpoint, out: Path, backend: str = ExecuTorchConfig.backend, int8: Path | None = None,
+           attention_stage: int | None = None, max_batch: int = ExecuTorchConfig.max_batch,
+           parity_images: int = ExecuTorchConfig.parity_images) -> dict:
     """Write `out` (.pte) and its manifest from the opened checkpoint: wrap, export, lower, save, check. Returns the
     delegation summary and the parity figures."""
     attention_stage = check_attention_stage(attention_stage, source.model)
@@ -128,23 +142,23 @@ def export(source: SourceCheckpoint, out: Path, backend: str = "xnnpack", int8: 
     return result
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> ExecuTorchConfig:
+    defaults = ExecuTorchConfig(ckpt=Path(), out=Path())
     parser = argparse.ArgumentParser(prog=program("python export/to_executorch.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_source_arguments(parser, "output program, e.g. model.pte", parity_images=32)
-    parser.add_argument("--int8", type=Path, help="int8 program made by quant/qat.py from this checkpoint (.pt2)")
-    parser.add_argument("--backend", default="xnnpack", choices=BACKENDS,
+    add_source_arguments(parser, "output program, e.g. model.pte", defaults)
+    add_int8_argument(parser)
+    parser.add_argument("--backend", default=defaults.backend, choices=BACKENDS,
                         help="delegate: xnnpack (CPU, every platform) or coreml (Apple; runs on macOS / iOS)")
-    parser.add_argument("--max-batch", type=positive_int, default=1,
+    parser.add_argument("--max-batch", type=positive_int, default=defaults.max_batch,
                         help="largest batch the program accepts (xnnpack; memory grows with it; larger batches "
                              "run in chunks through hsvlt.deploy.runtimes)")
-    return parser.parse_args(argv)
+    return ExecuTorchConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    source = load_source(args.ckpt, args.preset)
-    out = check_output_file(args.out, ".pte")
-    if args.int8 is not None and not args.int8.is_file():
-        raise ExportError(f"{args.int8}: int8 artifact not found")
-    return export(source, out, args.backend, args.int8, args.attention_stage, args.max_batch, args.parity_images)
+    config = parse_args(argv)
+    source = load_source(config.ckpt, config.preset)
+    out = check_output_file(config.out, ".pte")
+    return export(source, out, config.backend, check_int8_file(config.int8), config.attention_stage,
+                  config.max_batch, config.parity_images)

@@ -9,6 +9,7 @@ Runtime and compared with the PyTorch model on generated scenes.
 """
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from hsvlt.cli import program
 from hsvlt.deploy.manifest import manifest_path, write_manifest
 from hsvlt.deploy.wrapper import for_export
 from hsvlt.export.common import (
+    ExportConfig,
     SourceCheckpoint,
     add_source_arguments,
     check_attention_stage,
@@ -31,7 +33,14 @@ from hsvlt.toolchain import quiet_toolchain_calls
 OPSET = 18
 
 
-def export(source: SourceCheckpoint, out: Path, attention_stage: int | None = None, parity_images: int = 32) -> dict:
+@dataclass
+class OnnxConfig(ExportConfig):
+    """One export to an .onnx file, as `python export/to_onnx.py` takes it (its flags, ExportConfig's alone, parse
+    into one, `parse_args`); tools call `export` with an opened checkpoint instead."""
+
+
+def export(source: SourceCheckpoint, out: Path, attention_stage: int | None = None,
+           parity_images: int = OnnxConfig.parity_images) -> dict:
     """Write `out` (.onnx, weights inside the file) and its manifest; returns the parity figures."""
     import onnx
 
@@ -57,14 +66,15 @@ def export(source: SourceCheckpoint, out: Path, attention_stage: int | None = No
     return result
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> OnnxConfig:
+    defaults = OnnxConfig(ckpt=Path(), out=Path())
     parser = argparse.ArgumentParser(prog=program("python export/to_onnx.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_source_arguments(parser, "output file, e.g. model.onnx", parity_images=32)
-    return parser.parse_args(argv)
+    add_source_arguments(parser, "output file, e.g. model.onnx", defaults)
+    return OnnxConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    source = load_source(args.ckpt, args.preset)
-    return export(source, check_output_file(args.out, ".onnx"), args.attention_stage, args.parity_images)
+    config = parse_args(argv)
+    source = load_source(config.ckpt, config.preset)
+    return export(source, check_output_file(config.out, ".onnx"), config.attention_stage, config.parity_images)

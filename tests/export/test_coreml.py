@@ -70,5 +70,5 @@ def test_core_ml_predictions_match_pytorch(package, checkpoint):
     from hsvlt.deploy.runtimes import TorchModel
 
     images = scene_images(4, load_source(checkpoint).img_size)
-    np.testing.assert_allclose(to_coreml.predict(package, images), TorchModel(checkpoint).run(images).probabilities,
+    np.testing.assert_allclose(to_coreml.run_coreml(package, images), TorchModel(checkpoint).run(images).probabilities,
                                atol=2e-2)

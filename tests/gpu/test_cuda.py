@@ -23,7 +23,7 @@ from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.shapes import ShapesDataset
 from hsvlt.data.transforms import eval_transform, train_transform
 from hsvlt.evaluate import main as evaluate_main
-from hsvlt.evaluate import predict
+from hsvlt.evaluate import score_loader
 from hsvlt.losses import build_loss
 from hsvlt.train import main as train_main
 from reports import ablation
@@ -377,7 +377,7 @@ def test_ablation_quick_on_cuda(tmp_path):
     test, _ = ablation.build_test_split(args)
     model, _ = load_model(out / "hsvlt" / "best.pt")
     loader = eval_loader(test, eval_transform(args.img_size), 2 * args.batch_size, 0)
-    on_cpu = predict(model, loader, distributed.Placement(CPU), progress=False)
+    on_cpu = score_loader(model, loader, distributed.Placement(CPU), progress=False)
     saved = np.load(out / "hsvlt" / "test_scores.npz")
     np.testing.assert_array_equal(saved["targets"], on_cpu.targets)
     assert_probabilities_close(on_cpu.scores, saved["scores"], 0.02, 0.005)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from hsvlt.metrics import average_precisions, calibrate_thresholds, evaluate_scores, label_set_metrics, predictions
+from hsvlt.metrics import average_precisions, calibrate_thresholds, chosen_labels, evaluate_scores, label_set_metrics
 
 
 def random_case(seed: int = 0, images: int = 60, classes: int = 6):
@@ -58,7 +58,7 @@ def test_label_set_metrics_on_a_hand_computed_case():
 
 def test_top_k_keeps_at_most_k_labels_that_also_clear_the_threshold():
     scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.1], [0.2, 0.3, 0.1, 0.95, 0.4]])
-    chosen = predictions(scores, 0.5, top_k=3)
+    chosen = chosen_labels(scores, 0.5, top_k=3)
     assert chosen.tolist() == [[True, True, True, False, False], [False, False, False, True, False]]
 
 
