@@ -47,7 +47,7 @@ from hsvlt.engine import (  # parameter_groups, stage_of, warmup_cosine: importa
     stage_of,  # noqa: F401
     warmup_cosine,  # noqa: F401
 )
-from hsvlt.evaluate import format_report, predict
+from hsvlt.evaluate import format_report, score_loader
 from hsvlt.metrics import calibrate_thresholds, evaluate_scores
 from hsvlt.models import PRESETS, create_model
 from hsvlt.models.classifier import is_backbone
@@ -494,9 +494,9 @@ class Trainer:
         raise KeyboardInterrupt(self.stop.requested)
 
     def validate(self):
-        predictions = predict(self.eval_model(), self.val_loader, self.placement, self.engine.loss_fn)
-        self.skipped["validation"].update(predictions.skipped)
-        return predictions, evaluate_scores(predictions.scores, predictions.targets)
+        scored = score_loader(self.eval_model(), self.val_loader, self.placement, self.engine.loss_fn)
+        self.skipped["validation"].update(scored.skipped)
+        return scored, evaluate_scores(scored.scores, scored.targets)
 
     # ---- the run -----------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -518,9 +518,9 @@ class Trainer:
                   f"{self.placement.world_size} x {self.placement.device.type}, {precision}")
         for epoch in range(state.epoch, config.epochs):
             train_log = self.train_epoch(epoch)
-            predictions, result = self.validate()
+            scored, result = self.validate()
             state.epoch, state.skip = epoch + 1, 0
-            log = {"epoch": epoch + 1, **train_log, "val_loss": predictions.loss,
+            log = {"epoch": epoch + 1, **train_log, "val_loss": scored.loss,
                    "label_rms": self.watch.label_scale,
                    "lr": self.optimizer.param_groups[0]["lr"],
                    **{key: result[key] for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")}}
@@ -528,7 +528,7 @@ class Trainer:
             improved = result["mAP"] > state.best_map
             if improved:
                 state.best_map, state.best_epoch, state.stale_epochs = result["mAP"], epoch + 1, 0
-                thresholds = calibrate_thresholds(predictions.scores, predictions.targets)
+                thresholds = calibrate_thresholds(scored.scores, scored.targets)
                 self.best = {"metrics": result, "thresholds": thresholds.tolist(), "epoch": epoch + 1}
                 if self.placement.is_main:
                     save_checkpoint(self.checkpoint(**self.best), self.out / "best.pt")

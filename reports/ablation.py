@@ -46,7 +46,7 @@ from hsvlt.data.base import MultiLabelDataset, to_model_input
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
 from hsvlt.engine import learning_signals
-from hsvlt.evaluate import predict
+from hsvlt.evaluate import score_loader
 from hsvlt.losses import BCELoss
 from hsvlt.machine import count_gflops, describe
 from hsvlt.metrics import average_precision_by_size, evaluate_scores, mean_average_precision, size_bucket_edges
@@ -332,21 +332,21 @@ def score_variant(variant: Variant, study: StudyConfig, folder: Path, placement,
     model, checkpoint = load_model(folder / "best.pt")
     model.to(placement.device)
     loader = eval_loader(test, eval_transform(study.img_size), 2 * study.batch_size, study.workers)
-    predictions = predict(model, loader, placement, BCELoss())
-    save_npz(folder / "test_scores.npz", scores=predictions.scores, targets=predictions.targets)
-    figures = evaluate_scores(predictions.scores, predictions.targets)
-    by_size = average_precision_by_size(predictions.scores, predictions.targets, sizes, edges)
+    scored = score_loader(model, loader, placement, BCELoss())
+    save_npz(folder / "test_scores.npz", scores=scored.scores, targets=scored.targets)
+    figures = evaluate_scores(scored.scores, scored.targets)
+    by_size = average_precision_by_size(scored.scores, scored.targets, sizes, edges)
     model.cpu().eval()
     batch = next(iter(loader))
     signals = learning_signals(model, to_model_input(batch["images"], torch.device("cpu")), batch["targets"])
-    prior = prior_loss(predictions.targets)
+    prior = prior_loss(scored.targets)
     return {
         "key": variant.key, "title": variant.title, "family": variant.family, "preset": model.config.preset,
         "best_epoch": checkpoint.get("epoch"), "val_mAP": checkpoint.get("metrics", {}).get("mAP"),
         "mAP": figures["mAP"], "CF1": figures["CF1"], "OF1": figures["OF1"],
         **{f"AP_{name}": float(value) for name, value in zip(SIZE_BUCKETS, by_size)},
-        "test_loss": predictions.loss, "prior_loss": prior,
-        "learned": predictions.loss < LEARNED_LOSS_RATIO * prior and figures["CF1"] > LEARNED_CF1,
+        "test_loss": scored.loss, "prior_loss": prior,
+        "learned": scored.loss < LEARNED_LOSS_RATIO * prior and figures["CF1"] > LEARNED_CF1,
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "GFLOPs": count_gflops(model, study.img_size), **signals,
     }
