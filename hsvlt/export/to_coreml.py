@@ -232,7 +232,8 @@ def parse_args(argv=None) -> CoreMLConfig:
 
 def main(argv=None) -> dict:
     config = parse_args(argv)
+    int8 = check_int8_file(config.int8)
     source = load_source(config.ckpt, config.preset)
     out = check_output_file(config.out, ".mlpackage")
-    return export(source, out, check_int8_file(config.int8), config.quantize_weights, not config.fp32,
+    return export(source, out, int8, config.quantize_weights, not config.fp32,
                   config.attention_stage, config.parity_images)

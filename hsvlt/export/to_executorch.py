@@ -158,7 +158,8 @@ def parse_args(argv=None) -> ExecuTorchConfig:
 
 def main(argv=None) -> dict:
     config = parse_args(argv)
+    int8 = check_int8_file(config.int8)
     source = load_source(config.ckpt, config.preset)
     out = check_output_file(config.out, ".pte")
-    return export(source, out, config.backend, check_int8_file(config.int8), config.attention_stage,
+    return export(source, out, config.backend, int8, config.attention_stage,
                   config.max_batch, config.parity_images)
