@@ -27,16 +27,19 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+# The test files that take longest on 2 cores (`pytest --durations`), longest first.
+LONGEST_FILES = ("tests/safety/test_installed_command.py", "tests/reports/test_ablation.py",
+                 "tests/reports/test_export_bench.py", "tests/quant/test_qat.py", "tests/reports/test_report_smoke.py",
+                 "tests/export/test_rewrites.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`-n auto`, `--dist loadgroup` in pyproject.toml) the tests of a file that share a
-    module-scoped fixture run on one worker: spread over two, each worker would build the fixture (an export, a
-    trained model) again. Grouped files go out first, largest first (xdist's scope reordering); single tests fill
-    the gaps."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        definitions = info.name2fixturedefs.values() if info else ()
-        if any(definition[-1].scope == "module" for definition in definitions):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    """Under pytest-xdist (`-n auto`; `--dist loadfile --no-loadscope-reorder` in pyproject.toml) each test file
+    runs on one worker, so that no worker builds another's module fixtures (an export, a trained model) again,
+    and the files go out in the order of `items`: the longest first, so that none of them starts last and leaves
+    the other worker idle, then the rest as collected."""
+    rank = {path: index for index, path in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 def make_checkpoint(path, preset: str = "hsvlt_pico", img_size: int = 32, seed: int = 0):
