@@ -5,6 +5,8 @@ Parameter names follow the original ConvNeXt release (dwconv, norm, pwconv1, pwc
 ImageNet checkpoints map onto them one to one (see hsvlt/models/pretrained.py).
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,18 +53,68 @@ def downsample(in_width: int, out_width: int) -> nn.Sequential:
     return nn.Sequential(LayerNorm2d(in_width, eps=1e-6), nn.Conv2d(in_width, out_width, kernel_size=2, stride=2))
 
 
+# Maps of at most this many pixels take SmallMapDepthwise's backward on CPU.
+SMALL_MAP_PIXELS = 25
+
+
+@functools.cache
+def tap_sums(height: int, width: int, kernel: int = 7) -> torch.Tensor:
+    """(H W)^2 x kernel^2 matrix of 0 and 1: which tap of a `kernel`-square depthwise conv (padding kernel // 2)
+    joins output pixel p to input pixel q, for every pair (p, q) (row p * H W + q)."""
+    radius = kernel // 2
+    pixel = torch.arange(height * width)
+    dy = (pixel // width)[None, :] - (pixel // width)[:, None]  # p q
+    dx = (pixel % width)[None, :] - (pixel % width)[:, None]
+    inside = (dy.abs() <= radius) & (dx.abs() <= radius)
+    sums = torch.zeros(height * width * height * width, kernel * kernel)
+    pair = torch.arange(sums.shape[0]).view_as(dy)
+    sums[pair[inside], ((dy + radius) * kernel + dx + radius)[inside]] = 1.0
+    return sums
+
+
+class SmallMapDepthwise(torch.autograd.Function):
+    """A 7x7 depthwise conv (padding 3) whose backward suits maps of a few pixels on CPU, where most of the
+    kernel lies on padding (hsvlt_nano's last two stages at 88 px: 5 x 5 and 2 x 2). oneDNN's backward costs
+    there nearly what it costs on a map many times larger and many times its own forward. This backward takes
+    the input gradient as a forward conv with the flipped kernel, and the weight gradient as the product of
+    every (output, input) pixel pair summed over the batch, then summed per tap. The gradients are the same
+    up to float rounding; reports/train_speed.py times the step."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, bias, padding=3, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        batch, channels, height, width = x.shape
+        grad_x = F.conv2d(grad, weight.flip(2, 3), padding=3, groups=channels) if ctx.needs_input_grad[0] else None
+        pixels = height * width
+        grad_rows = grad.permute(0, 2, 3, 1).reshape(batch, pixels, 1, channels)  # B p 1 C
+        x_rows = x.permute(0, 2, 3, 1).reshape(batch, 1, pixels, channels)  # B 1 q C
+        pairs = (grad_rows * x_rows).sum(0).reshape(pixels * pixels, channels)  # (p q) C
+        grad_weight = (tap_sums(height, width).to(pairs).T @ pairs).T.reshape_as(weight)  # C 1 7 7
+        return grad_x, grad_weight, grad.sum((0, 2, 3))
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """The block's 7x7 depthwise conv. Under CPU bf16 autocast (hsvlt.evaluate.autocast) it runs in float32:
     oneDNN's bf16 depthwise backward is slower than its float32 one (a one-off measurement of hsvlt_nano's
-    training step, forward and backward, on an AVX512-BF16 CPU)."""
+    training step, forward and backward, on an AVX512-BF16 CPU). In training on CPU, maps of at most
+    SMALL_MAP_PIXELS pixels take SmallMapDepthwise's backward."""
 
     def __init__(self, dim: int):
         super().__init__(dim, dim, kernel_size=7, padding=3, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if x.device.type != "cpu":
+            return super().forward(x)
+        if torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
-                return super().forward(x.float())
+                return self.forward(x.float())
+        if self.training and torch.is_grad_enabled() and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS:
+            return SmallMapDepthwise.apply(x, self.weight, self.bias)
         return super().forward(x)
 
 
