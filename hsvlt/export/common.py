@@ -1,5 +1,5 @@
 """What the exporters share: their common settings and flags (ExportConfig, --int8), reading the checkpoint, the
-int8 program quantised from it, the manifest, and the parity check against PyTorch on generated scenes.
+int8 program quantised from it, the manifest, and the parity check against PyTorch on shipped scenes.
 
 Every user-facing failure is an ExportError whose message is one line naming the file and the problem;
 the commands print it as `error: ...` and exit with status 1 (hsvlt.cli).
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hsvlt.checkpoint import CheckpointError, load_model
-from hsvlt.cli import UsageError, non_negative_int
+from hsvlt.cli import UsageError, int_between, non_negative_int
 from hsvlt.deploy.manifest import (
     Quantization,
     checkpoint_manifest,
@@ -23,6 +23,7 @@ from hsvlt.deploy.manifest import (
 )
 from hsvlt.deploy.preprocess import prepare_image, to_input
 from hsvlt.deploy.wrapper import AsTrainedHSVLT
+from hsvlt.images import read_image
 from hsvlt.models.classifier import MultiLabelClassifier
 
 
@@ -102,15 +103,18 @@ def manifest_for(source: SourceCheckpoint, artifact_format: str, precision: str,
                                attention_stage, quantization, **details)
 
 
-def scene_images(count: int, size: int) -> np.ndarray:
-    """`count` generated `shapes` scenes (the validation split of seed 0) as model input, float32 N x 3 x S x S,
-    prepared by hsvlt.deploy.preprocess.prepare_image: what an exported file is compared with PyTorch on. Parity
-    needs realistic images of a known size, not the checkpoint's own data set, so they are drawn here by the scene
-    generator alone: no dataset folder to find, nothing else of the data layer to load."""
-    from hsvlt.data.shapes import ShapesDataset
+# What an exported file is compared with PyTorch on: realistic images of a known size, the same for every
+# checkpoint, and nothing else to load (no data layer, no dataset folder): the first 32 validation scenes of the
+# built-in `shapes` data (seed 0, 128 px), `ShapesDataset("val", 32, 128)`, saved as JPEG (quality 92).
+PARITY_SCENES = sorted((Path(__file__).parent / "parity_scenes").glob("*.jpg"))
 
-    scenes = ShapesDataset("val", count, size)
-    return to_input(np.stack([prepare_image(scenes.load(index)[0], size) for index in range(count)]))
+
+def scene_images(count: int, size: int) -> np.ndarray:
+    """The first `count` parity scenes (PARITY_SCENES) as model input, float32 N x 3 x S x S, prepared by
+    hsvlt.deploy.preprocess.prepare_image as every image is."""
+    if not 0 < count <= len(PARITY_SCENES):
+        raise ExportFlagError(f"--parity-images must be 0..{len(PARITY_SCENES)}, got {count}")
+    return to_input(np.stack([prepare_image(read_image(path), size) for path in PARITY_SCENES[:count]]))
 
 
 def format_parity(result: dict) -> str:
@@ -152,7 +156,7 @@ class ExportConfig:
     out: Path
     attention_stage: int | None = None
     preset: str | None = None  # refuse a checkpoint of another preset
-    parity_images: int = 32  # generated scenes compared with PyTorch (0: none)
+    parity_images: int = 32  # shipped scenes compared with PyTorch (0: none; at most len(PARITY_SCENES))
 
 
 def add_source_arguments(parser: argparse.ArgumentParser, out_help: str, defaults: ExportConfig) -> None:
@@ -162,8 +166,8 @@ def add_source_arguments(parser: argparse.ArgumentParser, out_help: str, default
     parser.add_argument("--attention-stage", type=non_negative_int,
                         help="also output the label-to-pixel attention of this stage (0-3), N x C x h x w")
     parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
-    parser.add_argument("--parity-images", type=non_negative_int, default=defaults.parity_images,
-                        help="generated scenes to compare with PyTorch on (0: skip)")
+    parser.add_argument("--parity-images", type=int_between(0, len(PARITY_SCENES)), default=defaults.parity_images,
+                        help=f"scenes to compare with PyTorch on, 0..{len(PARITY_SCENES)} (0: skip)")
 
 
 def add_int8_argument(parser: argparse.ArgumentParser) -> None:

@@ -60,6 +60,26 @@ def test_command_line_prints_one_line(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_more_parity_images_than_shipped_is_a_usage_error(tmp_path):
+    script = Path(__file__).parents[2] / "export" / "to_onnx.py"
+    done = subprocess.run([sys.executable, str(script), "--ckpt", str(tmp_path / "best.pt"),
+                           "--out", str(tmp_path / "model.onnx"), "--parity-images", "33"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("argument --parity-images: 33 is more than 32")
+    assert "Traceback" not in done.stderr
+
+
+def test_parity_scenes_load_without_the_data_layer():
+    probe = ("import sys\n"
+             "from hsvlt.export.common import scene_images\n"
+             "images = scene_images(3, 40)\n"
+             "print(images.shape, images.dtype, float(images.min()) >= 0.0, float(images.max()) <= 1.0)\n"
+             "print(sorted(name for name in sys.modules if name.startswith('hsvlt.data')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["(3, 3, 40, 40) float32 True True", "[]"]
+
+
 def test_runtime_adapter_errors(checkpoint, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pte: model file not found"):
         open_model(tmp_path / "nothing.pte")

@@ -37,9 +37,12 @@ def test_a_non_editable_install_adds_hsvlt_alone_and_imports_from_anywhere(tmp_p
     elsewhere.mkdir()
     probe = ("import hsvlt, hsvlt.export.to_executorch, hsvlt.export.common, hsvlt.quant.qat, hsvlt.deploy.camera, "
              "hsvlt.bench.export_bench, hsvlt.command\n"
+             "print(len(hsvlt.export.common.PARITY_SCENES))\n"
              "print(hsvlt.__file__)")
     env = {**os.environ, "PYTHONPATH": str(target)}
     done = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert Path(done.stdout.strip().splitlines()[-1]).is_relative_to(target)
+    *_, scenes, location = done.stdout.strip().splitlines()
+    assert Path(location).is_relative_to(target)
+    assert scenes == "32"  # the exporters' parity scenes ship as package data
