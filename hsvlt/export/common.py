@@ -112,8 +112,8 @@ PARITY_SCENES = sorted((Path(__file__).parent / "parity_scenes").glob("*.jpg"))
 def scene_images(count: int, size: int) -> np.ndarray:
     """The first `count` parity scenes (PARITY_SCENES) as model input, float32 N x 3 x S x S, prepared by
     hsvlt.deploy.preprocess.prepare_image as every image is."""
-    if not 0 < count <= len(PARITY_SCENES):
-        raise ExportFlagError(f"--parity-images must be 0..{len(PARITY_SCENES)}, got {count}")
+    if not 1 <= count <= len(PARITY_SCENES):  # 0 means no check: the callers skip it before coming here
+        raise ExportFlagError(f"--parity-images: {count} scenes asked for, 1..{len(PARITY_SCENES)} ship")
     return to_input(np.stack([prepare_image(read_image(path), size) for path in PARITY_SCENES[:count]]))
 
 
