@@ -63,7 +63,8 @@ def test_command_line_prints_one_line(tmp_path):
 def test_more_parity_images_than_shipped_is_a_usage_error(tmp_path):
     script = Path(__file__).parents[2] / "export" / "to_onnx.py"
     done = subprocess.run([sys.executable, str(script), "--ckpt", str(tmp_path / "best.pt"),
-                           "--out", str(tmp_path / "model.onnx"), "--parity-images", "33"], capture_output=True, text=True)
+                           "--out", str(tmp_path / "model.onnx"), "--parity-images", "33"],
+                          capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("argument --parity-images: 33 is more than 32")
     assert "Traceback" not in done.stderr
