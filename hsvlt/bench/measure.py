@@ -141,6 +141,8 @@ def time_in_turns(paths: dict[str, Path], threads: int, runs: int, warmup: int) 
     """Time every file at batch 1, each in its own process, all loaded at once and timed in turns: ROUNDS
     rounds of runs / ROUNDS calls each, the order rotated every round. On a shared machine whose speed drifts
     from one minute to the next, every runtime then sees the same minutes, and the ratios between them hold."""
+    if not paths:  # every export failed (or none was asked for): nothing to time
+        return {}
     runtimes = {key: RuntimeProcess(path, threads, warmup) for key, path in paths.items()}
     times = {key: [] for key in runtimes}
     keys = list(runtimes)

@@ -25,6 +25,7 @@ from reports.ablation import (
     main,
     parse_args,
     prior_loss,
+    pte_latency,
     variant_model,
 )
 
@@ -153,6 +154,15 @@ def test_prior_loss_is_the_loss_of_scoring_each_class_at_its_frequency():
     p = np.array([0.5, 0.25])
     expected = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).sum(1).mean()
     assert prior_loss(targets) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_study_whose_exports_all_fail_records_no_latency(tmp_path, capsys):
+    """Where no program can be exported (no checkpoint here; a machine without executorch alike), the variants
+    get no latency or size, and the study goes on."""
+    results = [{"key": "hsvlt"}, {"key": "no-ivla"}]
+    pte_latency(results, {r["key"]: tmp_path / r["key"] for r in results}, latency_runs=2)
+    assert all(r[f"pte_{kind}_{unit}"] is None for r in results for kind in ("fp32", "int8") for unit in ("ms", "mb"))
+    assert capsys.readouterr().out.count("export failed") == 4
 
 
 def test_flop_count_of_a_known_layer():
