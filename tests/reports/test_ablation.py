@@ -26,6 +26,7 @@ from reports.ablation import (
     parse_args,
     prior_loss,
     pte_latency,
+    variant_config,
     variant_model,
 )
 
@@ -35,7 +36,7 @@ torch.set_flush_denormal(True)
 # The study the two end-to-end tests share (trained once per test process): two variants of the from-scratch
 # family, each swept at two rates, at 32 px, the smallest input every stage of the presets takes.
 STUDY_FLAGS = ["--quick", "--variants", "hsvlt", "no-ivla", "--sweep-factors", "0.5", "1", "--img-size", "32",
-               "--train-size", "64", "--sweep-train-size", "32", "--val-size", "16", "--test-size", "24",
+               "--scratch-train-size", "64", "--sweep-train-size", "32", "--val-size", "16", "--test-size", "24",
                "--workers", "0", "--latency-runs", "2", "--bootstrap", "40"]
 
 
@@ -120,7 +121,7 @@ def test_every_variant_builds_and_learns_a_step(variant):
     args = parse_args(["--quick"])
     torch.manual_seed(0)
     model = create_model(variant_model(variant, args), embeddings, img_size=32,
-                         **dict(variant.settings))
+                         **variant.train_settings)
     images = torch.rand(2, 3, 32, 32)
     targets = (torch.rand(2, len(bundle.labels)) > 0.5).float()
     before = [p.detach().clone() for p in model.parameters()]
@@ -130,7 +131,7 @@ def test_every_variant_builds_and_learns_a_step(variant):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     signals = learning_signals(model, images, targets)
     assert len(signals["grad_norm"]) == 4 and all(value > 0 for value in signals["grad_norm"])
-    has_labels = dict(variant.settings).get("fusion") != "none"
+    has_labels = variant.train_settings.get("fusion") != "none"
     assert bool(signals["S_rms"]) == has_labels and all(value > 0 for value in signals["S_rms"].values())
 
 
@@ -195,6 +196,16 @@ def test_claims_verdicts_follow_the_paired_interval_within_each_family():
     assert "feedback" not in claims_section(results)
 
 
+def test_no_two_variants_train_the_same_model():
+    """Each variant's settings change the model it builds: a variant whose settings restate its family's would
+    compare a model with itself."""
+    embeddings = torch.from_numpy(build_data("shapes", image_size=32, train_size=4, val_size=2).embeddings)
+    study = parse_args([])
+    configs = {v.key: create_model(variant_model(v, study), embeddings, img_size=32, **v.train_settings).config
+               for v in VARIANTS}
+    assert len(set(configs.values())) == len(VARIANTS), configs
+
+
 def test_quick_and_full_defaults_and_variant_choice():
     quick = parse_args(["--quick"])
     assert quick.model == "hsvlt_pico" and str(quick.page).startswith("runs/ablation-quick")
@@ -204,6 +215,14 @@ def test_quick_and_full_defaults_and_variant_choice():
     chosen = parse_args(["--variants", "lite0-pooled", "late", "hsvlt"])
     assert [v.key for v in chosen.variant_list] == ["hsvlt", "late", "lite0-pooled"]  # table order
     assert variant_model(chosen.variant_list[2], chosen) == "hsvlt_lite0"
+    # Each family trains on its own budget: the from-scratch one on the default run's scenes x epochs.
+    assert full.budget("scratch") == (12000, 7) and full.budget("edge") == (4000, 3)
+    by_key = {v.key: v for v in VARIANTS}
+    for key, budget in (("late", (12000, 7)), ("lite0-late", (4000, 3))):
+        config = variant_config(by_key[key], full, full.out)
+        assert (config.train_size, config.epochs) == budget
+    custom = parse_args(["--scratch-train-size", "500", "--scratch-epochs", "2", "--epochs", "4"])
+    assert custom.budget("scratch") == (500, 2) and custom.budget("edge") == (4000, 4)
 
 
 def test_a_page_rewritten_whole_keeps_the_sections_other_reports_own(tmp_path):
