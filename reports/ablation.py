@@ -12,8 +12,9 @@ this run.
                     language update, no head norms
 
 The from-scratch family trains with the bounded language update and head norms (FAMILY_SETTINGS): with the
-paper's update the late-fusion baseline's multi-modal feature collapses to 0 in its first few hundred steps and
-never recovers (docs/RESULTS.md, learning signals), so its claim could not be tested. (j) keeps the paper's model.
+paper's update the late-fusion baseline's multi-modal feature at the head collapses towards 0 within its first few
+hundred steps and never recovers (its training loss stays at the prior's, even on the default run's budget), so the
+claims it and the last-stage-only variant test could not be measured. (j) keeps the paper's model.
 
 Each variant first gets its peak learning rate from the same small sweep (--sweep-factors times its family's rate,
 each trained on --sweep-train-size scenes, the best validation mAP wins), then trains through hsvlt.train (its
