@@ -14,17 +14,18 @@ this run.
 The from-scratch family trains with the bounded language update and head norms (FAMILY_SETTINGS): with the
 paper's update the late-fusion baseline's multi-modal feature at the head collapses within its first few hundred
 steps and never recovers (its training loss stays at the prior's, even on the default run's budget); with the
-bounded one it starts to learn. (j) keeps the paper's model.
+bounded one it starts to learn. (j) keeps the paper's model. The family trains at 5e-4 (FAMILY_RATES says why).
 
-Each variant first gets its peak learning rate from the same small sweep (--sweep-factors times its family's rate,
-each trained on --sweep-train-size scenes, the best validation mAP wins), then trains through hsvlt.train (its
-family's scenes and epochs; the same image size and seed for all); its best epoch by validation mAP is scored on a
-separate test split (scenes built from item photos no training or validation scene uses): mAP and its 95% bootstrap
-interval, CF1 and OF1 at threshold 0.5, AP by item size, the test loss against the prior's (did it learn?),
-parameters, GFLOPs, and the batch-1 latency and file size of its XNNPACK .pte, fp32 and int8, all timed in one run,
-in turns. One batch of test images through each trained model gives the learning signals: the gradient norm of each
-backbone stage, and the scale of the label tokens L and of the multi-modal feature S at each stage's last block.
-Each claim compares two variants of one family with a paired bootstrap interval of their mAP difference.
+Each variant gets its peak learning rate from its family's sweep (the edge family: --sweep-factors times its
+family's rate, each trained on --sweep-train-size scenes, the best validation mAP wins; the from-scratch family is
+not swept, FAMILY_RATES), then trains through hsvlt.train (its family's scenes and epochs; the same image size
+and seed for all); its best epoch by validation mAP is scored on a separate test split (scenes built from item
+photos no training or validation scene uses): mAP and its 95% bootstrap interval, CF1 and OF1 at threshold 0.5, AP
+by item size, the test loss against the prior's (did it learn?), parameters, GFLOPs, and the batch-1 latency and
+file size of its XNNPACK .pte, fp32 and int8, all timed in one run, in turns. One batch of test images through each
+trained model gives the learning signals: the gradient norm of each backbone stage, and the scale of the label
+tokens L and of the multi-modal feature S at each stage's last block. Each claim compares two variants of one family
+with paired bootstrap intervals of their mAP and AP-small differences.
 
 --quick checks the whole pipeline in a few minutes (its numbers mean nothing).
 """
@@ -58,6 +59,7 @@ from hsvlt.machine import count_gflops, describe
 from hsvlt.metrics import average_precision_by_size, evaluate_scores, mean_average_precision, size_bucket_edges
 from hsvlt.models import PRESETS
 from hsvlt.outputs import run_folder, save_figure, save_npz, write_json, write_text
+from hsvlt.recipes import data_defaults
 from hsvlt.train import TrainConfig, train
 from hsvlt.train import parse_args as parse_train_flags
 
@@ -101,6 +103,14 @@ VARIANTS = (
 # TrainConfig fields every variant of a family starts from (a variant's own settings override them): from scratch,
 # the bounded language update and a LayerNorm on each stage's S at the head; the pretrained edge family as trained.
 FAMILY_SETTINGS = {"scratch": (("language_update", "post_norm"), ("head_norm", True)), "edge": ()}
+# Each family's peak learning rate (None: hsvlt.train's for the family, 1e-4 pretrained) and the factors of it its
+# sweep tries. From scratch at hsvlt.train's 2e-3 the variants whose head sees only the last stage (without CSA, late
+# fusion) learn for a few hundred steps and then stop for good: the label-to-pixel attention on the last stage's
+# 2 x 2 map turns one-hot and the gradient reaching the backbone falls by orders of magnitude. At 5e-4 they keep
+# learning over the whole budget, and HSVLT itself learns as fast. A one-epoch sweep on a few thousand scenes ends
+# before the collapse and favours the faster, higher rate, so the from-scratch family trains at 5e-4 unswept.
+FAMILY_RATES = {"scratch": 5e-4, "edge": None}
+FAMILY_SWEEPS = {"scratch": (1.0,), "edge": (0.3, 1.0, 3.0)}
 # The paper's claims and the edge question, each as (reference, variant, what the reference shows if it holds).
 CLAIMS = (
     ("hsvlt", "no-csa", "aggregating S across scales (CSA) beats the last scale alone, most for small items"),
@@ -146,8 +156,8 @@ class StudyConfig:
     scratch_train_size: int | None = None  # the from-scratch family's training scenes
     scratch_epochs: int | None = None  # the from-scratch family's epochs
     batch_size: int = 32
-    lr: float | None = None  # None: hsvlt.train's rate for the variant's family
-    sweep_factors: tuple[float, ...] = (0.3, 1.0, 3.0)
+    lr: float | None = None  # None: the variant's family's (FAMILY_RATES, else hsvlt.train's)
+    sweep_factors: tuple[float, ...] | None = None  # None: each family's (FAMILY_SWEEPS)
     sweep_train_size: int | None = None
     train_args: str = ""
     seed: int = 0
@@ -173,7 +183,7 @@ class StudyConfig:
         out = Path(self.out or ("runs/ablation-quick" if self.quick else "runs/ablation"))
         return replace(self, **filled, out=out, doc=self.doc and Path(self.doc), plot=self.plot and Path(self.plot),
                        variants=tuple(self.variants) if self.variants else None,
-                       sweep_factors=tuple(self.sweep_factors))
+                       sweep_factors=self.sweep_factors and tuple(self.sweep_factors))
 
     @property
     def page(self) -> Path:
@@ -190,6 +200,10 @@ class StudyConfig:
         if family == "scratch":
             return self.scratch_train_size, self.scratch_epochs
         return self.train_size, self.epochs
+
+    def factors(self, family: str) -> tuple[float, ...]:
+        """The factors of its rate a family's sweep tries: --sweep-factors, else the family's own."""
+        return self.sweep_factors or FAMILY_SWEEPS[family]
 
     def budget_text(self, family: str) -> str:
         """A family's budget in words: "12000 x 7"."""
@@ -230,11 +244,13 @@ def parse_args(argv=None) -> StudyConfig:
                                                            f"(default: {FULL['scratch_epochs']})")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="training batch size")
     parser.add_argument("--lr", type=positive_float,
-                        help="peak learning rate every variant's sweep is centred on (default: hsvlt.train's for "
-                             "its family: from scratch or pretrained)")
-    parser.add_argument("--sweep-factors", type=positive_float, nargs="+", default=list(defaults.sweep_factors),
-                        metavar="F", help="learning rates tried per variant, as factors of its family's rate; one "
-                                          "factor skips the sweep")
+                        help="peak learning rate of every variant, the centre of its sweep (default: its family's: "
+                             f"{FAMILY_RATES['scratch']:g} from scratch, hsvlt.train's pretrained rate for the edge "
+                             "family)")
+    parser.add_argument("--sweep-factors", type=positive_float, nargs="+", metavar="F",
+                        help="learning rates tried per variant, as factors of its family's rate; one factor skips "
+                             "the sweep (default: none from scratch, "
+                             f"{' '.join(f'{f:g}' for f in FAMILY_SWEEPS['edge'])} for the edge family)")
     parser.add_argument("--sweep-train-size", type=positive_int,
                         help=f"training scenes of each sweep run, one epoch (default: {FULL['sweep_train_size']})")
     parser.add_argument("--train-args", default=defaults.train_args,
@@ -296,8 +312,9 @@ def variant_config(variant: Variant, study: StudyConfig, folder: Path, **changes
     train_size, epochs = study.budget(variant.family)
     config = TrainConfig(data=study.data, root=study.root, model=variant_model(variant, study),
                          img_size=study.img_size, train_size=train_size, val_size=study.val_size, epochs=epochs,
-                         batch_size=study.batch_size, lr=study.lr, seed=study.seed, workers=study.workers,
-                         device=study.device, out=folder, exist_ok=True, **variant.train_settings)
+                         batch_size=study.batch_size, lr=study.lr or FAMILY_RATES[variant.family],
+                         seed=study.seed, workers=study.workers, device=study.device, out=folder, exist_ok=True,
+                         **variant.train_settings)
     return replace(parse_train_flags(shlex.split(study.train_args), base=config), **changes)
 
 
@@ -306,7 +323,7 @@ def variant_model(variant: Variant, study: StudyConfig) -> str:
 
 
 def family_rate(variant: Variant, study: StudyConfig) -> float:
-    """The rate hsvlt.train gives the variant (from scratch or pretrained, or --lr): the sweep's centre."""
+    """The variant's peak rate (--lr, its family's FAMILY_RATES, or hsvlt.train's): the sweep's centre."""
     return variant_config(variant, study, study.out).resolved().lr
 
 
@@ -319,7 +336,7 @@ def sweep_learning_rate(variant: Variant, study: StudyConfig, folder: Path) -> l
         return json.loads(record.read_text())
     base = family_rate(variant, study)
     rows = []
-    for factor in study.sweep_factors:
+    for factor in study.factors(variant.family):
         lr = float(f"{base * factor:.3g}")
         config = variant_config(variant, study, folder / f"lr{lr:g}", lr=lr, train_size=study.sweep_train_size,
                                 epochs=1)
@@ -418,22 +435,29 @@ def pte_latency(results: list[dict], folders: dict[str, Path], latency_runs: int
             result[f"pte_{name}_mb"] = path.stat().st_size / 1e6 if path else None
 
 
-def add_bootstrap(results: list[dict], folders: dict[str, Path], rounds: int, seed: int) -> None:
-    """mAP 95% intervals, and for each claim the paired interval of the reference's mAP minus the variant's (the
-    same resampled images)."""
+def add_bootstrap(results: list[dict], folders: dict[str, Path], rounds: int, seed: int, sizes: np.ndarray,
+                  edges: tuple[float, ...]) -> None:
+    """mAP 95% intervals, and for each claim the paired intervals of the reference's mAP and AP small minus the
+    variant's (the same resampled images)."""
     data = {r["key"]: np.load(folders[r["key"]] / "test_scores.npz") for r in results}
     count = len(next(iter(data.values()))["targets"])
     samples = bootstrap_samples(count, rounds, seed)
     resampled = {key: [mean_average_precision(d["scores"][s], d["targets"][s]) for s in samples]
-                 for key, d in data.items()}
+                 for key, d in tqdm(data.items(), desc="bootstrap mAP", leave=False)}
     by_key = {r["key"]: r for r in results}
     for result in results:
         result["mAP_ci"] = bootstrap_interval(resampled[result["key"]])
-    for reference, key, _ in CLAIMS:
-        if reference in by_key and key in by_key:
-            by_key[key]["reference_minus_this"] = by_key[reference]["mAP"] - by_key[key]["mAP"]
-            pairs = zip(resampled[reference], resampled[key])
-            by_key[key]["reference_minus_this_ci"] = bootstrap_interval([ref - value for ref, value in pairs])
+    claims = [(reference, key) for reference, key, _ in CLAIMS if reference in by_key and key in by_key]
+    small = {key: [average_precision_by_size(d["scores"][s], d["targets"][s], sizes[s], edges)[0] for s in samples]
+             for key, d in tqdm(data.items(), desc="bootstrap AP small", leave=False)
+             if any(key in claim for claim in claims)}
+    for reference, key in claims:
+        by_key[key]["reference_minus_this"] = by_key[reference]["mAP"] - by_key[key]["mAP"]
+        pairs = zip(resampled[reference], resampled[key])
+        by_key[key]["reference_minus_this_ci"] = bootstrap_interval([ref - value for ref, value in pairs])
+        by_key[key]["reference_minus_this_small"] = by_key[reference]["AP_small"] - by_key[key]["AP_small"]
+        pairs = zip(small[reference], small[key])
+        by_key[key]["reference_minus_this_small_ci"] = bootstrap_interval([ref - value for ref, value in pairs])
 
 
 # ---- the page and the plot ----------------------------------------------------------------------------------
@@ -466,11 +490,12 @@ def results_table(results: list[dict]) -> str:
 
 
 def sweep_table(results: list[dict]) -> str:
-    """Validation mAP of each variant at each swept rate; the chosen rate in bold."""
-    rates = sorted({row["factor"] for r in results for row in r["sweep"]})
+    """Validation mAP of each swept variant at each rate; the chosen rate in bold."""
+    swept = [r for r in results if len(r["sweep"]) > 1]
+    rates = sorted({row["factor"] for r in swept for row in r["sweep"]})
     header = "| variant | " + " | ".join(f"{factor:g} x" for factor in rates) + " | chosen lr |"
     lines = [header, "|" + "---|" * (len(rates) + 2)]
-    for r in results:
+    for r in swept:
         by_factor = {row["factor"]: row for row in r["sweep"]}
         cells = []
         for factor in rates:
@@ -505,32 +530,40 @@ def claims_section(results: list[dict]) -> str:
     allows one to say. A claim whose variants did not both learn gets no verdict."""
     by_key = {r["key"]: r for r in results}
     lines = ["| claim | reference vs variant | mAP difference, reference minus variant (paired 95% CI) | "
-             "AP small difference | verdict on this test set |", "|---|---|---|---|---|"]
+             "AP small difference (paired 95% CI) | verdict on this test set (mAP; AP small) |",
+             "|---|---|---|---|---|"]
     for reference, key, claim in CLAIMS:
         if reference not in by_key or key not in by_key:
             continue
         ref, other = by_key[reference], by_key[key]
         delta, (low, high) = other["reference_minus_this"], other["reference_minus_this_ci"]
+        small, (small_low, small_high) = other["reference_minus_this_small"], other["reference_minus_this_small_ci"]
         if not (ref["learned"] and other["learned"]):
             text = "none: " + " and ".join(r["title"] for r in (ref, other) if not r["learned"]) + " did not learn"
         else:
-            text = verdict(low, high)
-        small = ref["AP_small"] - other["AP_small"]
+            text = f"{verdict(low, high)}; AP small: {verdict(small_low, small_high)}"
         lines.append(f"| {claim} | {ref['title']} vs {other['title']} | {delta:+.1f} ({low:+.1f} to {high:+.1f}) | "
-                     f"{small:+.1f} | {text} |")
+                     f"{small:+.1f} ({small_low:+.1f} to {small_high:+.1f}) | {text} |")
     return "\n".join(lines) + "\n"
 
 
 def settings_table(study: StudyConfig) -> str:
-    recipe = " ".join(part for part in (f"--lr {study.lr}" if study.lr else "", study.train_args) if part)
-    factors = ", ".join(f"{factor:g}" for factor in study.sweep_factors)
+
+    def rate(family: str) -> str:
+        factors = study.factors(family)
+        text = f"{family_rate(next(v for v in VARIANTS if v.family == family), study):g}"
+        if len(factors) == 1:
+            return f"{text} x {factors[0]:g}, not swept" if factors[0] != 1 else f"{text}, not swept"
+        return (f"{', '.join(f'{factor:g}' for factor in factors)} x {text}, 1 epoch on {study.sweep_train_size} "
+                "scenes each")
+
     rows = [("training scenes x epochs, from scratch", study.budget_text("scratch")),
             ("training scenes x epochs, edge family", study.budget_text("edge")),
             ("validation scenes (pick the best epoch and the rate)", study.val_size),
             ("test scenes (the table)", study.test_size), ("batch", study.batch_size),
             ("image size (px)", study.img_size), ("seed", study.seed),
-            ("learning-rate sweep", f"{factors} x the family's rate, 1 epoch on {study.sweep_train_size} scenes"),
-            ("hsvlt.train recipe", f"its defaults {recipe}".strip())]
+            ("peak learning rate, from scratch", rate("scratch")), ("peak learning rate, edge family", rate("edge")),
+            ("hsvlt.train recipe", f"its defaults {study.train_args}".strip())]
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
 
 
@@ -564,9 +597,10 @@ Machine: {machine}.
 
 Two families, each variant on its family's data and budget: from scratch on `{study.model}`, and the edge
 family on `{study.edge_model}` from its ImageNet weights. The from-scratch family trains with the bounded language
-update and head norms, (j) with the paper's model as published (reports/ablation.py, FAMILY_SETTINGS, says why).
-Each variant trains through `hsvlt.train` at the rate its sweep chose; its best epoch by validation mAP is scored on
-test scenes built from item photos that no training or validation scene uses:
+update and head norms, (j) with the paper's model as published (reports/ablation.py, FAMILY_SETTINGS, says why),
+and at a lower peak rate than hsvlt.train's from-scratch {data_defaults(study.data)['lr']:g}, unswept (FAMILY_RATES
+says why). Each variant trains through `hsvlt.train` at its family's rate or the one its sweep chose; its best
+epoch by validation mAP is scored on test scenes built from item photos that no training or validation scene uses:
 
 {variants}
 
@@ -597,9 +631,10 @@ the mAP difference that excludes 0 resolves it; one that contains 0 means this t
 {claims_section(results)}
 ## Learning rates
 
-Validation mAP after one epoch on {study.sweep_train_size} scenes at each rate (factor x the family's rate:
-hsvlt.train's from-scratch rate, or its pretrained one). The chosen rate, in bold, trains the variant: the best,
-unless it beats the family's rate by no more than {SWEEP_MARGIN:g} point (noise for runs this short).
+Validation mAP after one epoch on {study.sweep_train_size} scenes at each rate (factor x the family's rate), for
+the variants of a swept family. The chosen rate, in bold, trains the variant: the best, unless it beats the
+family's rate by no more than {SWEEP_MARGIN:g} point (noise for runs this short). A family with one factor trains
+at its rate (the table's lr column).
 
 {sweep_table(results)}
 
@@ -683,8 +718,9 @@ def run(study: StudyConfig) -> list[dict]:
     for number, variant in enumerate(study.variant_list, 1):
         folder = folders[variant.key] = study.out / variant.key
         print(f"[{number}/{len(study.variant_list)}] {variant.title}")
-        sweep = (sweep_learning_rate(variant, study, folder / "sweep") if len(study.sweep_factors) > 1 else
-                 [{"lr": family_rate(variant, study), "factor": study.sweep_factors[0],
+        factors = study.factors(variant.family)
+        sweep = (sweep_learning_rate(variant, study, folder / "sweep") if len(factors) > 1 else
+                 [{"lr": family_rate(variant, study), "factor": factors[0],
                    "val_mAP": float("nan"), "val_CF1": float("nan")}])
         train_minutes = train_variant(variant, study, folder, sweep[0]["lr"])
         result = {**score_variant(variant, study, folder, placement, test, sizes, edges),
@@ -695,7 +731,7 @@ def run(study: StudyConfig) -> list[dict]:
               f"{result['AP_medium']:.1f} / {result['AP_large']:.1f}")
         results.append(result)
     pte_latency(results, folders, study.latency_runs, study.resume)
-    add_bootstrap(results, folders, study.bootstrap, study.seed)
+    add_bootstrap(results, folders, study.bootstrap, study.seed, sizes, edges)
     minutes = (time.perf_counter() - started) / 60
     machine = machine_description(placement)
     write_json(study.out / "results.json", {"command": study.command, "machine": machine, "minutes": minutes,

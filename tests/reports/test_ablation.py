@@ -18,10 +18,13 @@ from hsvlt.engine import learning_signals
 from hsvlt.losses import BCELoss
 from hsvlt.models import create_model
 from hsvlt.outputs import run_folder
+from hsvlt.train import TrainConfig
 from reports.ablation import (
+    FAMILY_RATES,
     VARIANTS,
     claims_section,
     count_gflops,
+    family_rate,
     main,
     parse_args,
     prior_loss,
@@ -73,6 +76,8 @@ def test_study_sweeps_trains_scores_times_and_writes_page_and_plot(finished_stud
             assert r[f"pte_{kind}_ms"] > 0 and r[f"pte_{kind}_mb"] > 0
     assert len(results["hsvlt"]["S_rms"]) == 4 and results["no-ivla"]["S_rms"] == {}
     assert "reference_minus_this_ci" in results["no-ivla"] and "reference_minus_this" not in results["hsvlt"]
+    low, high = results["no-ivla"]["reference_minus_this_small_ci"]
+    assert (low <= high) or np.isnan(results["no-ivla"]["reference_minus_this_small"])  # no small item in 24 images
 
     page = (docs / "RESULTS.md").read_text()
     assert "python reports/ablation.py --quick --variants hsvlt" in page
@@ -171,27 +176,32 @@ def test_flop_count_of_a_known_layer():
     assert count_gflops(conv, 8) == pytest.approx(2 * 8 * 8 * 3 * 4 / 1e9)
 
 
-def result(key, title, ap_small, learned=True, difference=None, interval=None):
-    row = {"key": key, "title": title, "AP_small": ap_small, "learned": learned}
+def result(key, title, learned=True, difference=None, interval=None, small=None, small_interval=None):
+    row = {"key": key, "title": title, "learned": learned}
     if difference is not None:
-        row.update(reference_minus_this=difference, reference_minus_this_ci=interval)
+        row.update(reference_minus_this=difference, reference_minus_this_ci=interval,
+                   reference_minus_this_small=small, reference_minus_this_small_ci=small_interval)
     return row
 
 
 def test_claims_verdicts_follow_the_paired_interval_within_each_family():
     results = [
-        result("hsvlt", "(a)", 50.0),
-        result("no-csa", "(b)", 40.0, difference=3.0, interval=(1.0, 5.0)),
-        result("late", "(d)", 55.0, difference=1.0, interval=(-1.0, 3.0)),
-        result("no-ivla", "(c)", 60.0, difference=-4.0, interval=(-6.0, -2.0)),
-        result("lite0", "(f)", 30.0),
-        result("lite0-pooled", "(g)", 20.0, learned=False, difference=8.0, interval=(6.0, 10.0)),
+        result("hsvlt", "(a)"),
+        result("no-csa", "(b)", difference=3.0, interval=(1.0, 5.0), small=10.0, small_interval=(-2.0, 12.0)),
+        result("late", "(d)", difference=1.0, interval=(-1.0, 3.0), small=5.0, small_interval=(2.0, 8.0)),
+        result("no-ivla", "(c)", difference=-4.0, interval=(-6.0, -2.0), small=-5.0, small_interval=(-7.0, -3.0)),
+        result("lite0", "(f)"),
+        result("lite0-pooled", "(g)", learned=False, difference=8.0, interval=(6.0, 10.0), small=10.0,
+               small_interval=(8.0, 12.0)),
     ]
     rows = {line.split(" | ")[1].split(" vs ")[1]: line for line in claims_section(results).splitlines()
             if " vs " in line}
-    assert "reference better: difference resolved" in rows["(b)"] and "+10.0" in rows["(b)"]
-    assert "no resolved difference" in rows["(d)"] and re.search(r"\+1\.0 \(-1\.0 to \+3\.0\)", rows["(d)"])
-    assert "reference worse: difference resolved" in rows["(c)"]
+    # The verdict reads the mAP interval first, then AP small's.
+    assert "reference better: difference resolved; AP small: no resolved difference" in rows["(b)"]
+    assert re.search(r"\+10\.0 \(-2\.0 to \+12\.0\)", rows["(b)"])
+    assert "no resolved difference (interval contains 0); AP small: reference better" in rows["(d)"]
+    assert re.search(r"\+1\.0 \(-1\.0 to \+3\.0\)", rows["(d)"])
+    assert "reference worse: difference resolved; AP small: reference worse" in rows["(c)"]
     assert "(f) vs (g)" in rows["(g)"] and "none: (g) did not learn" in rows["(g)"]
     assert "feedback" not in claims_section(results)
 
@@ -211,7 +221,7 @@ def test_quick_and_full_defaults_and_variant_choice():
     assert quick.model == "hsvlt_pico" and str(quick.page).startswith("runs/ablation-quick")
     full = parse_args([])
     assert full.model == "hsvlt_nano" and full.edge_model == "hsvlt_lite0" and str(full.page) == "docs/RESULTS.md"
-    assert [v.key for v in full.variant_list] == [v.key for v in VARIANTS] and len(full.sweep_factors) == 3
+    assert [v.key for v in full.variant_list] == [v.key for v in VARIANTS]
     chosen = parse_args(["--variants", "lite0-pooled", "late", "hsvlt"])
     assert [v.key for v in chosen.variant_list] == ["hsvlt", "late", "lite0-pooled"]  # table order
     assert variant_model(chosen.variant_list[2], chosen) == "hsvlt_lite0"
@@ -223,6 +233,19 @@ def test_quick_and_full_defaults_and_variant_choice():
         assert (config.train_size, config.epochs) == budget
     custom = parse_args(["--scratch-train-size", "500", "--scratch-epochs", "2", "--epochs", "4"])
     assert custom.budget("scratch") == (500, 2) and custom.budget("edge") == (4000, 4)
+
+
+def test_each_family_has_its_rate_and_sweep_and_the_flags_override_both():
+    by_key = {v.key: v for v in VARIANTS}
+    full = parse_args([])
+    # From scratch at the family's own rate, unswept; the edge family swept around hsvlt.train's pretrained rate.
+    assert full.factors("scratch") == (1.0,) and full.factors("edge") == (0.3, 1.0, 3.0)
+    assert family_rate(by_key["no-csa"], full) == FAMILY_RATES["scratch"]
+    assert variant_config(by_key["late"], full, full.out).resolved().lr == FAMILY_RATES["scratch"]
+    assert family_rate(by_key["lite0-late"], full) == TrainConfig(model="hsvlt_lite0").resolved().lr
+    chosen = parse_args(["--lr", "0.003", "--sweep-factors", "0.5", "1"])
+    assert chosen.factors("scratch") == chosen.factors("edge") == (0.5, 1.0)
+    assert family_rate(by_key["late"], chosen) == family_rate(by_key["lite0"], chosen) == 0.003
 
 
 def test_a_page_rewritten_whole_keeps_the_sections_other_reports_own(tmp_path):
