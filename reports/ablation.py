@@ -11,14 +11,14 @@ this run.
     (j) paper       HSVLT as published: the paper's
                     language update, no head norms
 
-The from-scratch family trains with the bounded language update and head norms (FAMILY_SETTINGS): with the
+The from-scratch family trains with the bounded language update and head norms (FAMILIES): with the
 paper's update the late-fusion baseline's multi-modal feature at the head collapses within its first few hundred
 steps and never recovers (its training loss stays at the prior's, even on the default run's budget); with the
-bounded one it starts to learn. (j) keeps the paper's model. The family trains at 5e-4 (FAMILY_RATES says why).
+bounded one it starts to learn. (j) keeps the paper's model. The family trains at 5e-4 (FAMILIES says why).
 
 Each variant gets its peak learning rate from its family's sweep (the edge family: --sweep-factors times its
 family's rate, each trained on --sweep-train-size scenes, the best validation mAP wins; the from-scratch family is
-not swept, FAMILY_RATES), then trains through hsvlt.train (its family's scenes and epochs; the same image size
+not swept, FAMILIES), then trains through hsvlt.train (its family's scenes and epochs; the same image size
 and seed for all); its best epoch by validation mAP is scored on a separate test split (scenes built from item
 photos no training or validation scene uses): mAP and its 95% bootstrap interval, CF1 and OF1 at threshold 0.5, AP
 by item size, the test loss against the prior's (did it learn?), parameters, GFLOPs, and the batch-1 latency and
@@ -75,6 +75,29 @@ DATASET_NOTES = {
 
 
 @dataclass(frozen=True)
+class Family:
+    """What every variant of a family shares, beside its data and budget (StudyConfig.budget)."""
+
+    settings: tuple[tuple[str, object], ...]  # TrainConfig fields every variant starts from (its own override them)
+    rate: float | None  # peak learning rate; None: hsvlt.train's (from scratch, or 1e-4 pretrained)
+    sweep: tuple[float, ...]  # factors of the rate each variant's sweep tries; one factor: not swept
+
+
+# From scratch: the bounded language update and a LayerNorm on each stage's S at the head (the module's docstring
+# says why), at 5e-4. At hsvlt.train's 2e-3 the variants whose head sees only the last stage (without CSA, late
+# fusion) learn for a few hundred steps and then stop for good: the label-to-pixel attention on the last stage's
+# 2 x 2 map turns one-hot and the gradient reaching the backbone falls by orders of magnitude. At 5e-4 they keep
+# learning over the whole budget; HSVLT itself, which learns through its early stages too, ends lower at this rate
+# than at 2e-3 on this budget: the price of one rate for the whole family, which the claims compare within. A
+# one-epoch sweep on a few thousand scenes ends before the collapse and favours the faster, higher rate, so this
+# family is not swept. The pretrained edge family trains as hsvlt.train trains it, swept around its rate.
+FAMILIES = {
+    "scratch": Family(settings=(("language_update", "post_norm"), ("head_norm", True)), rate=5e-4, sweep=(1.0,)),
+    "edge": Family(settings=(), rate=None, sweep=(0.3, 1.0, 3.0)),
+}
+
+
+@dataclass(frozen=True)
 class Variant:
     key: str
     title: str
@@ -83,8 +106,8 @@ class Variant:
 
     @property
     def train_settings(self) -> dict:
-        """The TrainConfig fields this variant trains with: its family's (FAMILY_SETTINGS), then its own."""
-        return {**dict(FAMILY_SETTINGS[self.family]), **dict(self.settings)}
+        """The TrainConfig fields this variant trains with: its family's, then its own."""
+        return {**dict(FAMILIES[self.family].settings), **dict(self.settings)}
 
 
 VARIANTS = (
@@ -100,17 +123,6 @@ VARIANTS = (
     Variant("lite0-late", "(h) Lite0 + late fusion", "edge", (("fusion", "late"),)),
     Variant("lite0-no-csa", "(i) HSVLT-lite0 without CSA", "edge", (("aggregate_stages", (3,)),)),
 )
-# TrainConfig fields every variant of a family starts from (a variant's own settings override them): from scratch,
-# the bounded language update and a LayerNorm on each stage's S at the head; the pretrained edge family as trained.
-FAMILY_SETTINGS = {"scratch": (("language_update", "post_norm"), ("head_norm", True)), "edge": ()}
-# Each family's peak learning rate (None: hsvlt.train's for the family, 1e-4 pretrained) and the factors of it its
-# sweep tries. From scratch at hsvlt.train's 2e-3 the variants whose head sees only the last stage (without CSA, late
-# fusion) learn for a few hundred steps and then stop for good: the label-to-pixel attention on the last stage's
-# 2 x 2 map turns one-hot and the gradient reaching the backbone falls by orders of magnitude. At 5e-4 they keep
-# learning over the whole budget, and HSVLT itself learns as fast. A one-epoch sweep on a few thousand scenes ends
-# before the collapse and favours the faster, higher rate, so the from-scratch family trains at 5e-4 unswept.
-FAMILY_RATES = {"scratch": 5e-4, "edge": None}
-FAMILY_SWEEPS = {"scratch": (1.0,), "edge": (0.3, 1.0, 3.0)}
 # The paper's claims and the edge question, each as (reference, variant, what the reference shows if it holds).
 CLAIMS = (
     ("hsvlt", "no-csa", "aggregating S across scales (CSA) beats the last scale alone, most for small items"),
@@ -156,8 +168,8 @@ class StudyConfig:
     scratch_train_size: int | None = None  # the from-scratch family's training scenes
     scratch_epochs: int | None = None  # the from-scratch family's epochs
     batch_size: int = 32
-    lr: float | None = None  # None: the variant's family's (FAMILY_RATES, else hsvlt.train's)
-    sweep_factors: tuple[float, ...] | None = None  # None: each family's (FAMILY_SWEEPS)
+    lr: float | None = None  # None: the variant's family's (FAMILIES, else hsvlt.train's)
+    sweep_factors: tuple[float, ...] | None = None  # None: each family's (FAMILIES)
     sweep_train_size: int | None = None
     train_args: str = ""
     seed: int = 0
@@ -203,7 +215,7 @@ class StudyConfig:
 
     def factors(self, family: str) -> tuple[float, ...]:
         """The factors of its rate a family's sweep tries: --sweep-factors, else the family's own."""
-        return self.sweep_factors or FAMILY_SWEEPS[family]
+        return self.sweep_factors or FAMILIES[family].sweep
 
     def budget_text(self, family: str) -> str:
         """A family's budget in words: "12000 x 7"."""
@@ -245,12 +257,12 @@ def parse_args(argv=None) -> StudyConfig:
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="training batch size")
     parser.add_argument("--lr", type=positive_float,
                         help="peak learning rate of every variant, the centre of its sweep (default: its family's: "
-                             f"{FAMILY_RATES['scratch']:g} from scratch, hsvlt.train's pretrained rate for the edge "
+                             f"{FAMILIES['scratch'].rate:g} from scratch, hsvlt.train's pretrained rate for the edge "
                              "family)")
     parser.add_argument("--sweep-factors", type=positive_float, nargs="+", metavar="F",
                         help="learning rates tried per variant, as factors of its family's rate; one factor skips "
                              "the sweep (default: none from scratch, "
-                             f"{' '.join(f'{f:g}' for f in FAMILY_SWEEPS['edge'])} for the edge family)")
+                             f"{' '.join(f'{f:g}' for f in FAMILIES['edge'].sweep)} for the edge family)")
     parser.add_argument("--sweep-train-size", type=positive_int,
                         help=f"training scenes of each sweep run, one epoch (default: {FULL['sweep_train_size']})")
     parser.add_argument("--train-args", default=defaults.train_args,
@@ -312,7 +324,7 @@ def variant_config(variant: Variant, study: StudyConfig, folder: Path, **changes
     train_size, epochs = study.budget(variant.family)
     config = TrainConfig(data=study.data, root=study.root, model=variant_model(variant, study),
                          img_size=study.img_size, train_size=train_size, val_size=study.val_size, epochs=epochs,
-                         batch_size=study.batch_size, lr=study.lr or FAMILY_RATES[variant.family],
+                         batch_size=study.batch_size, lr=study.lr or FAMILIES[variant.family].rate,
                          seed=study.seed, workers=study.workers, device=study.device, out=folder, exist_ok=True,
                          **variant.train_settings)
     return replace(parse_train_flags(shlex.split(study.train_args), base=config), **changes)
@@ -323,7 +335,7 @@ def variant_model(variant: Variant, study: StudyConfig) -> str:
 
 
 def family_rate(variant: Variant, study: StudyConfig) -> float:
-    """The variant's peak rate (--lr, its family's FAMILY_RATES, or hsvlt.train's): the sweep's centre."""
+    """The variant's peak rate (--lr, its family's, or hsvlt.train's): the sweep's centre."""
     return variant_config(variant, study, study.out).resolved().lr
 
 
@@ -597,10 +609,10 @@ Machine: {machine}.
 
 Two families, each variant on its family's data and budget: from scratch on `{study.model}`, and the edge
 family on `{study.edge_model}` from its ImageNet weights. The from-scratch family trains with the bounded language
-update and head norms, (j) with the paper's model as published (reports/ablation.py, FAMILY_SETTINGS, says why),
-and at a lower peak rate than hsvlt.train's from-scratch {data_defaults(study.data)['lr']:g}, unswept (FAMILY_RATES
-says why). Each variant trains through `hsvlt.train` at its family's rate or the one its sweep chose; its best
-epoch by validation mAP is scored on test scenes built from item photos that no training or validation scene uses:
+update and head norms ((j) with the paper's model as published), at a lower peak rate than hsvlt.train's
+from-scratch {data_defaults(study.data)['lr']:g} and unswept: reports/ablation.py, FAMILIES, says why. Each variant
+trains through `hsvlt.train` at its family's rate or the one its sweep chose; its best epoch by validation mAP is
+scored on test scenes built from item photos that no training or validation scene uses:
 
 {variants}
 

@@ -20,7 +20,7 @@ from hsvlt.models import create_model
 from hsvlt.outputs import run_folder
 from hsvlt.train import TrainConfig
 from reports.ablation import (
-    FAMILY_RATES,
+    FAMILIES,
     VARIANTS,
     claims_section,
     count_gflops,
@@ -240,8 +240,8 @@ def test_each_family_has_its_rate_and_sweep_and_the_flags_override_both():
     full = parse_args([])
     # From scratch at the family's own rate, unswept; the edge family swept around hsvlt.train's pretrained rate.
     assert full.factors("scratch") == (1.0,) and full.factors("edge") == (0.3, 1.0, 3.0)
-    assert family_rate(by_key["no-csa"], full) == FAMILY_RATES["scratch"]
-    assert variant_config(by_key["late"], full, full.out).resolved().lr == FAMILY_RATES["scratch"]
+    assert family_rate(by_key["no-csa"], full) == FAMILIES["scratch"].rate
+    assert variant_config(by_key["late"], full, full.out).resolved().lr == FAMILIES["scratch"].rate
     assert family_rate(by_key["lite0-late"], full) == TrainConfig(model="hsvlt_lite0").resolved().lr
     chosen = parse_args(["--lr", "0.003", "--sweep-factors", "0.5", "1"])
     assert chosen.factors("scratch") == chosen.factors("edge") == (0.5, 1.0)
