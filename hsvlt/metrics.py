@@ -120,13 +120,15 @@ def average_precision_by_size(
     ignored (neither positive nor negative), negatives stay negatives, -1 entries stay ignored. The bucket's
     mAP is the mean AP over the classes that have a positive in b; NaN when no class has one.
     """
-    bucket = np.digitize(np.nan_to_num(sizes, nan=np.inf), edges)  # N x C; NaN sizes are masked below
-    positive = (targets > 0) & np.isfinite(sizes)
-    result = np.full(len(edges) + 1, np.nan)
-    for b in range(len(edges) + 1):
-        bucket_targets = np.where((targets > 0) & ~(positive & (bucket == b)), -1.0, targets)
-        result[b] = mean_average_precision(scores, bucket_targets)
-    return result
+    return np.array([bucket_average_precision(scores, targets, sizes, edges, b) for b in range(len(edges) + 1)])
+
+
+def bucket_average_precision(scores: np.ndarray, targets: np.ndarray, sizes: np.ndarray, edges: tuple[float, ...],
+                             bucket: int) -> float:
+    """The mAP of one size bucket of average_precision_by_size (0: the smallest objects)."""
+    buckets = np.digitize(np.nan_to_num(sizes, nan=np.inf), edges)  # N x C; NaN sizes are masked below
+    in_bucket = (targets > 0) & np.isfinite(sizes) & (buckets == bucket)
+    return mean_average_precision(scores, np.where((targets > 0) & ~in_bucket, -1.0, targets))
 
 
 def size_bucket_edges(min_size: float, max_size: float, buckets: int = 3) -> tuple[float, ...]:

@@ -56,7 +56,13 @@ from hsvlt.engine import learning_signals
 from hsvlt.evaluate import score_loader
 from hsvlt.losses import BCELoss
 from hsvlt.machine import count_gflops, describe
-from hsvlt.metrics import average_precision_by_size, evaluate_scores, mean_average_precision, size_bucket_edges
+from hsvlt.metrics import (
+    average_precision_by_size,
+    bucket_average_precision,
+    evaluate_scores,
+    mean_average_precision,
+    size_bucket_edges,
+)
 from hsvlt.models import PRESETS
 from hsvlt.outputs import run_folder, save_figure, save_npz, write_json, write_text
 from hsvlt.recipes import data_defaults
@@ -460,7 +466,7 @@ def add_bootstrap(results: list[dict], folders: dict[str, Path], rounds: int, se
     for result in results:
         result["mAP_ci"] = bootstrap_interval(resampled[result["key"]])
     claims = [(reference, key) for reference, key, _ in CLAIMS if reference in by_key and key in by_key]
-    small = {key: [average_precision_by_size(d["scores"][s], d["targets"][s], sizes[s], edges)[0] for s in samples]
+    small = {key: [bucket_average_precision(d["scores"][s], d["targets"][s], sizes[s], edges, 0) for s in samples]
              for key, d in tqdm(data.items(), desc="bootstrap AP small", leave=False)
              if any(key in claim for claim in claims)}
     for reference, key in claims:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hsvlt.metrics import average_precision_by_size, size_bucket_edges
+from hsvlt.metrics import average_precision_by_size, bucket_average_precision, size_bucket_edges
 
 NAN = np.nan
 # 5 images, 2 classes. Class 0: positives of size 0.1, 0.5 and 0.2; class 1: one positive of size 0.1, one
@@ -22,6 +22,8 @@ def test_hand_computed_buckets():
     assert np.isnan(medium)  # no positive in [0.3, 0.45)
     # large, class 0 only: positive 0.3, negatives 0.8 and 0.1 -> ranking N P N -> 1/2; class 1 has none
     assert large == pytest.approx(50.0)
+    # one bucket alone (what the study's bootstrap resamples) is the same number
+    assert bucket_average_precision(SCORES, TARGETS, SIZES, (0.3, 0.45), 0) == small
 
 
 def test_one_bucket_holding_every_size_is_the_plain_map_of_the_sized_positives():
