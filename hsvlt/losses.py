@@ -41,8 +41,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return (cross_entropy - teacher_entropy) / student_logits.shape[0]
 
 
+LOSSES = {"bce": BCELoss, "asl": AsymmetricLoss}  # the names --loss takes
+
+
 def build_loss(name: str) -> nn.Module:
-    losses = {"bce": BCELoss, "asl": AsymmetricLoss}
-    if name not in losses:
-        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(losses)}")
-    return losses[name]()
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    return LOSSES[name]()

@@ -48,6 +48,7 @@ from hsvlt.engine import (  # parameter_groups, stage_of, warmup_cosine: importa
     warmup_cosine,  # noqa: F401
 )
 from hsvlt.evaluate import format_report, score_loader
+from hsvlt.losses import LOSSES
 from hsvlt.metrics import calibrate_thresholds, evaluate_scores
 from hsvlt.models import PRESETS, create_model
 from hsvlt.models.classifier import is_backbone
@@ -97,7 +98,7 @@ class TrainConfig:
     warmup_epochs: float | None = None
     schedule: str = "cosine"
     patience: int = 0
-    loss: str = "bce"
+    loss: str | None = None
     clip_grad: float = 5.0
     ema: float = 0.0
     # run
@@ -121,7 +122,7 @@ class TrainConfig:
             raise UsageError("--pretrained and --no-pretrained contradict each other")
         recipe = data_defaults(self.data)
         filled = {key: recipe[key] for key in ("train_size", "epochs", "batch_size", "crop_scale", "randaugment",
-                                               "warmup_epochs") if getattr(self, key) is None}
+                                               "warmup_epochs", "loss") if getattr(self, key) is None}
         img_size = self.img_size or recipe["img_size"] or PRESETS[self.model].img_size
         pretrained = self.pretrained
         if pretrained is None and not self.no_pretrained and PRESETS[self.model].backbone == "efficientnet_lite0":
@@ -247,8 +248,8 @@ def parse_args(argv=None, base: TrainConfig | None = None) -> TrainConfig:
                        help="after warm-up: cosine decay, or the paper's ReduceLROnPlateau on val mAP")
     optim.add_argument("--patience", type=non_negative_int, default=defaults.patience,
                        help="stop after N epochs without a better mAP (0: never; the paper used 4)")
-    optim.add_argument("--loss", default=defaults.loss, choices=["bce", "asl"],
-                       help="BCE, or ASL (gamma- 1, clip 0.05)")
+    optim.add_argument("--loss", choices=list(LOSSES),
+                       help=f"BCE, or ASL (gamma- 1, clip 0.05) (default: {describe_defaults('loss')})")
     optim.add_argument("--clip-grad", type=non_negative_float, default=defaults.clip_grad,
                        help="gradient norm clip (0: off)")
     optim.add_argument("--ema", type=float_range(0.0, 1.0, high_open=True), default=defaults.ema,
@@ -579,10 +580,11 @@ class Trainer:
 MODEL_CHOICES = ("language_update", "head_norm")
 
 
-def resumed_model_choices(config: TrainConfig, checkpoint: dict) -> TrainConfig:
-    """The settings of MODEL_CHOICES not given as flags, taken from the checkpoint's model (one written before
-    they were settings has the paper's: HSVLTConfig.from_dict); a flag that names another value is then refused
-    by the settings check, or allowed by --override."""
+def resumed_settings(config: TrainConfig, checkpoint: dict) -> TrainConfig:
+    """`config` with every setting not given as a flag taken from the run being resumed, so that it goes on with
+    its own recipe even where today's defaults differ. The settings of MODEL_CHOICES a checkpoint written before
+    they were settings lacks come from its model (the paper's: HSVLTConfig.from_dict). A flag that names another
+    value is then refused by the settings check, or allowed by --override."""
     try:
         saved = HSVLTConfig.from_dict(checkpoint["config"])
     except (TypeError, ValueError) as error:
@@ -591,7 +593,9 @@ def resumed_model_choices(config: TrainConfig, checkpoint: dict) -> TrainConfig:
     for key in MODEL_CHOICES:  # a run started without the flag (or before it existed) used what its model holds
         if args.get(key) is None:
             args[key] = getattr(saved, key)
-    return replace(config, **{key: getattr(saved, key) for key in MODEL_CHOICES if getattr(config, key) is None})
+    unset = {key: args[key] for key, value in asdict(config).items()
+             if value is None and key != "resume" and args.get(key) is not None}
+    return replace(config, **unset)
 
 
 def train(config: TrainConfig) -> dict | None:
@@ -599,14 +603,15 @@ def train(config: TrainConfig) -> dict | None:
     resume against these settings), build the trainer, resume if asked, train. Returns the best epoch's figures
     (on the main process)."""
     placement = distributed.setup(config.device)
-    config = replace(config.resolved(), world_size=placement.world_size)
     checkpoint, path = None, None
     if config.resume:
-        path = config.out / "last.pt" if config.resume == "last" else Path(config.resume)
+        path = Path(config.out) / "last.pt" if config.resume == "last" else Path(config.resume)
         checkpoint = load_checkpoint(path)
         if "train_state" not in checkpoint:
             raise CheckpointError(f"{path}: holds no training state (use last.pt to resume)")
-        config = resumed_model_choices(config, checkpoint)
+        config = resumed_settings(config, checkpoint)
+    config = replace(config.resolved(), world_size=placement.world_size)
+    if checkpoint is not None:
         check_resume_settings(checkpoint["train_state"]["args"], config, path)
         check_output_folder(config.out)
     else:

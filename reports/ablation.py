@@ -54,7 +54,7 @@ from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
 from hsvlt.engine import learning_signals
 from hsvlt.evaluate import score_loader
-from hsvlt.losses import BCELoss
+from hsvlt.losses import LOSSES, BCELoss
 from hsvlt.machine import count_gflops, describe
 from hsvlt.metrics import (
     average_precision_by_size,
@@ -90,7 +90,7 @@ class Family:
 
 
 # From scratch: the bounded language update and a LayerNorm on each stage's S at the head (the module's docstring
-# says why), at 5e-4. At hsvlt.train's 2e-3 the variants whose head sees only the last stage (without CSA, late
+# says why), at 5e-4. At 2e-3 the variants whose head sees only the last stage (without CSA, late
 # fusion) learn for a few hundred steps and then stop for good: the label-to-pixel attention on the last stage's
 # 2 x 2 map turns one-hot and the gradient reaching the backbone falls by orders of magnitude. At 5e-4 they keep
 # learning over the whole budget; HSVLT itself, which learns through its early stages too, ends lower at this rate
@@ -175,6 +175,9 @@ class StudyConfig:
     scratch_epochs: int | None = None  # the from-scratch family's epochs
     batch_size: int = 32
     lr: float | None = None  # None: the variant's family's (FAMILIES, else hsvlt.train's)
+    # Every variant's loss. Fixed rather than hsvlt.train's per-dataset default, so that the study's figures
+    # stay comparable when that default changes: its tables were measured with BCE.
+    loss: str = "bce"
     sweep_factors: tuple[float, ...] | None = None  # None: each family's (FAMILIES)
     sweep_train_size: int | None = None
     train_args: str = ""
@@ -271,6 +274,7 @@ def parse_args(argv=None) -> StudyConfig:
                              f"{' '.join(f'{f:g}' for f in FAMILIES['edge'].sweep)} for the edge family)")
     parser.add_argument("--sweep-train-size", type=positive_int,
                         help=f"training scenes of each sweep run, one epoch (default: {FULL['sweep_train_size']})")
+    parser.add_argument("--loss", default=defaults.loss, choices=list(LOSSES), help="every variant's loss")
     parser.add_argument("--train-args", default=defaults.train_args,
                         help="more hsvlt.train flags for every variant, one string, written with =: "
                              "--train-args=\"--ema 0.999 --loss asl\"")
@@ -330,7 +334,7 @@ def variant_config(variant: Variant, study: StudyConfig, folder: Path, **changes
     train_size, epochs = study.budget(variant.family)
     config = TrainConfig(data=study.data, root=study.root, model=variant_model(variant, study),
                          img_size=study.img_size, train_size=train_size, val_size=study.val_size, epochs=epochs,
-                         batch_size=study.batch_size, lr=study.lr or FAMILIES[variant.family].rate,
+                         batch_size=study.batch_size, lr=study.lr or FAMILIES[variant.family].rate, loss=study.loss,
                          seed=study.seed, workers=study.workers, device=study.device, out=folder, exist_ok=True,
                          **variant.train_settings)
     return replace(parse_train_flags(shlex.split(study.train_args), base=config), **changes)
@@ -579,7 +583,7 @@ def settings_table(study: StudyConfig) -> str:
             ("training scenes x epochs, edge family", study.budget_text("edge")),
             ("validation scenes (pick the best epoch and the rate)", study.val_size),
             ("test scenes (the table)", study.test_size), ("batch", study.batch_size),
-            ("image size (px)", study.img_size), ("seed", study.seed),
+            ("image size (px)", study.img_size), ("seed", study.seed), ("loss", study.loss.upper()),
             ("peak learning rate, from scratch", rate("scratch")), ("peak learning rate, edge family", rate("edge")),
             ("hsvlt.train recipe", f"its defaults {study.train_args}".strip())]
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)

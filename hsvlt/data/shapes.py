@@ -17,7 +17,7 @@ from hsvlt.data.base import MultiLabelDataset
 from hsvlt.data.registry import DataRequest, register_dataset
 from hsvlt.data.scenes import check_split, contrasting_color, random_color, scene_rng, surface_colors
 from hsvlt.labels.names import SHAPES
-from hsvlt.recipes import GENERATED_DATA_DEFAULTS
+from hsvlt.recipes import SHAPES_DEFAULTS
 
 CLASSES = SHAPES  # the one copy of the list is in hsvlt/labels/names.py; OUTLINES draws each by name
 MIN_SIZE, MAX_SIZE = 0.16, 0.64  # object diameter as a fraction of the image side (4x)
@@ -223,7 +223,7 @@ class ShapesDataset(MultiLabelDataset):
         return render_scene(spec, self.image_size), spec.targets()
 
 
-@register_dataset("shapes", labels=CLASSES, embeddings="shapes", recipe=GENERATED_DATA_DEFAULTS, generated=True)
+@register_dataset("shapes", labels=CLASSES, embeddings="shapes", recipe=SHAPES_DEFAULTS, generated=True)
 def dataset(request: DataRequest) -> tuple[ShapesDataset, ShapesDataset]:
     """generated scenes of 10 shapes, no files (built in)"""
     return (ShapesDataset("train", request.train_size, request.image_size, request.seed),

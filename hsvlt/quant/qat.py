@@ -44,7 +44,7 @@ from hsvlt.engine import (
     logits_of,  # noqa: F401  (importable from here as before)
 )
 from hsvlt.evaluate import checkpoint_data, score_loader
-from hsvlt.losses import build_loss
+from hsvlt.losses import LOSSES, build_loss
 from hsvlt.metrics import evaluate_scores
 from hsvlt.models.deployable import Rewrites
 from hsvlt.models.hsvlt import HSVLT
@@ -270,7 +270,7 @@ def parse_args(argv=None) -> QuantizeConfig:
     parser.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay,
                         help="AdamW weight decay")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="images per step")
-    parser.add_argument("--loss", default=defaults.loss, choices=["bce", "asl"], help="training loss")
+    parser.add_argument("--loss", default=defaults.loss, choices=list(LOSSES), help="training loss")
     parser.add_argument("--freeze-bn-after", type=non_negative_int, default=defaults.freeze_bn_after,
                         help="epochs after which batch-norm statistics freeze")
     parser.add_argument("--freeze-observers-after", type=non_negative_int, default=defaults.freeze_observers_after,

@@ -225,12 +225,14 @@ def test_quick_and_full_defaults_and_variant_choice():
     chosen = parse_args(["--variants", "lite0-pooled", "late", "hsvlt"])
     assert [v.key for v in chosen.variant_list] == ["hsvlt", "late", "lite0-pooled"]  # table order
     assert variant_model(chosen.variant_list[2], chosen) == "hsvlt_lite0"
-    # Each family trains on its own budget: the from-scratch one on the default run's scenes x epochs.
+    # Each family trains on its own budget, every variant with the loss the study was measured with, whatever
+    # hsvlt.train's default for the data.
     assert full.budget("scratch") == (12000, 7) and full.budget("edge") == (4000, 3)
     by_key = {v.key: v for v in VARIANTS}
     for key, budget in (("late", (12000, 7)), ("lite0-late", (4000, 3))):
         config = variant_config(by_key[key], full, full.out)
-        assert (config.train_size, config.epochs) == budget
+        assert (config.train_size, config.epochs, config.resolved().loss) == (*budget, "bce")
+    assert variant_config(by_key["late"], parse_args(["--loss", "asl"]), full.out).resolved().loss == "asl"
     custom = parse_args(["--scratch-train-size", "500", "--scratch-epochs", "2", "--epochs", "4"])
     assert custom.budget("scratch") == (500, 2) and custom.budget("edge") == (4000, 4)
 
