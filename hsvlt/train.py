@@ -580,11 +580,10 @@ class Trainer:
 MODEL_CHOICES = ("language_update", "head_norm")
 
 
-def resumed_settings(config: TrainConfig, checkpoint: dict) -> TrainConfig:
-    """`config` with every setting not given as a flag taken from the run being resumed, so that it goes on with
-    its own recipe even where today's defaults differ. The settings of MODEL_CHOICES a checkpoint written before
-    they were settings lacks come from its model (the paper's: HSVLTConfig.from_dict). A flag that names another
-    value is then refused by the settings check, or allowed by --override."""
+def resumed_model_choices(config: TrainConfig, checkpoint: dict) -> TrainConfig:
+    """The settings of MODEL_CHOICES not given as flags, taken from the checkpoint's model (one written before
+    they were settings has the paper's: HSVLTConfig.from_dict); a flag that names another value is then refused
+    by the settings check, or allowed by --override."""
     try:
         saved = HSVLTConfig.from_dict(checkpoint["config"])
     except (TypeError, ValueError) as error:
@@ -593,9 +592,7 @@ def resumed_settings(config: TrainConfig, checkpoint: dict) -> TrainConfig:
     for key in MODEL_CHOICES:  # a run started without the flag (or before it existed) used what its model holds
         if args.get(key) is None:
             args[key] = getattr(saved, key)
-    unset = {key: args[key] for key, value in asdict(config).items()
-             if value is None and key != "resume" and args.get(key) is not None}
-    return replace(config, **unset)
+    return replace(config, **{key: getattr(saved, key) for key in MODEL_CHOICES if getattr(config, key) is None})
 
 
 def train(config: TrainConfig) -> dict | None:
@@ -603,15 +600,14 @@ def train(config: TrainConfig) -> dict | None:
     resume against these settings), build the trainer, resume if asked, train. Returns the best epoch's figures
     (on the main process)."""
     placement = distributed.setup(config.device)
+    config = replace(config.resolved(), world_size=placement.world_size)
     checkpoint, path = None, None
     if config.resume:
-        path = Path(config.out) / "last.pt" if config.resume == "last" else Path(config.resume)
+        path = config.out / "last.pt" if config.resume == "last" else Path(config.resume)
         checkpoint = load_checkpoint(path)
         if "train_state" not in checkpoint:
             raise CheckpointError(f"{path}: holds no training state (use last.pt to resume)")
-        config = resumed_settings(config, checkpoint)
-    config = replace(config.resolved(), world_size=placement.world_size)
-    if checkpoint is not None:
+        config = resumed_model_choices(config, checkpoint)
         check_resume_settings(checkpoint["train_state"]["args"], config, path)
         check_output_folder(config.out)
     else:
