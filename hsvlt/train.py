@@ -14,7 +14,7 @@ A run that stops for any reason continues exactly where it stopped with `--resum
 
 import argparse
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -55,7 +55,7 @@ from hsvlt.models.classifier import is_backbone
 from hsvlt.models.config import FUSIONS, LANGUAGE_UPDATES, HSVLTConfig
 from hsvlt.outputs import check_output_folder, run_folder, write_json
 from hsvlt.recipes import data_defaults, describe_defaults
-from hsvlt.run_log import RunLog, TrainingWatch
+from hsvlt.run_log import RunLog, TrainingWatch, label_rms_bound
 
 
 @dataclass
@@ -166,8 +166,14 @@ class TrainConfig:
 
 
 def parse_args(argv=None, base: TrainConfig | None = None) -> TrainConfig:
-    """The config the flags `argv` give; with `base`, flags not given keep base's values instead of the
-    defaults."""
+    """The config the flags `argv` give, resolved (every setting filled in); with `base`, flags not given keep
+    base's values instead of the defaults."""
+    return parse_flags(argv, base).resolved()
+
+
+def parse_flags(argv=None, base: TrainConfig | None = None) -> TrainConfig:
+    """parse_args before resolution: a flag not given stays None where the dataset's recipe or the preset fills
+    it in, so that --resume can take it from the checkpoint instead. Contradictions are refused here already."""
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog=program("python -m hsvlt.train"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -275,10 +281,12 @@ def parse_args(argv=None, base: TrainConfig | None = None) -> TrainConfig:
                           "(AVX512-BF16 or AMX), float16 with a gradient scaler on GPUs without bf16 (V100, T4)")
     if base is not None:
         parser.set_defaults(**asdict(base))
+    config = TrainConfig(**vars(parser.parse_args(argv)))
     try:
-        return TrainConfig(**vars(parser.parse_args(argv))).resolved()
+        config.resolved()
     except UsageError as error:
         parser.error(str(error))
+    return config
 
 
 @dataclass
@@ -502,7 +510,7 @@ class Trainer:
     # ---- the run -----------------------------------------------------------------------------------
     def fit(self) -> dict:
         self.log = RunLog(self.out) if self.placement.is_main else None
-        self.watch = self.engine.watch = TrainingWatch(self.log)
+        self.watch = self.engine.watch = TrainingWatch(self.log, label_rms_bound(self.model.config.language_update))
         if self.log is not None:
             print(self.log.describe())
         with StopRequest() as self.stop:
@@ -580,19 +588,25 @@ class Trainer:
 MODEL_CHOICES = ("language_update", "head_norm")
 
 
-def resumed_model_choices(config: TrainConfig, checkpoint: dict) -> TrainConfig:
-    """The settings of MODEL_CHOICES not given as flags, taken from the checkpoint's model (one written before
-    they were settings has the paper's: HSVLTConfig.from_dict); a flag that names another value is then refused
-    by the settings check, or allowed by --override."""
+def resumed_settings(config: TrainConfig, checkpoint: dict) -> TrainConfig:
+    """`config` (not yet resolved) with the settings not given as flags taken from the checkpoint, so that a run
+    goes on with the recipe it started with even where this version's defaults differ (a resume that names
+    another value is refused by the settings check, or allowed by --override). MODEL_CHOICES a run started without
+    (or before they existed) are what its model holds (one written before they were settings has the paper's:
+    HSVLTConfig.from_dict)."""
     try:
         saved = HSVLTConfig.from_dict(checkpoint["config"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"bad model config in the checkpoint: {error}") from None
     args = checkpoint["train_state"]["args"]
-    for key in MODEL_CHOICES:  # a run started without the flag (or before it existed) used what its model holds
+    for key in MODEL_CHOICES:
         if args.get(key) is None:
             args[key] = getattr(saved, key)
-    return replace(config, **{key: getattr(saved, key) for key in MODEL_CHOICES if getattr(config, key) is None})
+    unset = [field.name for field in fields(TrainConfig) if getattr(config, field.name) is None]
+    taken = {key: args[key] for key in unset if args.get(key) is not None}
+    if "aggregate_stages" in taken:
+        taken["aggregate_stages"] = tuple(taken["aggregate_stages"])  # the checkpoint holds a list
+    return replace(config, **taken)
 
 
 def train(config: TrainConfig) -> dict | None:
@@ -600,14 +614,15 @@ def train(config: TrainConfig) -> dict | None:
     resume against these settings), build the trainer, resume if asked, train. Returns the best epoch's figures
     (on the main process)."""
     placement = distributed.setup(config.device)
-    config = replace(config.resolved(), world_size=placement.world_size)
     checkpoint, path = None, None
     if config.resume:
-        path = config.out / "last.pt" if config.resume == "last" else Path(config.resume)
+        path = Path(config.out) / "last.pt" if config.resume == "last" else Path(config.resume)
         checkpoint = load_checkpoint(path)
         if "train_state" not in checkpoint:
             raise CheckpointError(f"{path}: holds no training state (use last.pt to resume)")
-        config = resumed_model_choices(config, checkpoint)
+        config = resumed_settings(config, checkpoint)
+    config = replace(config.resolved(), world_size=placement.world_size)
+    if checkpoint is not None:
         check_resume_settings(checkpoint["train_state"]["args"], config, path)
         check_output_folder(config.out)
     else:
@@ -626,7 +641,7 @@ def train(config: TrainConfig) -> dict | None:
 
 def main(argv=None) -> dict | None:
     try:
-        return run_command(train, parse_args(argv))
+        return run_command(train, parse_flags(argv))
     finally:
         distributed.teardown()
 

@@ -14,7 +14,7 @@ from hsvlt.export import to_onnx
 from hsvlt.models import HSVLT, HSVLTConfig
 from hsvlt.models.config import LANGUAGE_UPDATES
 from hsvlt.models.ivla import GatedResidual, IVLABlock, recording_block_scales
-from hsvlt.run_log import LABEL_RMS_WARN, TrainingWatch
+from hsvlt.run_log import LABEL_RMS_WARN, PAPER_LABEL_RMS_WARN, TrainingWatch, label_rms_bound
 from hsvlt.train import MODEL_CHOICES
 from hsvlt.train import main as train_main
 
@@ -171,7 +171,7 @@ def test_training_records_the_label_scale_and_warns_when_it_blows_up(tmp_path, c
     saturate_gates(model)
     with torch.no_grad(), recording_block_scales(model) as scales:
         model(torch.rand(1, 3, 64, 64))
-    watch = TrainingWatch(log=type("Log", (), {"tensorboard": None})())
+    watch = TrainingWatch(log=type("Log", (), {"tensorboard": None})(), label_rms_bound=label_rms_bound("post_norm"))
     capsys.readouterr()
     watch.step(0, 0.7, scales)
     watch.step(50, 0.7, scales)
@@ -181,3 +181,17 @@ def test_training_records_the_label_scale_and_warns_when_it_blows_up(tmp_path, c
     assert len(warnings) == 2, lines  # once per kind, however often it happens
     assert "label tokens of stage 2 reached RMS" in warnings[0] and "--update" in warnings[0]
     assert "training loss reached 5 at step 100" in warnings[1]
+
+
+def test_the_papers_update_warns_only_past_its_own_plateau(capsys):
+    """The paper's update grows the label tokens to a plateau of a few thousand in healthy runs: no warning there,
+    one past its bound; a bounded update warns far lower."""
+    log = type("Log", (), {"tensorboard": None})()
+    paper, bounded = TrainingWatch(log, label_rms_bound("paper")), TrainingWatch(log, label_rms_bound("stage_norm"))
+    healthy_paper = {"2": [(4500.0, 1.0)]}
+    paper.step(0, 0.7, healthy_paper)
+    assert not capsys.readouterr().out
+    bounded.step(0, 0.7, healthy_paper)
+    assert "warning: the label tokens of stage 2 reached RMS 4500" in capsys.readouterr().out
+    paper.step(50, 0.7, {"2": [(2 * PAPER_LABEL_RMS_WARN, 1.0)]})
+    assert "warning: the label tokens of stage 2 reached RMS 20000" in capsys.readouterr().out

@@ -68,6 +68,18 @@ def test_resume_refuses_changed_settings_unless_overridden(tmp_path, capsys):
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
 
 
+def test_resume_keeps_the_recipe_the_run_started_with(tmp_path):
+    """Settings not given on --resume come from the checkpoint, not from this version's defaults: a run started
+    with another loss and rate (as under older defaults) goes on with them."""
+    out = tmp_path / "run"
+    train_main(SMALL + ["--epochs", "1", "--loss", "bce", "--lr", "0.002", "--out", str(out)])
+    assert data_defaults("shapes")["loss"] != "bce"  # otherwise this test shows nothing
+    train_main(SMALL + ["--epochs", "2", "--out", str(out), "--resume"])
+    args = load_checkpoint(out / "last.pt")["train_state"]["args"]
+    assert (args["loss"], args["lr"], args["epochs"]) == ("bce", 0.002, 2)
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+
+
 def test_sigterm_finalises_the_demo_video_and_records(models, tmp_path):
     out = tmp_path / "demo"
     process = subprocess.Popen([sys.executable, "edge_demo/camera.py", "--model", str(models["onnx"]), "--source",
