@@ -17,7 +17,7 @@ LABEL_SCALE_EVERY = 50  # steps between measurements of the label tokens' RMS (o
 # Label tokens start at RMS ~1 (hsvlt.models.classifier's init). A bounded language update keeps them within a
 # few units (docs/RESULTS.md), so past LABEL_RMS_WARN it has stopped bounding them. The paper's update, once its
 # gate saturates, doubles them per block up to a plateau: the default run's seeds (README, Training) peaked at RMS
-# 2000-4500 in the last two stages and learned, so for it the warning marks twice the largest healthy run measured,
+# 2000-4500 in the last two stages and learned, so for it the warning marks about twice the default run's largest,
 # where the gradients behind the LayerNorms on L shrink by as much again.
 LABEL_RMS_WARN = 50.0
 PAPER_LABEL_RMS_WARN = 1e4

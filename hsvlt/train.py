@@ -603,10 +603,7 @@ def resumed_settings(config: TrainConfig, checkpoint: dict) -> TrainConfig:
         if args.get(key) is None:
             args[key] = getattr(saved, key)
     unset = [field.name for field in fields(TrainConfig) if getattr(config, field.name) is None]
-    taken = {key: args[key] for key in unset if args.get(key) is not None}
-    if "aggregate_stages" in taken:
-        taken["aggregate_stages"] = tuple(taken["aggregate_stages"])  # the checkpoint holds a list
-    return replace(config, **taken)
+    return replace(config, **{key: args[key] for key in unset if args.get(key) is not None})
 
 
 def train(config: TrainConfig) -> dict | None:
