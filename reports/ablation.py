@@ -277,7 +277,7 @@ def parse_args(argv=None) -> StudyConfig:
     parser.add_argument("--loss", default=defaults.loss, choices=list(LOSSES), help="every variant's loss")
     parser.add_argument("--train-args", default=defaults.train_args,
                         help="more hsvlt.train flags for every variant, one string, written with =: "
-                             "--train-args=\"--ema 0.999 --loss asl\"")
+                             "--train-args=\"--ema 0.999 --clip-grad 1\"")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds data, weights and order (same for all)")
     parser.add_argument("--workers", type=non_negative_int, default=defaults.workers, help="data-loading processes")
     parser.add_argument("--device", default=defaults.device, help="training and test device: auto, cpu, cuda "
