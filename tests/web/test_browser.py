@@ -79,12 +79,15 @@ def decode(text: str, dtype) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=dtype)
 
 
-def pixels_and_input(page, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The RGBA pixels the page decoded (height x width x 4) and the tensor it fed the model (1 x 3 x S x S)."""
-    used = page.evaluate("hsvlt.inspect()")
+def last_scores_and_their_input(page, size: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The page's last scores, the RGBA pixels it decoded for them (height x width x 4) and the tensor it fed the
+    model (1 x 3 x S x S). One evaluation reads all three: a running camera replaces them with every frame, so
+    two evaluations could pair one frame's scores with the next frame's pixels."""
+    state = page.evaluate("({last: hsvlt.last, used: hsvlt.inspect()})")
+    used = state["used"]
     rgba = decode(used["rgba"], np.uint8).reshape(used["height"], used["width"], 4)
     tensor = decode(used["input"], "<f4").reshape(1, 3, size, size)
-    return rgba, tensor
+    return state["last"], rgba, tensor
 
 
 def check_runtime(page) -> None:
@@ -97,16 +100,15 @@ def check_runtime(page) -> None:
     assert shown[0].startswith("WebAssembly (CPU): ") and shown[1:] == ["2", "yes"]
 
 
-def check_scores_on_the_pages_pixels(page, model: OnnxModel) -> dict:
+def check_scores_on_the_pages_pixels(page, model: OnnxModel) -> tuple[dict, np.ndarray]:
     """The page's tensor is Python's preprocessing of the page's pixels, and its scores are ONNX Runtime's
-    (Python) on that tensor."""
-    last = page.evaluate("hsvlt.last")
-    rgba, tensor = pixels_and_input(page, model.input_size)
+    (Python) on that tensor. Returns the scores and the pixels."""
+    last, rgba, tensor = last_scores_and_their_input(page, model.input_size)
     rgb = composite_over_white(rgba[..., [2, 1, 0, 3]])[..., ::-1]  # the same compositing Python's reader does
     np.testing.assert_array_equal(np.round(tensor * 255), np.round(preprocess_image(rgb, model.input_size) * 255))
     expected = model.run(tensor).probabilities[0]
     np.testing.assert_allclose(np.array(last["probabilities"]), expected, rtol=0, atol=SCORE_TOLERANCE)
-    return last
+    return last, rgba
 
 
 def only_the_demo_server(page, server) -> None:
@@ -123,9 +125,8 @@ def test_a_photo_in_a_real_browser(web_model, ort_dist, serve, photo, tmp_path):
         check_runtime(page)
         page.set_files("#photo-input", [photo])
         page.wait_for("hsvlt.last && hsvlt.last.name === 'photo.jpg'", timeout_s=30)
-        last = check_scores_on_the_pages_pixels(page, model)
+        last, rgba = check_scores_on_the_pages_pixels(page, model)
         # The browser decoded the photo as OpenCV does: upright by its EXIF orientation, the same pixels.
-        rgba, _ = pixels_and_input(page, model.input_size)
         decoded = read_image(photo)
         assert rgba.shape[:2] == decoded.shape[:2] == (300, 451)
         assert np.abs(rgba[..., :3].astype(int) - decoded).max() <= 2
@@ -162,7 +163,7 @@ def test_the_camera_in_a_real_browser(web_model, ort_dist, serve, camera_video):
         page = open_page(browser, server)
         page.evaluate("document.getElementById('camera-button').click()")
         page.wait_for("hsvlt.cameraFrames >= 30", timeout_s=60)
-        last = check_scores_on_the_pages_pixels(page, model)
+        last, _ = check_scores_on_the_pages_pixels(page, model)
         assert (last["source"], last["width"], last["height"]) == ("camera", *CAMERA_SIZE)
         assert set(last["where"]) == set(last["shown"])
         # Smoothed over frames as the OpenCV demo smooths them: its LabelSmoother, fed the page's raw scores frame
