@@ -2,7 +2,9 @@
 and their exports; and, under pytest-xdist (`-n auto`), one core for each worker."""
 
 import os
+import re
 import signal
+import subprocess
 
 import pytest
 import torch
@@ -28,9 +30,9 @@ def pytest_configure(config):
 
 
 # The test files that take longest on 2 cores (`pytest --durations`), longest first.
-LONGEST_FILES = ("tests/safety/test_installed_command.py", "tests/reports/test_ablation.py",
-                 "tests/reports/test_export_bench.py", "tests/quant/test_qat.py", "tests/reports/test_report_smoke.py",
-                 "tests/export/test_rewrites.py")
+LONGEST_FILES = ("tests/reports/test_ablation.py", "tests/reports/test_export_bench.py",
+                 "tests/reports/test_report_smoke.py", "tests/safety/test_installed_command.py",
+                 "tests/quant/test_qat.py", "tests/export/test_rewrites.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -102,6 +104,30 @@ def installed_hsvlt():
             pytest.fail(message)
         pytest.skip(message)
     return script
+
+
+# The installed command as a shell or a CI step runs it, each process on one thread (the worker's core).
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HSVLT_DEBUG": "0"}
+INSTALLED_TIMEOUT_S = 600
+
+
+def run_installed(script, argv: list[str], cwd) -> subprocess.CompletedProcess:
+    """`script` (installed_hsvlt) with `argv`, in `cwd`, its output captured."""
+    return subprocess.run([str(script), *argv], cwd=cwd, capture_output=True, text=True, check=False,
+                          timeout=INSTALLED_TIMEOUT_S, env={**os.environ, **ONE_THREAD})
+
+
+# A value printed by sys.exit: a dict's or a list's repr from the start of a line ({'delegation': ..., [{...},
+# [Prediction(...)), not argparse's indented usage lines nor a runtime's "[threadpool.cpp:66] ..." log lines.
+REPR = re.compile(r"^(\{['\"\d}]|\[['\"\d\[{(\]]|\(\{)|\w+\(\w+=", re.MULTILINE)
+
+
+def assert_clean(stderr: str) -> None:
+    """No traceback and no Python value on a command's stderr: what a console script shows when its entry point
+    crashes or returns a value (sys.exit prints it and exits 1)."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    found = REPR.search(stderr)
+    assert found is None, stderr[found.start():found.start() + 300]
 
 
 @pytest.fixture

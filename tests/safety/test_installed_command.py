@@ -3,10 +3,10 @@ traceback and no Python repr on stderr (a console script hands its entry point's
 returned dict as a repr and exits 1); a usage error exits 2, a failure at run time 1, an interruption 130.
 
 The jobs run at once, each in its own process on one thread, on the tiny pico checkpoints of tests/conftest.py;
-each test then checks one job's result."""
+each test then checks one job's result. `hsvlt bench`, the longest job by far, runs once in the whole suite:
+tests/reports/test_export_bench.py runs it through the installed command, checks the same and reads its report."""
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -16,15 +16,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import ONE_THREAD, assert_clean, run_installed
 
 from hsvlt.command import JOBS
 
-TIMEOUT_S = 600
 # Jobs that serve until interrupted, so "succeeded" has no exit of its own: tests/web starts `hsvlt demo --web`,
 # checks what it serves and that an interrupt ends it cleanly.
 SERVING_JOBS = {"demo --web"}
-FINISHING_JOBS = [name for name in JOBS if name not in SERVING_JOBS]
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HSVLT_DEBUG": "0"}
+CHECKED_ELSEWHERE = {"bench"}  # tests/reports/test_export_bench.py
+FINISHING_JOBS = [name for name in JOBS if name not in SERVING_JOBS | CHECKED_ELSEWHERE]
 TINY_TRAIN = ["--model", "hsvlt_pico", "--img-size", "32", "--train-size", "32", "--val-size", "16",
               "--batch-size", "16", "--workers", "0"]
 
@@ -50,9 +50,6 @@ def job_argv(work: Path, checkpoint: Path, models: dict) -> dict[str, tuple[list
                      str(work / "predicted")], work / "predicted" / "predictions.jsonl"),
         "demo": (["demo", "--model", str(models["onnx"]), "--source", "shapes", "--headless", "--max-frames", "4",
                   "--threads", "1", "--out", str(work / "demo")], work / "demo" / "detections.jsonl"),
-        "bench": (["bench", "--presets", "hsvlt_pico", "--img-size", "32", "--labels", "shapes", "--threads", "1",
-                   "--runs", "2", "--warmup", "0", "--out", str(work / "bench" / "EXPORT.md")],
-                  work / "bench" / "EXPORT.md"),
         "labels": (["labels", "--names", "cat,dog", "--out", str(work / "labels.npz")], work / "labels.npz"),
     }
 
@@ -68,11 +65,6 @@ MISUSE = [
 ]
 
 
-def run(script: Path, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(script), *argv], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env={**os.environ, **ONE_THREAD})
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, checkpoint, models, installed_hsvlt):
     """Every job and every misuse through the installed command, at once (each process on one thread)."""
@@ -83,27 +75,17 @@ def runs(tmp_path_factory, checkpoint, models, installed_hsvlt):
     for i in range(3):
         cv2.imwrite(str(work / "photos" / f"{i}.jpg"), rng.integers(0, 256, (50, 60, 3), dtype=np.uint8))
     jobs = job_argv(work, checkpoint, models)
-    commands = {"bench": jobs["bench"][0]}  # the longest first, so that it does not run alone at the end
-    commands.update({name: argv for name, (argv, _) in jobs.items()})
+    commands = {name: argv for name, (argv, _) in jobs.items()}
     commands.update({name: argv(work, models) for name, argv, _, _ in MISUSE})
     with ThreadPoolExecutor(max_workers=min(4, len(os.sched_getaffinity(0)))) as pool:
-        futures = {name: pool.submit(run, script, argv, work) for name, argv in commands.items()}
+        futures = {name: pool.submit(run_installed, script, argv, work) for name, argv in commands.items()}
         return {name: future.result() for name, future in futures.items()}, {n: out for n, (_, out) in jobs.items()}
-
-
-# A value printed by sys.exit: a dict's or a list's repr from the start of a line ({'delegation': ..., [{...},
-# [Prediction(...)), not argparse's indented usage lines nor a runtime's "[threadpool.cpp:66] ..." log lines.
-REPR = re.compile(r"^(\{['\"\d}]|\[['\"\d\[{(\]]|\(\{)|\w+\(\w+=", re.MULTILINE)
-
-
-def assert_clean(stderr: str) -> None:
-    assert "Traceback" not in stderr, stderr[-3000:]
-    found = REPR.search(stderr)
-    assert found is None, stderr[found.start():found.start() + 300]
 
 
 def test_every_job_is_checked():
     assert set(job_argv(Path("w"), Path("c"), {"onnx": "m"})) == set(FINISHING_JOBS)
+    elsewhere = (Path(__file__).parents[1] / "reports" / "test_export_bench.py").read_text()
+    assert all(f'run_installed(installed_hsvlt, ["{job}",' in elsewhere for job in CHECKED_ELSEWHERE)
 
 
 @pytest.mark.parametrize("job", FINISHING_JOBS)
