@@ -31,7 +31,7 @@ def pytest_configure(config):
 
 # The test files that take longest on 2 cores (`pytest --durations`), longest first.
 LONGEST_FILES = ("tests/reports/test_ablation.py", "tests/reports/test_export_bench.py",
-                 "tests/reports/test_report_smoke.py", "tests/safety/test_installed_command.py",
+                 "tests/quant/test_eager.py", "tests/safety/test_installed_command.py",
                  "tests/quant/test_qat.py", "tests/export/test_rewrites.py")
 
 
@@ -73,20 +73,37 @@ def checkpoint(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
-@pytest.fixture(scope="session")
-def models(tmp_path_factory, checkpoint_maker):
-    """hsvlt_pico at 64 px: {"checkpoint": best.pt, "pte": model.pte, "onnx": model.onnx}; the exports carry the
-    attention of stage 1."""
+def export_demo_models(folder):
+    """hsvlt_pico at 64 px exported with the attention of stage 1: {"checkpoint": best.pt, "pte": model.pte,
+    "onnx": model.onnx} in `folder`."""
     from hsvlt.export import to_executorch, to_onnx
 
     torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("demo_models")
-    checkpoint = checkpoint_maker(folder / "best.pt", img_size=64)
+    checkpoint = make_checkpoint(folder / "best.pt", img_size=64)
     pte, onnx = folder / "model.pte", folder / "model.onnx"
     to_executorch.main(["--ckpt", str(checkpoint), "--out", str(pte), "--attention-stage", "1",
                         "--parity-images", "0"])
     to_onnx.main(["--ckpt", str(checkpoint), "--out", str(onnx), "--attention-stage", "1", "--parity-images", "0"])
     return {"checkpoint": checkpoint, "pte": pte, "onnx": onnx}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory, worker_id):
+    """export_demo_models, made once per test run: under pytest-xdist the first worker to ask exports them into the
+    run's shared temporary folder, and the others wait for it and read the same files (a lowering costs about a
+    minute on 2 cores). The tests only read these files."""
+    from filelock import FileLock
+
+    if worker_id == "master":  # no xdist: this process is the whole run
+        return export_demo_models(tmp_path_factory.mktemp("demo_models"))
+    folder = tmp_path_factory.getbasetemp().parent / "demo_models"  # the run's folder, above every worker's own
+    with FileLock(f"{folder}.lock"):
+        if (folder / "done").is_file():
+            return {"checkpoint": folder / "best.pt", "pte": folder / "model.pte", "onnx": folder / "model.onnx"}
+        folder.mkdir(exist_ok=True)
+        made = export_demo_models(folder)
+        (folder / "done").touch()
+        return made
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """The evidence study end to end on tiny settings, and its pieces: every variant builds and learns a step, the
 learning signals, the verdicts, the defaults."""
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -45,15 +47,21 @@ STUDY_FLAGS = ["--quick", "--variants", "hsvlt", "no-ivla", "--sweep-factors", "
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
-    """The study of STUDY_FLAGS, run through the command: {"out": its run folder, "docs": its page's folder}."""
+    """The study of STUDY_FLAGS, run through the command with an --out that already holds an earlier study: the new
+    one goes to the next free name, with its page and plot (--quick puts them under its folder). {"out": the folder
+    it went to, "asked": the --out given, "earlier": the earlier study's file, "printed": what the command printed}."""
     folder = tmp_path_factory.mktemp("study")
-    out, docs = folder / "runs", folder / "docs"
-    main([*STUDY_FLAGS, "--out", str(out), "--doc", str(docs / "RESULTS.md"), "--plot", str(docs / "ablation.png")])
-    return {"out": out, "docs": docs}
+    asked, earlier = folder / "runs", folder / "runs" / "results.json"
+    asked.mkdir()
+    earlier.write_text('{"results": "an earlier study"}')
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main([*STUDY_FLAGS, "--out", str(asked)])
+    return {"out": folder / "runs2", "asked": asked, "earlier": earlier, "printed": printed.getvalue()}
 
 
 def test_study_sweeps_trains_scores_times_and_writes_page_and_plot(finished_study):
-    out, docs = finished_study["out"], finished_study["docs"]
+    out = finished_study["out"]
 
     summary = json.loads((out / "results.json").read_text())
     results = {r["key"]: r for r in summary["results"]}
@@ -79,18 +87,18 @@ def test_study_sweeps_trains_scores_times_and_writes_page_and_plot(finished_stud
     low, high = results["no-ivla"]["reference_minus_this_small_ci"]
     assert (low <= high) or np.isnan(results["no-ivla"]["reference_minus_this_small"])  # no small item in 24 images
 
-    page = (docs / "RESULTS.md").read_text()
+    page = (out / "RESULTS.md").read_text()
     assert "python reports/ablation.py --quick --variants hsvlt" in page
     assert summary["machine"] in page and "Smoke test" in page
     row = next(line for line in page.splitlines() if line.startswith("| (c) without IVLA"))
     assert f"| {results['no-ivla']['mAP']:.1f} (" in row and f"| {results['no-ivla']['params_M']:.2f} |" in row
     assert f"| {results['no-ivla']['pte_int8_ms']:.2f} |" in row
     assert "## Learning rates" in page and "## Learning signals" in page and "(ablation.png)" in page
-    plot = cv2.imread(str(docs / "ablation.png"))
+    plot = cv2.imread(str(out / "ablation.png"))
     assert plot is not None and plot.shape[0] > 300
 
 
-def test_resume_keeps_finished_variants_and_a_new_study_gets_its_own_folder(finished_study, tmp_path, capsys):
+def test_resume_keeps_finished_variants(finished_study, tmp_path, capsys):
     study = tmp_path / "study"
     shutil.copytree(finished_study["out"], study)  # copies keep their modification times
     finished = [study / key / name for key in ("hsvlt", "no-ivla") for name in ("best.pt", "sweep/sweep.json")]
@@ -106,17 +114,14 @@ def test_resume_keeps_finished_variants_and_a_new_study_gets_its_own_folder(fini
     resumed = json.loads((study / "results.json").read_text())["results"]
     assert [r["key"] for r in resumed] == ["hsvlt", "no-ivla"] and all(r["pte_int8_ms"] > 0 for r in resumed)
 
-    # Without --resume a finished study is not written over: a new one takes the next free name.
-    assert run_folder(study) == tmp_path / "study2"
-    main(["--quick", "--variants", "no-ivla", "--sweep-factors", "1", "--img-size", "32", "--train-size", "32",
-          "--val-size", "8", "--test-size", "8", "--workers", "0", "--latency-runs", "1", "--bootstrap", "5",
-          "--out", str(study)])
-    assert [path.stat().st_mtime_ns for path in finished] == trained
-    assert f"{study} holds an earlier study: writing to {tmp_path / 'study2'}" in capsys.readouterr().out
-    assert (tmp_path / "study2" / "no-ivla" / "best.pt").is_file() and (tmp_path / "study2" / "results.json").is_file()
-    # A --quick study's page and plot go with it, not over the earlier study's.
-    assert (tmp_path / "study2" / "RESULTS.md").is_file() and (tmp_path / "study2" / "ablation.png").is_file()
-    assert not (study / "RESULTS.md").exists()
+
+def test_a_new_study_gets_its_own_folder_and_leaves_an_earlier_one_as_it_was(finished_study):
+    asked, out = finished_study["asked"], finished_study["out"]
+    assert f"{asked} holds an earlier study: writing to {out}" in finished_study["printed"]
+    assert finished_study["earlier"].read_text() == '{"results": "an earlier study"}'
+    assert sorted(path.name for path in asked.iterdir()) == ["results.json"]  # no page, plot or variant there
+    assert (out / "RESULTS.md").is_file() and (out / "ablation.png").is_file()
+    assert run_folder(asked) == asked.with_name("runs3")  # and the next study, the next free name
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.key)

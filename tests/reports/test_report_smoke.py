@@ -1,5 +1,6 @@
 """The report generators run end to end on tiny sizes (their figures mean nothing here: the pages are what is
-checked). The full runs are the scripts themselves: reports/quantization.py, reports/train_speed.py."""
+checked; the eager-QAT study's page is checked in tests/quant/test_eager.py, which reads its programs). The full runs
+are the scripts themselves: reports/quantization.py, reports/train_speed.py."""
 
 import subprocess
 import sys
@@ -9,16 +10,6 @@ import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def test_eager_study_page_renders(checkpoint, tmp_path):
-    from reports import quantization as report
-
-    out = tmp_path / "QUANT_EAGER.md"
-    report.main(["--ckpt", str(checkpoint), "--eager-study", "--qat-epochs", "1", "--max-steps", "2",
-                 "--train-size", "64", "--val-size", "16", "--workers", "0", "--out", str(out)])
-    page = out.read_text()
-    assert "PT2E QAT int8" in page and "eager QAT int8" in page and "fp32" in page
 
 
 def test_benchmark_table_renders(capsys):

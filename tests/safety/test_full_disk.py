@@ -84,18 +84,19 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(small_disk):
     only_these(disk, {"last.pt"})
 
 
-@pytest.mark.parametrize("exporter, name", [(to_executorch, "model.pte"), (to_onnx, "model.onnx")])
-def test_export_on_a_full_disk_keeps_the_previous_model(exporter, name, models, small_disk, capsys):
+@pytest.mark.parametrize("exporter, kind", [(to_executorch, "pte"), (to_onnx, "onnx")])
+def test_export_on_a_full_disk_keeps_the_previous_model(exporter, kind, models, small_disk, capsys):
     small = small_disk(4 << 20)
     disk = small.folder
-    out = disk / name
-    exporter.main(["--ckpt", str(models["checkpoint"]), "--out", str(out), "--parity-images", "0"])
+    out = disk / models[kind].name
+    for previous in (models[kind], manifest_path(models[kind])):  # an earlier export of the same checkpoint
+        shutil.copyfile(previous, disk / previous.name)
     model, manifest = out.read_bytes(), manifest_path(out).read_bytes()
     small.fill(out.stat().st_size // 2)
     fails_with_one_line(exporter.main, ["--ckpt", str(models["checkpoint"]), "--out", str(out),
                                         "--parity-images", "0"], out, capsys)
     assert out.read_bytes() == model and manifest_path(out).read_bytes() == manifest
-    only_these(disk, {name, f"{name}.json"})
+    only_these(disk, {out.name, manifest_path(out).name})
 
 
 def test_coreml_package_on_a_full_disk_keeps_the_previous_package(models, small_disk, capsys):
