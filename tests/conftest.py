@@ -90,8 +90,8 @@ def export_demo_models(folder):
 @pytest.fixture(scope="session")
 def models(tmp_path_factory, worker_id):
     """export_demo_models, made once per test run: under pytest-xdist the first worker to ask exports them into the
-    run's shared temporary folder, and the others wait for it and read the same files (a lowering costs about a
-    minute on 2 cores). The tests only read these files."""
+    run's shared temporary folder, and the others wait for it and read the same files (lowering a program is the
+    suite's largest cost). The tests only read these files."""
     from filelock import FileLock
 
     if worker_id == "master":  # no xdist: this process is the whole run
