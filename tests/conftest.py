@@ -73,18 +73,22 @@ def checkpoint(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
-def export_demo_models(folder):
-    """hsvlt_pico at 64 px exported with the attention of stage 1: {"checkpoint": best.pt, "pte": model.pte,
-    "onnx": model.onnx} in `folder`."""
+def demo_model_files(folder) -> dict:
+    """The demo exports' files in `folder`: {"checkpoint": best.pt, "pte": model.pte, "onnx": model.onnx}."""
+    return {"checkpoint": folder / "best.pt", "pte": folder / "model.pte", "onnx": folder / "model.onnx"}
+
+
+def export_demo_models(folder) -> dict:
+    """hsvlt_pico at 64 px, exported with the attention of stage 1 into `folder` (demo_model_files)."""
     from hsvlt.export import to_executorch, to_onnx
 
     torch.set_num_threads(1)
-    checkpoint = make_checkpoint(folder / "best.pt", img_size=64)
-    pte, onnx = folder / "model.pte", folder / "model.onnx"
-    to_executorch.main(["--ckpt", str(checkpoint), "--out", str(pte), "--attention-stage", "1",
+    files = demo_model_files(folder)
+    checkpoint = str(make_checkpoint(files["checkpoint"], img_size=64))
+    to_executorch.main(["--ckpt", checkpoint, "--out", str(files["pte"]), "--attention-stage", "1",
                         "--parity-images", "0"])
-    to_onnx.main(["--ckpt", str(checkpoint), "--out", str(onnx), "--attention-stage", "1", "--parity-images", "0"])
-    return {"checkpoint": checkpoint, "pte": pte, "onnx": onnx}
+    to_onnx.main(["--ckpt", checkpoint, "--out", str(files["onnx"]), "--attention-stage", "1", "--parity-images", "0"])
+    return files
 
 
 @pytest.fixture(scope="session")
@@ -98,12 +102,11 @@ def models(tmp_path_factory, worker_id):
         return export_demo_models(tmp_path_factory.mktemp("demo_models"))
     folder = tmp_path_factory.getbasetemp().parent / "demo_models"  # the run's folder, above every worker's own
     with FileLock(f"{folder}.lock"):
-        if (folder / "done").is_file():
-            return {"checkpoint": folder / "best.pt", "pte": folder / "model.pte", "onnx": folder / "model.onnx"}
-        folder.mkdir(exist_ok=True)
-        made = export_demo_models(folder)
-        (folder / "done").touch()
-        return made
+        if not (folder / "done").is_file():
+            folder.mkdir(exist_ok=True)
+            export_demo_models(folder)
+            (folder / "done").touch()
+    return demo_model_files(folder)
 
 
 @pytest.fixture(scope="session")
