@@ -10,11 +10,14 @@ A checkpoint is a dict of tensors and plain Python values:
     train_state            (last.pt only) optimiser, schedulers, EMA, RNG and sampler position for --resume
 """
 
+import hashlib
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from hsvlt.cli import UsageError
 from hsvlt.models.classifier import MultiLabelClassifier
 from hsvlt.models.config import HSVLTConfig
 from hsvlt.models.factory import build_model
@@ -25,6 +28,10 @@ FORMAT, VERSION = "hsvlt-checkpoint", 1
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file."""
+
+
+class CheckpointFlagError(CheckpointError, UsageError):
+    """A flag that does not fit the checkpoint (exit status 2, hsvlt.cli)."""
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -118,3 +125,60 @@ def load_model(path: str | Path) -> tuple[MultiLabelClassifier, dict]:
     """Checkpoint file -> (model in eval mode, checkpoint dict)."""
     state = load_checkpoint(path)
     return model_from_checkpoint(state, path), state
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file: how an exported file names the checkpoint it was made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_thresholds(checkpoint: dict, num_classes: int) -> list[float]:
+    """The per-label thresholds calibrated on validation (best.pt has them), else 0.5 for every label."""
+    return [float(t) for t in (checkpoint.get("thresholds") or [0.5] * num_classes)]
+
+
+@dataclass
+class SourceCheckpoint:
+    """A checkpoint opened as the source of an export, a quantisation or a PyTorch runtime: the model, the
+    checkpoint's own values, and its hash (which every file made from it records)."""
+
+    path: Path
+    model: MultiLabelClassifier
+    checkpoint: dict
+    sha256: str
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.checkpoint["labels"])
+
+    @property
+    def thresholds(self) -> list[float]:
+        return checkpoint_thresholds(self.checkpoint, self.model.num_classes)
+
+    @property
+    def preset(self) -> str:
+        return self.model.config.preset
+
+    @property
+    def img_size(self) -> int:
+        return self.model.config.img_size
+
+
+def load_source(path: str | Path, preset: str | None = None, attention_stage: int | None = None) -> SourceCheckpoint:
+    """Open a checkpoint as the source of a tool's work, and refuse it where it does not fit the tool's flags: a
+    checkpoint of another preset than `preset` (--preset), or a model without the stage `attention_stage`
+    (--attention-stage, exit status 2)."""
+    path = Path(path)
+    checkpoint = load_checkpoint(path)
+    sha256 = file_sha256(path)
+    model = model_from_checkpoint(checkpoint, path)
+    if preset is not None and model.config.preset != preset:
+        raise CheckpointError(f"{path}: a {model.config.preset} checkpoint, not {preset}")
+    stages = len(model.config.widths)
+    if attention_stage is not None and not 0 <= attention_stage < stages:
+        raise CheckpointFlagError(f"--attention-stage must be 0..{stages - 1} for {path}, got {attention_stage}")
+    return SourceCheckpoint(path, model, checkpoint, sha256)

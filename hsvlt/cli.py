@@ -3,7 +3,7 @@
 - A flag out of range is refused by argparse itself (the types below): `error: argument --img-size: ...`,
   exit status 2, before any work starts.
 - A failure at run time ends the command with one line, `error: <file or flag>: <problem>`, and exit status 1,
-  never a traceback. Every failure the code reports on purpose is a ValueError (CheckpointError, ExportError,
+  never a traceback. Every failure the code reports on purpose is a ValueError (CheckpointError, ManifestError,
   SourceError, OutputError, ...) or a FileNotFoundError whose message names the file; a loss that stops being
   finite is a FloatingPointError; an OSError from the system (a full disk) names its file. Anything else is a
   bug: it is reported in one line too, with the exception's type. `HSVLT_DEBUG=1` shows the traceback instead.

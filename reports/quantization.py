@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
+from hsvlt.checkpoint import load_source
 from hsvlt.cli import non_negative_int, positive_float, positive_int, run_command
-from hsvlt.export.common import load_source, size_mb
+from hsvlt.export.common import size_mb
 from hsvlt.outputs import save_figure, write_bytes, write_text
 from hsvlt.quant.pt2e import DEFAULT_FLOAT_LAYERS, FLOAT_LAYERS
 from hsvlt.quant.qat import QuantizeConfig
@@ -86,11 +87,11 @@ def program_map(program: Path, val_size: int | None) -> float:
     return evaluate(model, dataset)["at_0.5"]["mAP"]
 
 
-def runtime_map(source, program: Path, int8: Path | None, val_size: int | None) -> tuple[float, float]:
+def runtime_map(checkpoint: Path, program: Path, int8: Path | None, val_size: int | None) -> tuple[float, float]:
     """(validation mAP through the ExecuTorch runtime, .pte size in MB) of the fp32 or int8 program."""
     from hsvlt.export import to_executorch
 
-    to_executorch.export(source, program, int8=int8, parity_images=0)
+    to_executorch.export(to_executorch.ExecuTorchConfig(checkpoint, program, int8=int8, parity_images=0))
     return program_map(program, val_size), size_mb(program)
 
 
@@ -107,7 +108,7 @@ def compare(checkpoint: Path, qat_lr: float | None, config: QuantReportConfig, w
     row = {"preset": source.preset, "checkpoint": str(checkpoint), "qat_epochs": config.qat_epochs,
            "qat_lr": qat_run.lr, "qat_best_epoch": figures["best_epoch"]}
     for key, int8 in (("fp32", None), ("ptq", workdir / f"{stem}_ptq.pt2"), ("qat", workdir / f"{stem}_qat.pt2")):
-        row[f"{key}_mAP"], row[f"{key}_mb"] = runtime_map(source, workdir / f"{stem}_{key}.pte", int8,
+        row[f"{key}_mAP"], row[f"{key}_mb"] = runtime_map(checkpoint, workdir / f"{stem}_{key}.pte", int8,
                                                           config.val_size)
     return row
 
@@ -128,9 +129,8 @@ def eager_study(checkpoint: Path, qat_lr: float | None, config: QuantReportConfi
                 workdir: Path) -> tuple[list[dict], int]:
     """The fp32 program, PT2E QAT (quant/qat.py) and eager QAT (hsvlt/quant/eager.py), trained alike, each lowered to
     XNNPACK and measured through the ExecuTorch runtime; with the checkpoint's input size."""
-    from hsvlt.deploy.manifest import Quantization, write_manifest
+    from hsvlt.deploy.manifest import Quantization, checkpoint_manifest, write_manifest
     from hsvlt.export import to_executorch
-    from hsvlt.export.common import manifest_for
     from hsvlt.quant import eager, qat
 
     source = load_source(checkpoint)
@@ -141,7 +141,8 @@ def eager_study(checkpoint: Path, qat_lr: float | None, config: QuantReportConfi
     rows = []
     for name, key, int8 in (("fp32", "fp32", None), ("PT2E QAT int8 (quant/qat.py)", "pt2e", qat_run.out)):
         path = workdir / f"{stem}_{key}.pte"
-        delegation = to_executorch.export(source, path, int8=int8, parity_images=0)["delegation"]
+        export = to_executorch.ExecuTorchConfig(checkpoint, path, int8=int8, parity_images=0)
+        delegation = to_executorch.export(export)["delegation"]
         rows.append(measure_program(name, path, delegation, config.val_size))
     print(f"{checkpoint}: eager QAT, {config.qat_epochs} epochs")
     model, _ = eager.quantization_aware(qat_run)
@@ -149,8 +150,8 @@ def eager_study(checkpoint: Path, qat_lr: float | None, config: QuantReportConfi
     buffer, delegation = to_executorch.lower(eager.program(model, source.img_size))
     write_bytes(path, buffer)
     # torchao's eager int8 configuration quantises activations per token at run time (hsvlt/quant/eager.py).
-    write_manifest(path, manifest_for(source, "executorch-xnnpack", "int8", None,
-                                      Quantization(method="qat", activations="int8-dynamic")))
+    write_manifest(path, checkpoint_manifest(source, "executorch-xnnpack", "int8",
+                                             quantization=Quantization(method="qat", activations="int8-dynamic")))
     rows.append(measure_program("eager QAT int8 (hsvlt/quant/eager.py)", path, delegation, config.val_size))
     return rows, source.img_size
 

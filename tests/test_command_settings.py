@@ -8,7 +8,7 @@ import pytest
 
 from hsvlt import evaluate, predict
 from hsvlt.export import evaluate_artifact, to_coreml, to_executorch, to_onnx
-from hsvlt.export.common import ExportConfig, ExportError, check_int8_file
+from hsvlt.export.common import ExportConfig
 from hsvlt.labels import __main__ as labels_command
 
 # (parse_args, the flags a run cannot do without, the config those alone give)
@@ -41,12 +41,3 @@ def test_every_exporter_takes_the_shared_flags():
     for parse_args in (to_executorch.parse_args, to_coreml.parse_args, to_onnx.parse_args):
         config = parse_args(given)
         assert (config.attention_stage, config.preset, config.parity_images) == (2, "hsvlt_nano", 3)
-
-
-def test_a_missing_int8_file_is_refused_by_name(tmp_path):
-    assert check_int8_file(None) is None
-    present = tmp_path / "qat.pt2"
-    present.write_bytes(b"")
-    assert check_int8_file(present) == present
-    with pytest.raises(ExportError, match=r"^\S*missing\.pt2: int8 artifact not found$"):
-        check_int8_file(tmp_path / "missing.pt2")

@@ -38,10 +38,10 @@ import torch
 
 from hsvlt.bench import op_profile
 from hsvlt.bench.measure import ROUNDS, cpu_threads, gemm_ceiling, marked_section, time_in_turns, write_section
-from hsvlt.checkpoint import save_checkpoint
+from hsvlt.checkpoint import SourceCheckpoint, load_source, save_checkpoint
 from hsvlt.cli import image_size, non_negative_int, positive_int, program
-from hsvlt.deploy.manifest import read_manifest
-from hsvlt.export.common import SourceCheckpoint, load_source, manifest_for, size_mb
+from hsvlt.deploy.manifest import checkpoint_manifest, read_manifest
+from hsvlt.export.common import size_mb
 from hsvlt.machine import count_gflops, describe
 from hsvlt.models import PRESETS, create_model
 from hsvlt.outputs import save_figure, write_bytes, write_text
@@ -94,7 +94,7 @@ def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int =
     """PT2E static int8 calibrated on generated scenes: what quant/qat.py --ptq makes (hsvlt.quant.qat.post_training),
     without the accuracy evaluation. Rewrites and float layers: the preset's int8 choices (hsvlt/quant/pt2e.py), unless
     given."""
-    from hsvlt.export.common import scene_images
+    from hsvlt.export.parity import scene_images
     from hsvlt.quant.pt2e import save_artifact, to_program
     from hsvlt.quant.qat import post_training
 
@@ -102,7 +102,7 @@ def int8_artifact(source: SourceCheckpoint, out: Path, calibration_images: int =
     converted, quantization = post_training(source.model, (images[start:start + 8]
                                                            for start in range(0, len(images), 8)),
                                             float_layers, rewrites=rewrites)
-    manifest = manifest_for(source, "torch.export", "int8", None, quantization=quantization)
+    manifest = checkpoint_manifest(source, "torch.export", "int8", quantization=quantization)
     save_artifact(to_program(converted, source.img_size), out, manifest)
     return out
 
@@ -115,14 +115,15 @@ def build_artifacts(checkpoint: Path, workdir: Path, rows: set[str]) -> dict[str
     artifacts = {"eager": checkpoint}
     if "pte" in rows:
         artifacts["pte"] = workdir / f"{checkpoint.stem}_fp32.pte"
-        to_executorch.export(source, artifacts["pte"], parity_images=4)
+        to_executorch.export(to_executorch.ExecuTorchConfig(checkpoint, artifacts["pte"], parity_images=4))
     if "pte_int8" in rows:
         program = int8_artifact(source, workdir / f"{checkpoint.stem}_int8.pt2")
         artifacts["pte_int8"] = workdir / f"{checkpoint.stem}_int8.pte"
-        to_executorch.export(source, artifacts["pte_int8"], int8=program, parity_images=4)
+        to_executorch.export(to_executorch.ExecuTorchConfig(checkpoint, artifacts["pte_int8"], int8=program,
+                                                            parity_images=4))
     if "onnx" in rows:
         artifacts["onnx"] = workdir / f"{checkpoint.stem}_fp32.onnx"
-        to_onnx.export(source, artifacts["onnx"], parity_images=4)
+        to_onnx.export(to_onnx.OnnxConfig(checkpoint, artifacts["onnx"], parity_images=4))
     return artifacts
 
 
@@ -228,7 +229,7 @@ def ablation(preset: str, config: BenchConfig, workdir: Path) -> str:
         buffer, summaries[name] = lower(program)
         paths[name] = workdir / f"{preset}_{name.replace(' ', '_').replace('(', '').replace(')', '')}.pte"
         write_bytes(paths[name], buffer)
-        write_manifest(paths[name], manifest_for(source, "executorch-xnnpack", "fp32", None))
+        write_manifest(paths[name], checkpoint_manifest(source, "executorch-xnnpack", "fp32"))
     latencies = time_in_turns(paths, config.threads, config.runs, config.warmup)
     for name, summary in summaries.items():
         latency = latencies[name]["p50_ms"]
@@ -264,7 +265,8 @@ def int8_study(preset: str, config: BenchConfig, workdir: Path, artifacts: dict[
         try:
             program = int8_artifact(source, workdir / f"{preset}_study_{number}.pt2", rewrites=rewrites,
                                     float_layers=float_layers)
-            to_executorch.export(source, workdir / f"{preset}_study_{number}.pte", int8=program, parity_images=0)
+            to_executorch.export(to_executorch.ExecuTorchConfig(checkpoint, workdir / f"{preset}_study_{number}.pte",
+                                                                 int8=program, parity_images=0))
         except RuntimeError as error:  # a mix of precisions the delegate cannot lower: a finding, not a crash
             failed[name] = str(error).strip().splitlines()[0][:200]
             print(f"  {preset} int8, {name}: does not lower ({failed[name]})")
@@ -311,7 +313,7 @@ def browser_bench(config: BenchConfig, workdir: Path, preset: str = WEB_PRESET) 
 
     checkpoint = random_checkpoint(preset, config.img_size, config.labels, workdir / f"{preset}_web.pt")
     onnx = workdir / f"{preset}_web.onnx"
-    to_onnx.export(load_source(checkpoint), onnx, parity_images=4)
+    to_onnx.export(to_onnx.OnnxConfig(checkpoint, onnx, parity_images=4))
     server = make_server(WebConfig(model=onnx, port=0), log=lambda line: print(f"  web demo: {line}"))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()

@@ -9,12 +9,12 @@ a dict: what the runtimes and the web page index) or load_manifest (the dataclas
 are read and upgraded; one of a later version, or one that does not fit, is refused in one line naming the file.
 """
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from hsvlt.checkpoint import SourceCheckpoint
 from hsvlt.models.classifier import MultiLabelClassifier
 from hsvlt.outputs import write_json
 
@@ -223,14 +223,6 @@ def parse_manifest(manifest, name: str = "manifest") -> Manifest:
         raise ManifestError(f"{name}: {error}") from None
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_manifest(
     model: MultiLabelClassifier,
     labels: list[str],
@@ -270,21 +262,14 @@ def build_manifest(
     ).to_dict()
 
 
-def checkpoint_thresholds(checkpoint: dict, num_classes: int) -> list[float]:
-    """The per-label thresholds calibrated on validation (best.pt has them), else 0.5 for every label."""
-    return [float(t) for t in (checkpoint.get("thresholds") or [0.5] * num_classes)]
-
-
-def checkpoint_manifest(model: MultiLabelClassifier, checkpoint: dict, checkpoint_sha256: str, artifact_format: str,
-                        precision: str = "fp32", attention_stage: int | None = None,
-                        quantization: Quantization | None = None, max_batch: int | None = None,
-                        opset: int | None = None) -> dict:
-    """The manifest of a file made from `checkpoint` (the model built from it): build_manifest with the
-    checkpoint's labels and thresholds, and where its validation data came from (so that the file can be scored
-    on the same images: export/evaluate_artifact.py)."""
-    return build_manifest(model, checkpoint["labels"], checkpoint_thresholds(checkpoint, model.num_classes),
-                          checkpoint_sha256, artifact_format, precision, attention_stage, quantization,
-                          checkpoint.get("data"), max_batch, opset)
+def checkpoint_manifest(source: SourceCheckpoint, artifact_format: str, precision: str = "fp32",
+                        attention_stage: int | None = None, quantization: Quantization | None = None,
+                        max_batch: int | None = None, opset: int | None = None) -> dict:
+    """The manifest of a file made from an opened checkpoint (hsvlt.checkpoint.load_source): build_manifest with
+    the checkpoint's labels, thresholds and hash, and where its validation data came from (so that the file can be
+    scored on the same images: export/evaluate_artifact.py)."""
+    return build_manifest(source.model, source.labels, source.thresholds, source.sha256, artifact_format, precision,
+                          attention_stage, quantization, source.checkpoint.get("data"), max_batch, opset)
 
 
 def precision_label(manifest: dict) -> str:

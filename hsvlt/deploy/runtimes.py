@@ -163,15 +163,14 @@ class TorchModel(Model):
     runtime = "PyTorch"
 
     def __init__(self, path: Path, threads: int | None = None, attention_stage: int | None = None):
-        from hsvlt.checkpoint import load_model
-        from hsvlt.deploy.manifest import checkpoint_manifest, file_sha256
+        from hsvlt.checkpoint import load_source
+        from hsvlt.deploy.manifest import checkpoint_manifest
 
-        model, checkpoint = load_model(path)
-        super().__init__(path, checkpoint_manifest(model, checkpoint, file_sha256(path), "checkpoint",
-                                                   attention_stage=attention_stage))
+        source = load_source(path, attention_stage=attention_stage)
+        super().__init__(path, checkpoint_manifest(source, "checkpoint", attention_stage=attention_stage))
         if threads:
             torch.set_num_threads(threads)
-        self.module = AsTrainedHSVLT(model, attention_stage).eval()
+        self.module = AsTrainedHSVLT(source.model, attention_stage).eval()
 
     @torch.inference_mode()
     def execute(self, batch: np.ndarray) -> Output:

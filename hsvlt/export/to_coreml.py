@@ -22,24 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hsvlt.cli import program
-from hsvlt.deploy.manifest import Quantization, manifest_path, precision_label, write_manifest
-from hsvlt.deploy.wrapper import for_export, trace
-from hsvlt.export.common import (
-    ExportConfig,
-    ExportError,
-    SourceCheckpoint,
-    add_int8_argument,
-    add_source_arguments,
-    check_attention_stage,
-    check_int8_file,
-    check_parity,
-    int8_program,
-    load_source,
-    manifest_for,
-    size_mb,
-)
+from hsvlt.checkpoint import SourceCheckpoint, load_source
+from hsvlt.cli import UsageError, program
+from hsvlt.deploy.manifest import Quantization, checkpoint_manifest, manifest_path, precision_label, write_manifest
+from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
+from hsvlt.export.common import ExportConfig, add_int8_argument, add_source_arguments, size_mb
+from hsvlt.export.parity import check_parity
 from hsvlt.outputs import atomic_path, check_output_file
+from hsvlt.quant.pt2e import load_for_export
 from hsvlt.toolchain import quiet_toolchain_calls
 
 # Operations that hold or apply int8 weights in an ML program (iOS 16/17 and iOS 18 forms).
@@ -48,8 +38,8 @@ QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shif
 
 @dataclass
 class CoreMLConfig(ExportConfig):
-    """One export to an .mlpackage, as `python export/to_coreml.py` takes it (its flags parse into one,
-    `parse_args`); tools call `export` with an opened checkpoint instead."""
+    """One export to an .mlpackage: what `python export/to_coreml.py` parses its flags into (`parse_args`), and
+    what tools pass to `export`."""
 
     int8: Path | None = None  # the int8 program quant/qat.py made from the checkpoint
     quantize_weights: bool = False  # Core ML's own int8 weight quantisation
@@ -173,30 +163,32 @@ def run_coreml(path: Path, images: np.ndarray) -> np.ndarray:
     return np.stack([mlmodel.predict({"image": Image.fromarray(p)})["probabilities"].reshape(-1) for p in pixels])
 
 
-def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weights_int8: bool = False, fp16: bool = True,
-           attention_stage: int | None = None, parity_images: int = CoreMLConfig.parity_images) -> dict:
-    """Write the .mlpackage and its manifest; returns the package's interface (inspect_package) and, on
-    macOS, the parity figures."""
-    attention_stage = check_attention_stage(attention_stage, source.model)
-    if int8 is not None and weights_int8:
-        raise ExportError("--int8 and --quantize-weights exclude each other (the --int8 program is already int8)")
-    if int8 is not None:
-        program, attention_stage, quantization = int8_program(int8, source, attention_stage)
-        module = program.module()
-    else:
-        module = for_export(source.model, attention_stage)
+def export(config: CoreMLConfig) -> dict:
+    """Write config.out (.mlpackage) and its manifest: load, wrap, export, convert, save, check. Returns the
+    package's interface (inspect_package) and, on macOS, the parity figures."""
+    if config.int8 is not None and config.quantize_weights:
+        raise UsageError("--int8 and --quantize-weights exclude each other (the --int8 program is already int8)")
+    out = check_output_file(config.out, ".mlpackage")
+    # Load the checkpoint, and with --int8 the int8 program quantised from it (hsvlt.quant.pt2e.load_for_export).
+    source = load_source(config.ckpt, config.preset, config.attention_stage)
+    attention_stage, quantization, fp16 = config.attention_stage, None, not config.fp32
+    if config.int8 is not None:
+        int8_program, attention_stage, quantization = load_for_export(config.int8, source, attention_stage)
+    float_type = "fp16" if fp16 else "fp32"
+    precision = "int8" if config.int8 is not None or config.quantize_weights else float_type
+    if config.quantize_weights:  # the weights are dequantised to the compute precision: the activations stay in it
+        quantization = Quantization(method="weight-only", activations=float_type)
+    manifest = checkpoint_manifest(source, "coreml", precision, attention_stage, quantization)
+    # Wrap: the module to export, and the model as trained, which the check holds the package to.
+    module = for_export(source.model, attention_stage) if config.int8 is None else int8_program.module()
+    reference = AsTrainedHSVLT(source.model, attention_stage)
+    # Export, and convert to an ML program.
     program = trace(module, source.img_size)
     mlmodel = convert(program, source, attention_stage, fp16)
-    if weights_int8:
+    if config.quantize_weights:
         mlmodel = quantize_weights(mlmodel)
-    float_type = "fp16" if fp16 else "fp32"
-    precision = "int8" if int8 is not None or weights_int8 else float_type
-    if weights_int8:  # the weights are dequantised to the compute precision: the activations stay in it
-        quantization = Quantization(method="weight-only", activations=float_type)
-    elif int8 is None:
-        quantization = None
-    manifest = manifest_for(source, "coreml", precision, attention_stage, quantization)
     describe(mlmodel, manifest, attention_stage)
+    # Save the package and its manifest.
     with atomic_path(out, folder=True) as temporary:
         mlmodel.save(str(temporary))
     write_manifest(out, manifest)
@@ -212,9 +204,9 @@ def export(source: SourceCheckpoint, out: Path, int8: Path | None = None, weight
         print("prediction check skipped: Core ML runs on macOS and iOS only (the package was reloaded and "
               "checked without compiling)")
         return result
-    if parity_images:
-        result["parity"] = check_parity(source, parity_images, attention_stage, lambda images: run_coreml(out, images),
-                                        "Core ML")
+    if config.parity_images:  # Check: the package in Core ML against the model as trained, in PyTorch.
+        result["parity"] = check_parity(reference, source, config.parity_images,
+                                        lambda images: run_coreml(out, images), "Core ML")
     return result
 
 
@@ -232,8 +224,4 @@ def parse_args(argv=None) -> CoreMLConfig:
 
 def main(argv=None) -> dict:
     config = parse_args(argv)
-    int8 = check_int8_file(config.int8)
-    source = load_source(config.ckpt, config.preset)
-    out = check_output_file(config.out, ".mlpackage")
-    return export(source, out, int8, config.quantize_weights, not config.fp32,
-                  config.attention_stage, config.parity_images)
+    return export(config)

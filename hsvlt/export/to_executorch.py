@@ -16,22 +16,14 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from hsvlt.checkpoint import load_source
 from hsvlt.cli import positive_int, program
 from hsvlt.deploy.manifest import checkpoint_manifest, manifest_path, precision_label, write_manifest
-from hsvlt.deploy.wrapper import for_export, trace
-from hsvlt.export.common import (
-    ExportConfig,
-    SourceCheckpoint,
-    add_int8_argument,
-    add_source_arguments,
-    check_attention_stage,
-    check_int8_file,
-    check_parity,
-    int8_program,
-    load_source,
-    size_mb,
-)
+from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
+from hsvlt.export.common import ExportConfig, add_int8_argument, add_source_arguments, size_mb
+from hsvlt.export.parity import check_parity
 from hsvlt.outputs import check_output_file, write_bytes
+from hsvlt.quant.pt2e import load_for_export
 from hsvlt.toolchain import quiet_toolchain_calls
 
 BACKENDS = ("xnnpack", "coreml")
@@ -39,8 +31,8 @@ BACKENDS = ("xnnpack", "coreml")
 
 @dataclass
 class ExecuTorchConfig(ExportConfig):
-    """One export to a .pte, as `python export/to_executorch.py` takes it (its flags parse into one, `parse_args`);
-    tools call `export` with an opened checkpoint instead."""
+    """One export to a .pte: what `python export/to_executorch.py` parses its flags into (`parse_args`), and what
+    tools pass to `export`."""
 
     int8: Path | None = None  # the int8 program quant/qat.py made from the checkpoint; None: fp32 (fp16 on coreml)
     backend: str = "xnnpack"
@@ -105,39 +97,41 @@ def format_delegation(summary: dict, backend: str) -> str:
     return line
 
 
-def export(source: SourceCheckpoint, out: Path, backend: str = ExecuTorchConfig.backend, int8: Path | None = None,
-           attention_stage: int | None = None, max_batch: int = ExecuTorchConfig.max_batch,
-           parity_images: int = ExecuTorchConfig.parity_images) -> dict:
-    """Write `out` (.pte) and its manifest from the opened checkpoint: wrap, export, lower, save, check. Returns the
-    delegation summary and the parity figures."""
-    attention_stage = check_attention_stage(attention_stage, source.model)
-    quantization = None
-    if int8 is not None:  # the int8 program quantised from this checkpoint (hsvlt/quant) replaces the wrapper
-        int8_module, attention_stage, quantization = int8_program(Path(int8), source, attention_stage)
+def export(config: ExecuTorchConfig) -> dict:
+    """Write config.out (.pte) and its manifest: load, wrap, export, lower, save, check. Returns the delegation
+    summary and the parity figures."""
+    out = check_output_file(config.out, ".pte")
+    # Load the checkpoint (refused where it does not fit --preset or --attention-stage), and with --int8 the int8
+    # program quantised from it (hsvlt/quant), refused where it was quantised from another.
+    source = load_source(config.ckpt, config.preset, config.attention_stage)
+    attention_stage, quantization = config.attention_stage, None
+    if config.int8 is not None:
+        int8_program, attention_stage, quantization = load_for_export(config.int8, source, attention_stage)
     # The Core ML delegate is built for one input shape and computes in float16 (partitioners); XNNPACK plans
     # memory for the largest batch, so a program for one image at a time (a camera) is exported for exactly that.
-    max_batch = 1 if backend == "coreml" else max_batch
-    precision = "int8" if int8 is not None else ("fp16" if backend == "coreml" else "fp32")
-    manifest = checkpoint_manifest(source.model, source.checkpoint, source.sha256, "executorch-" + backend, precision,
-                                   attention_stage, quantization, max_batch=max_batch)
-    # Wrap and export.
-    module = for_export(source.model, attention_stage) if int8 is None else int8_module.module()
+    max_batch = 1 if config.backend == "coreml" else config.max_batch
+    precision = "int8" if config.int8 is not None else ("fp16" if config.backend == "coreml" else "fp32")
+    manifest = checkpoint_manifest(source, "executorch-" + config.backend, precision, attention_stage, quantization,
+                                   max_batch=max_batch)
+    # Wrap: the module to export, and the model as trained, which the check holds the program to.
+    module = for_export(source.model, attention_stage) if config.int8 is None else int8_program.module()
+    reference = AsTrainedHSVLT(source.model, attention_stage)
+    # Export, and lower to the delegate.
     program = trace(module, source.img_size, None if max_batch == 1 else max_batch)
-    # Lower to the delegate.
-    buffer, summary = lower(program, backend)
-    print(format_delegation(summary, backend))
+    buffer, summary = lower(program, config.backend)
+    print(format_delegation(summary, config.backend))
     # Save the program and its manifest.
     write_bytes(out, buffer)
     write_manifest(out, manifest)
     print(f"wrote {out} ({size_mb(out):.2f} MB, {precision_label(manifest)}) and {manifest_path(out).name}")
-    # Check: the program in the ExecuTorch runtime against the trained model in PyTorch.
+    # Check: the program in the ExecuTorch runtime against the model as trained, in PyTorch.
     result = {"delegation": summary, "parity": None}
-    if parity_images and backend == "coreml" and not coreml_runtime():
+    if config.parity_images and config.backend == "coreml" and not coreml_runtime():
         print("parity check skipped: this ExecuTorch runtime has no Core ML backend (macOS and iOS only)")
-    elif parity_images:
+    elif config.parity_images:
         from hsvlt.deploy.runtimes import ExecuTorchModel
 
-        result["parity"] = check_parity(source, parity_images, attention_stage,
+        result["parity"] = check_parity(reference, source, config.parity_images,
                                         lambda images: ExecuTorchModel(out).run(images).probabilities, "ExecuTorch")
     return result
 
@@ -158,8 +152,4 @@ def parse_args(argv=None) -> ExecuTorchConfig:
 
 def main(argv=None) -> dict:
     config = parse_args(argv)
-    int8 = check_int8_file(config.int8)
-    source = load_source(config.ckpt, config.preset)
-    out = check_output_file(config.out, ".pte")
-    return export(source, out, config.backend, int8, config.attention_stage,
-                  config.max_batch, config.parity_images)
+    return export(config)

@@ -14,19 +14,12 @@ from pathlib import Path
 
 import torch
 
+from hsvlt.checkpoint import load_source
 from hsvlt.cli import program
-from hsvlt.deploy.manifest import manifest_path, write_manifest
-from hsvlt.deploy.wrapper import for_export
-from hsvlt.export.common import (
-    ExportConfig,
-    SourceCheckpoint,
-    add_source_arguments,
-    check_attention_stage,
-    check_parity,
-    load_source,
-    manifest_for,
-    size_mb,
-)
+from hsvlt.deploy.manifest import checkpoint_manifest, manifest_path, write_manifest
+from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export
+from hsvlt.export.common import ExportConfig, add_source_arguments, size_mb
+from hsvlt.export.parity import check_parity
 from hsvlt.outputs import atomic_path, check_output_file
 from hsvlt.toolchain import quiet_toolchain_calls
 
@@ -35,17 +28,23 @@ OPSET = 18
 
 @dataclass
 class OnnxConfig(ExportConfig):
-    """One export to an .onnx file, as `python export/to_onnx.py` takes it (its flags, ExportConfig's alone, parse
-    into one, `parse_args`); tools call `export` with an opened checkpoint instead."""
+    """One export to an .onnx file: what `python export/to_onnx.py` parses its flags (ExportConfig's alone) into
+    (`parse_args`), and what tools pass to `export`."""
 
 
-def export(source: SourceCheckpoint, out: Path, attention_stage: int | None = None,
-           parity_images: int = OnnxConfig.parity_images) -> dict:
-    """Write `out` (.onnx, weights inside the file) and its manifest; returns the parity figures."""
+def export(config: OnnxConfig) -> dict:
+    """Write config.out (.onnx, weights inside the file) and its manifest: load, wrap, export, save, check. Returns
+    the parity figures."""
     import onnx
 
-    attention_stage = check_attention_stage(attention_stage, source.model)
+    out = check_output_file(config.out, ".onnx")
+    source = load_source(config.ckpt, config.preset, config.attention_stage)
+    attention_stage = config.attention_stage
+    manifest = checkpoint_manifest(source, "onnx", "fp32", attention_stage, opset=OPSET)
+    # Wrap: the module to export, and the model as trained, which the check holds the file to.
     module = for_export(source.model, attention_stage)
+    reference = AsTrainedHSVLT(source.model, attention_stage)
+    # Export with a dynamic batch, and save the file (checked by the ONNX checker) and its manifest.
     example = torch.rand(2, 3, source.img_size, source.img_size)
     outputs = ["probabilities"] + (["attention"] if attention_stage is not None else [])
     with quiet_toolchain_calls():
@@ -55,13 +54,14 @@ def export(source: SourceCheckpoint, out: Path, attention_stage: int | None = No
     with atomic_path(out) as temporary:
         program.save(str(temporary), external_data=False)
         onnx.checker.check_model(str(temporary), full_check=True)
-    write_manifest(out, manifest_for(source, "onnx", "fp32", attention_stage, opset=OPSET))
+    write_manifest(out, manifest)
     print(f"wrote {out} ({size_mb(out):.2f} MB) and {manifest_path(out).name}")
+    # Check: the file in ONNX Runtime against the model as trained, in PyTorch.
     result = {"parity": None}
-    if parity_images:
+    if config.parity_images:
         from hsvlt.deploy.runtimes import OnnxModel
 
-        result["parity"] = check_parity(source, parity_images, attention_stage,
+        result["parity"] = check_parity(reference, source, config.parity_images,
                                         lambda images: OnnxModel(out).run(images).probabilities, "ONNX Runtime")
     return result
 
@@ -76,5 +76,4 @@ def parse_args(argv=None) -> OnnxConfig:
 
 def main(argv=None) -> dict:
     config = parse_args(argv)
-    source = load_source(config.ckpt, config.preset)
-    return export(source, check_output_file(config.out, ".onnx"), config.attention_stage, config.parity_images)
+    return export(config)

@@ -6,6 +6,7 @@ It is the one int8 format that lowers to both XNNPACK and Core ML (docs/DESIGN.m
     prepared = prepare(graph, qat=True)                   # fake-quantised; train it (quant/qat.py) or calibrate
     program = to_program(convert(prepared), img_size)     # int8 program: images -> probabilities
     save_artifact(program, "qat.pt2", manifest)           # what export/to_executorch.py --int8 takes
+    program, stage, quantization = load_for_export("qat.pt2", source)   # the exporters, checked against the checkpoint
 
 Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_FLOAT_LAYERS (the LayerNorm
 statistics), comes from the reasons written beside it; `python reports/quantization.py --float-study` measures
@@ -28,7 +29,14 @@ from pathlib import Path
 
 import torch
 
-from hsvlt.deploy.manifest import Quantization, manifest_path, read_manifest, write_manifest
+from hsvlt.checkpoint import SourceCheckpoint
+from hsvlt.deploy.manifest import (
+    Quantization,
+    manifest_path,
+    parse_manifest,
+    read_manifest,
+    write_manifest,
+)
 from hsvlt.deploy.wrapper import for_export, trace
 from hsvlt.models.csa import ExportHead
 from hsvlt.models.deployable import ChannelNorm, Rewrites, TokenNorm
@@ -283,3 +291,18 @@ def load_artifact(path: str | Path) -> tuple[torch.export.ExportedProgram, dict]
     except Exception as error:  # torch.export.load raises many types for a file it cannot read
         raise ValueError(f"{path}: not a torch.export program ({str(error).splitlines()[0][:200]})") from None
     return program, manifest
+
+
+def load_for_export(path: str | Path, source: SourceCheckpoint, attention_stage: int | None = None):
+    """(program, attention stage, how it was quantised) of an artifact about to be exported with the checkpoint
+    it was quantised from; refused, naming the file, when it was made from another checkpoint or with another
+    attention stage than asked for. How it was quantised (QAT or PTQ, the layer groups kept float, int8 and float
+    layer counts) goes into the exported file's manifest; the run's figures stay with the artifact."""
+    program, manifest = load_artifact(path)
+    if manifest["checkpoint_sha256"] != source.sha256:
+        raise ValueError(f"{path}: was quantised from another checkpoint than {source.path}")
+    stage = manifest.get("attention_stage")
+    if attention_stage is not None and attention_stage != stage:
+        raise ValueError(f"{path}: was quantised with attention stage {stage}, not {attention_stage} "
+                         f"(run quant/qat.py with --attention-stage {attention_stage})")
+    return program, stage, parse_manifest(manifest).quantization.without_figures()

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hsvlt.checkpoint import load_model
+from hsvlt.checkpoint import load_source
 from hsvlt.cli import (
     attention_stage,
     non_negative_float,
@@ -36,7 +36,7 @@ from hsvlt.cli import (
 from hsvlt.data import TRAIN_SIZE, dataset_argument
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
-from hsvlt.deploy.manifest import checkpoint_manifest, file_sha256
+from hsvlt.deploy.manifest import checkpoint_manifest
 from hsvlt.deploy.wrapper import for_export
 from hsvlt.engine import (
     Engine,
@@ -224,7 +224,8 @@ def loaders(checkpoint: dict, img_size: int, config: QuantizeConfig, augment: bo
 def run(config: QuantizeConfig) -> dict:
     """Quantise and write the artifact; returns the figures (fp32 and int8 validation mAP, per-epoch log)."""
     torch.manual_seed(config.seed)
-    model, checkpoint = load_model(config.ckpt)
+    source = load_source(config.ckpt, attention_stage=config.attention_stage)
+    model, checkpoint = source.model, source.checkpoint
     img_size = model.config.img_size
     float_layers = (default_float_layers(model.config.preset) if config.float_layers is None
                     else tuple(name for name in config.float_layers.split(",") if name))
@@ -246,8 +247,7 @@ def run(config: QuantizeConfig) -> dict:
     quantization = replace(quantization, figures={
         "epochs": config.epochs if qat else 0, "best_epoch": best_epoch, "distill": config.distill if qat else 0.0,
         "val_mAP_fp32": fp32_map, "val_mAP_int8": int8_map, "log": log})
-    manifest = checkpoint_manifest(model, checkpoint, file_sha256(config.ckpt), "torch.export", "int8",
-                                   config.attention_stage, quantization)
+    manifest = checkpoint_manifest(source, "torch.export", "int8", config.attention_stage, quantization)
     save_artifact(to_program(graph, img_size), config.out, manifest)
     print(f"wrote {config.out} (int8, validation mAP {int8_map:.2f} vs fp32 {fp32_map:.2f}) and its manifest")
     summary = {key: value for key, value in asdict(quantization).items() if key != "figures"}

@@ -7,9 +7,10 @@ import platform
 import numpy as np
 import pytest
 
+from hsvlt.checkpoint import load_source
 from hsvlt.deploy.manifest import read_manifest
 from hsvlt.export import to_coreml
-from hsvlt.export.common import load_source, scene_images
+from hsvlt.export.parity import scene_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
                                         "ignore::UserWarning")

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from hsvlt.deploy.manifest import write_manifest
+from hsvlt.checkpoint import CheckpointError, load_source
+from hsvlt.cli import UsageError
+from hsvlt.deploy.manifest import checkpoint_manifest, write_manifest
 from hsvlt.deploy.runtimes import open_model
 from hsvlt.export import to_coreml, to_executorch, to_onnx
-from hsvlt.export.common import ExportError, load_source, manifest_for
 
 EXPORTERS = {"executorch": (to_executorch, ".pte"), "onnx": (to_onnx, ".onnx"), "coreml": (to_coreml, ".mlpackage")}
 
@@ -17,14 +18,14 @@ EXPORTERS = {"executorch": (to_executorch, ".pte"), "onnx": (to_onnx, ".onnx"), 
 @pytest.mark.parametrize("name", sorted(EXPORTERS))
 def test_missing_checkpoint(name, tmp_path):
     module, suffix = EXPORTERS[name]
-    with pytest.raises(ExportError, match="missing.pt: checkpoint not found"):
+    with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
         module.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / f"model{suffix}")])
 
 
 @pytest.mark.parametrize("name", sorted(EXPORTERS))
 def test_checkpoint_of_another_preset(name, checkpoint, tmp_path):
     module, suffix = EXPORTERS[name]
-    with pytest.raises(ExportError, match="a hsvlt_pico checkpoint, not hsvlt_lite0"):
+    with pytest.raises(CheckpointError, match="a hsvlt_pico checkpoint, not hsvlt_lite0"):
         module.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / f"model{suffix}"), "--preset", "hsvlt_lite0"])
 
 
@@ -40,14 +41,14 @@ def test_unwritable_output(name, checkpoint, tmp_path):
 def test_wrong_suffix_and_bad_attention_stage(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="must end in .pte"):
         to_executorch.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "model.onnx")])
-    with pytest.raises(ExportError, match="attention-stage must be 0..3"):
+    with pytest.raises(UsageError, match="attention-stage must be 0..3"):
         to_onnx.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "model.onnx"), "--attention-stage", "4"])
 
 
 def test_not_a_checkpoint(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ExportError, match="junk.pt: not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable checkpoint"):
         to_onnx.main(["--ckpt", str(junk), "--out", str(tmp_path / "model.onnx")])
 
 
@@ -72,7 +73,7 @@ def test_more_parity_images_than_shipped_is_a_usage_error(tmp_path):
 
 def test_parity_scenes_load_without_the_data_layer():
     probe = ("import sys\n"
-             "from hsvlt.export.common import scene_images\n"
+             "from hsvlt.export.parity import scene_images\n"
              "images = scene_images(3, 40)\n"
              "print(images.shape, images.dtype, float(images.min()) >= 0.0, float(images.max()) <= 1.0)\n"
              "print(sorted(name for name in sys.modules if name.startswith('hsvlt.data')))")
@@ -94,7 +95,7 @@ def test_runtime_adapter_errors(checkpoint, tmp_path):
         open_model(lonely)
     import numpy as np
 
-    manifest = manifest_for(load_source(checkpoint), "onnx", "fp32", None)
+    manifest = checkpoint_manifest(load_source(checkpoint), "onnx")
     for suffix, runtime in ((".pte", "the ExecuTorch runtime"), (".onnx", "ONNX Runtime")):
         junk = tmp_path / f"junk{suffix}"
         junk.write_bytes(b"not a model")

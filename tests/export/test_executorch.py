@@ -6,10 +6,11 @@ import torch
 
 from hsvlt.bench import op_profile
 from hsvlt.bench.measure import cpu_threads
-from hsvlt.deploy.manifest import file_sha256, read_manifest
+from hsvlt.checkpoint import file_sha256, load_source
+from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
 from hsvlt.export import evaluate_artifact, to_executorch
-from hsvlt.export.common import load_source, scene_images
+from hsvlt.export.parity import scene_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 MAX_OPS_OUTSIDE = 2

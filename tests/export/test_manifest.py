@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hsvlt.checkpoint import file_sha256, load_source
 from hsvlt.deploy.manifest import (
     MANIFEST_VERSION,
     ManifestError,
-    file_sha256,
     manifest_path,
     precision_label,
     read_manifest,
@@ -21,8 +21,8 @@ from hsvlt.deploy.manifest import (
 )
 from hsvlt.deploy.runtimes import open_model
 from hsvlt.export import to_coreml, to_executorch
-from hsvlt.export.common import int8_program, load_source
 from hsvlt.quant import qat
+from hsvlt.quant.pt2e import load_for_export
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
                                         "ignore::UserWarning")
@@ -145,7 +145,7 @@ def test_version_1_int8_program_reads_with_its_figures(ptq_program, checkpoint, 
     shutil.copyfile(ptq_program, program)
     manifest_path(program).write_text(json.dumps(old))
     assert read_manifest(program) == current
-    _, _, quantization = int8_program(program, load_source(checkpoint), None)
+    _, _, quantization = load_for_export(program, load_source(checkpoint))
     assert quantization.method == "ptq" and quantization.figures is None
 
 

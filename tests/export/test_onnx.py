@@ -4,10 +4,11 @@ import numpy as np
 import onnx
 import pytest
 
+from hsvlt.checkpoint import load_source
 from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import OnnxModel, TorchModel
 from hsvlt.export import to_onnx
-from hsvlt.export.common import load_source, scene_images
+from hsvlt.export.parity import scene_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

@@ -214,8 +214,9 @@ def test_a_cpu_only_process_evaluates_exports_and_resumes_a_cuda_checkpoint(cuda
     """Checkpoints written on the GPU hold CUDA tensors: a process without CUDA reads them (evaluation, ExecuTorch
     export, and --resume on the CPU), with outputs that match the GPU's."""
     pytest.importorskip("executorch")
+    from hsvlt.checkpoint import load_source
     from hsvlt.deploy.runtimes import ExecuTorchModel
-    from hsvlt.export.common import load_source, scene_images
+    from hsvlt.export.parity import scene_images
 
     run = tmp_path / "run"
     shutil.copytree(cuda_run, run)  # the resume below writes into it
@@ -306,10 +307,10 @@ def test_qat_steps_on_cuda_then_int8_export_on_the_cpu(checkpoint, tmp_path):
     computes what the GPU's graph did."""
     pytest.importorskip("torchao")
     pytest.importorskip("executorch")
-    from hsvlt.deploy.manifest import Quantization, build_manifest
+    from hsvlt.checkpoint import load_source
+    from hsvlt.deploy.manifest import Quantization, checkpoint_manifest
     from hsvlt.deploy.runtimes import ExecuTorchModel
     from hsvlt.export import to_executorch
-    from hsvlt.export.common import load_source
     from hsvlt.quant import qat
     from hsvlt.quant.pt2e import (
         capture,
@@ -351,8 +352,8 @@ def test_qat_steps_on_cuda_then_int8_export_on_the_cpu(checkpoint, tmp_path):
     assert_probabilities_close(on_cpu, on_gpu, 0.06, 0.01)
 
     artifact, program_file = tmp_path / "qat.pt2", tmp_path / "int8.pte"
-    manifest = build_manifest(source.model, source.labels, source.thresholds, source.sha256, "torch.export", "int8",
-                              quantization=Quantization(method="qat", activations="int8"))
+    manifest = checkpoint_manifest(source, "torch.export", "int8",
+                                   quantization=Quantization(method="qat", activations="int8"))
     save_artifact(to_program(convert(prepared), source.img_size), artifact, manifest)
     to_executorch.main(["--ckpt", str(checkpoint), "--int8", str(artifact), "--out", str(program_file),
                         "--parity-images", "0"])

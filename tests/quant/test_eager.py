@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from hsvlt.checkpoint import load_source
 from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
-from hsvlt.export.common import load_source, scene_images
+from hsvlt.export.parity import scene_images
 from hsvlt.quant import eager
 from reports import quantization as report
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from hsvlt.deploy.manifest import file_sha256, read_manifest
+from hsvlt.checkpoint import file_sha256, load_source
+from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import ExecuTorchModel, TorchModel
 from hsvlt.export import to_coreml, to_executorch
-from hsvlt.export.common import ExportError, load_source, scene_images
+from hsvlt.export.parity import scene_images
 from hsvlt.models import create_model
 from hsvlt.quant import qat
 from hsvlt.quant.pt2e import (
@@ -99,7 +100,7 @@ def test_int8_program_converts_to_core_ml_with_int8_weights(qat_artifact, checkp
 def test_artifact_of_another_checkpoint_is_refused(qat_artifact, checkpoint, checkpoint_maker, tmp_path):
     other = checkpoint_maker(tmp_path / "other.pt", seed=1)
     path, _ = qat_artifact
-    with pytest.raises(ExportError, match="quantised from another checkpoint"):
+    with pytest.raises(ValueError, match="quantised from another checkpoint"):
         to_executorch.main(["--ckpt", str(other), "--int8", str(path), "--out", str(tmp_path / "x.pte")])
 
 

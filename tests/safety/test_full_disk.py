@@ -113,12 +113,12 @@ def test_coreml_package_on_a_full_disk_keeps_the_previous_package(models, small_
 
 
 def test_quantised_artifact_on_a_full_disk_keeps_the_previous_one(small_disk, checkpoint):
-    from hsvlt.checkpoint import load_model
+    from hsvlt.checkpoint import load_source
     from hsvlt.deploy.manifest import Quantization, checkpoint_manifest
     from hsvlt.quant.pt2e import save_artifact
 
-    model, saved = load_model(checkpoint)
-    manifest = checkpoint_manifest(model, saved, "0" * 64, "torch.export", "int8",
+    source = load_source(checkpoint)
+    manifest = checkpoint_manifest(source, "torch.export", "int8",
                                    quantization=Quantization(method="ptq", activations="int8"))
     small = small_disk(1 << 20)
     disk = small.folder

@@ -35,9 +35,9 @@ def test_a_non_editable_install_adds_hsvlt_alone_and_imports_from_anywhere(tmp_p
     assert sorted(path.name for path in (target / "bin").iterdir()) == ["hsvlt"]
 
     elsewhere.mkdir()
-    probe = ("import hsvlt, hsvlt.export.to_executorch, hsvlt.export.common, hsvlt.quant.qat, hsvlt.deploy.camera, "
+    probe = ("import hsvlt, hsvlt.export.to_executorch, hsvlt.export.parity, hsvlt.quant.qat, hsvlt.deploy.camera, "
              "hsvlt.bench.export_bench, hsvlt.command\n"
-             "print(len(hsvlt.export.common.PARITY_SCENES))\n"
+             "print(len(hsvlt.export.parity.PARITY_SCENES))\n"
              "print(hsvlt.__file__)")
     env = {**os.environ, "PYTHONPATH": str(target)}
     done = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env, capture_output=True, text=True,

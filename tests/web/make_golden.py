@@ -150,6 +150,7 @@ def manifest() -> dict:
     """A manifest as the exporters write it, for a 10-label model with attention (no weights needed)."""
     import torch
 
+    from hsvlt.checkpoint import SourceCheckpoint
     from hsvlt.deploy.manifest import checkpoint_manifest
     from hsvlt.labels import load_label_set
     from hsvlt.models import create_model
@@ -158,7 +159,8 @@ def manifest() -> dict:
     model = create_model("hsvlt_pico", torch.from_numpy(labels.embeddings), img_size=64)
     checkpoint = {"labels": list(labels.names), "thresholds": [round(0.3 + 0.04 * i, 3) for i in range(10)],
                   "data": {"name": "shapes", "seed": 0}}
-    return checkpoint_manifest(model, checkpoint, "0" * 64, "onnx", attention_stage=1, opset=18)
+    source = SourceCheckpoint(Path("golden.pt"), model, checkpoint, "0" * 64)
+    return checkpoint_manifest(source, "onnx", attention_stage=1, opset=18)
 
 
 def write(out: Path) -> list[Path]:
