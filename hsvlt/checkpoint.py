@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, read as untrusted input (weights_only=True), turned back into models.
+"""Checkpoints: written atomically, read as untrusted input (weights_only=True), turned back into models, and
+opened as the source of the tools that make files from them (load_source: the model, the values, the file's hash).
 
 A checkpoint is a dict of tensors and plain Python values:
     format, version        "hsvlt-checkpoint", 1

@@ -30,13 +30,7 @@ from pathlib import Path
 import torch
 
 from hsvlt.checkpoint import SourceCheckpoint
-from hsvlt.deploy.manifest import (
-    Quantization,
-    manifest_path,
-    parse_manifest,
-    read_manifest,
-    write_manifest,
-)
+from hsvlt.deploy.manifest import Quantization, manifest_path, parse_manifest, read_manifest, write_manifest
 from hsvlt.deploy.wrapper import for_export, trace
 from hsvlt.models.csa import ExportHead
 from hsvlt.models.deployable import ChannelNorm, Rewrites, TokenNorm
