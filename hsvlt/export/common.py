@@ -9,13 +9,13 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from hsvlt.cli import int_between, non_negative_int
+from hsvlt.cli import int_between, non_negative_int, program
 from hsvlt.export.parity import PARITY_SCENES
 
 
 @dataclass
 class ExportConfig:
-    """What every export takes (add_source_arguments): the checkpoint, the file to write, the attention output,
+    """What every export takes (export_parser): the checkpoint, the file to write, the attention output,
     the preset check and the parity check. Each exporter's config extends it with its own settings."""
 
     ckpt: Path
@@ -25,8 +25,11 @@ class ExportConfig:
     parity_images: int = 32  # shipped scenes compared with PyTorch (0: none; at most len(PARITY_SCENES))
 
 
-def add_source_arguments(parser: argparse.ArgumentParser, out_help: str, defaults: ExportConfig) -> None:
-    """The flags of ExportConfig, which every exporter takes; `defaults`: the exporter's own config's."""
+def export_parser(script: str, description: str, out_help: str, defaults: ExportConfig) -> argparse.ArgumentParser:
+    """The parser of the exporter `script` (its module docstring as `description`), with the flags of
+    ExportConfig, which every exporter takes; `defaults`: the exporter's own config's."""
+    parser = argparse.ArgumentParser(prog=program(script), description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by hsvlt.train (best.pt)")
     parser.add_argument("--out", required=True, type=Path, help=out_help)
     parser.add_argument("--attention-stage", type=non_negative_int,
@@ -34,6 +37,7 @@ def add_source_arguments(parser: argparse.ArgumentParser, out_help: str, default
     parser.add_argument("--preset", help="refuse a checkpoint of another preset than this one")
     parser.add_argument("--parity-images", type=int_between(0, len(PARITY_SCENES)), default=defaults.parity_images,
                         help=f"scenes to compare with PyTorch on, 0..{len(PARITY_SCENES)} (0: skip)")
+    return parser
 
 
 def add_int8_argument(parser: argparse.ArgumentParser) -> None:

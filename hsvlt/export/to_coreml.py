@@ -14,7 +14,6 @@ compiling and its interface, metadata and operations are checked; on macOS it al
 scenes and is compared with PyTorch.
 """
 
-import argparse
 import json
 import platform
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from hsvlt.checkpoint import SourceCheckpoint, load_source
-from hsvlt.cli import UsageError, program
+from hsvlt.cli import UsageError
 from hsvlt.deploy.manifest import Quantization, checkpoint_manifest, manifest_path, precision_label, write_manifest
 from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
-from hsvlt.export.common import ExportConfig, add_int8_argument, add_source_arguments, size_mb
+from hsvlt.export.common import ExportConfig, add_int8_argument, export_parser, size_mb
 from hsvlt.export.parity import check_parity
 from hsvlt.outputs import atomic_path, check_output_file
 from hsvlt.quant.pt2e import load_for_export
@@ -212,9 +211,7 @@ def export(config: CoreMLConfig) -> dict:
 
 def parse_args(argv=None) -> CoreMLConfig:
     defaults = CoreMLConfig(ckpt=Path(), out=Path())
-    parser = argparse.ArgumentParser(prog=program("python export/to_coreml.py"), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_source_arguments(parser, "output package, e.g. HSVLT.mlpackage", defaults)
+    parser = export_parser("python export/to_coreml.py", __doc__, "output package, e.g. HSVLT.mlpackage", defaults)
     add_int8_argument(parser)
     parser.add_argument("--quantize-weights", action="store_true",
                         help="int8 weights by Core ML's weight quantisation (no QAT needed)")

@@ -12,15 +12,14 @@ It prints how much of the graph the delegate runs, and compares the program, run
 with the PyTorch model on generated scenes.
 """
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 from hsvlt.checkpoint import load_source
-from hsvlt.cli import positive_int, program
+from hsvlt.cli import positive_int
 from hsvlt.deploy.manifest import checkpoint_manifest, manifest_path, precision_label, write_manifest
 from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export, trace
-from hsvlt.export.common import ExportConfig, add_int8_argument, add_source_arguments, size_mb
+from hsvlt.export.common import ExportConfig, add_int8_argument, export_parser, size_mb
 from hsvlt.export.parity import check_parity
 from hsvlt.outputs import check_output_file, write_bytes
 from hsvlt.quant.pt2e import load_for_export
@@ -138,9 +137,7 @@ def export(config: ExecuTorchConfig) -> dict:
 
 def parse_args(argv=None) -> ExecuTorchConfig:
     defaults = ExecuTorchConfig(ckpt=Path(), out=Path())
-    parser = argparse.ArgumentParser(prog=program("python export/to_executorch.py"), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_source_arguments(parser, "output program, e.g. model.pte", defaults)
+    parser = export_parser("python export/to_executorch.py", __doc__, "output program, e.g. model.pte", defaults)
     add_int8_argument(parser)
     parser.add_argument("--backend", default=defaults.backend, choices=BACKENDS,
                         help="delegate: xnnpack (CPU, every platform) or coreml (Apple; runs on macOS / iOS)")

@@ -8,17 +8,15 @@ manifest is written beside it (model.onnx.json). The file is validated by the ON
 Runtime and compared with the PyTorch model on generated scenes.
 """
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from hsvlt.checkpoint import load_source
-from hsvlt.cli import program
 from hsvlt.deploy.manifest import checkpoint_manifest, manifest_path, write_manifest
 from hsvlt.deploy.wrapper import AsTrainedHSVLT, for_export
-from hsvlt.export.common import ExportConfig, add_source_arguments, size_mb
+from hsvlt.export.common import ExportConfig, export_parser, size_mb
 from hsvlt.export.parity import check_parity
 from hsvlt.outputs import atomic_path, check_output_file
 from hsvlt.toolchain import quiet_toolchain_calls
@@ -68,9 +66,7 @@ def export(config: OnnxConfig) -> dict:
 
 def parse_args(argv=None) -> OnnxConfig:
     defaults = OnnxConfig(ckpt=Path(), out=Path())
-    parser = argparse.ArgumentParser(prog=program("python export/to_onnx.py"), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_source_arguments(parser, "output file, e.g. model.onnx", defaults)
+    parser = export_parser("python export/to_onnx.py", __doc__, "output file, e.g. model.onnx", defaults)
     return OnnxConfig(**vars(parser.parse_args(argv)))
 
 
