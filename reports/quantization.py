@@ -141,8 +141,8 @@ def eager_study(checkpoint: Path, qat_lr: float | None, config: QuantReportConfi
     rows = []
     for name, key, int8 in (("fp32", "fp32", None), ("PT2E QAT int8 (quant/qat.py)", "pt2e", qat_run.out)):
         path = workdir / f"{stem}_{key}.pte"
-        export = to_executorch.ExecuTorchConfig(checkpoint, path, int8=int8, parity_images=0)
-        delegation = to_executorch.export(export)["delegation"]
+        export_config = to_executorch.ExecuTorchConfig(checkpoint, path, int8=int8, parity_images=0)
+        delegation = to_executorch.export(export_config)["delegation"]
         rows.append(measure_program(name, path, delegation, config.val_size))
     print(f"{checkpoint}: eager QAT, {config.qat_epochs} epochs")
     model, _ = eager.quantization_aware(qat_run)

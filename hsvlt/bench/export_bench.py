@@ -111,13 +111,12 @@ def build_artifacts(checkpoint: Path, workdir: Path, rows: set[str]) -> dict[str
     """Export the checkpoint to each benchmarked format with the exporters' own code."""
     from hsvlt.export import to_executorch, to_onnx
 
-    source = load_source(checkpoint)
     artifacts = {"eager": checkpoint}
     if "pte" in rows:
         artifacts["pte"] = workdir / f"{checkpoint.stem}_fp32.pte"
         to_executorch.export(to_executorch.ExecuTorchConfig(checkpoint, artifacts["pte"], parity_images=4))
     if "pte_int8" in rows:
-        program = int8_artifact(source, workdir / f"{checkpoint.stem}_int8.pt2")
+        program = int8_artifact(load_source(checkpoint), workdir / f"{checkpoint.stem}_int8.pt2")
         artifacts["pte_int8"] = workdir / f"{checkpoint.stem}_int8.pte"
         to_executorch.export(to_executorch.ExecuTorchConfig(checkpoint, artifacts["pte_int8"], int8=program,
                                                             parity_images=4))

@@ -1,9 +1,4 @@
-"""What the exporters share: their settings and flags (ExportConfig, --int8). Each exporter's `export` reads
-load, wrap, export, lower (or convert), save, check over the library: the checkpoint is hsvlt.checkpoint.load_source's,
-the int8 program hsvlt.quant.pt2e.load_for_export's, the manifest hsvlt.deploy.manifest.checkpoint_manifest's, the
-check hsvlt.export.parity's. Their refusals are one line naming the file or the flag and the problem; the commands
-print it as `error: ...` and exit with status 1, or 2 for a flag that does not fit the checkpoint (hsvlt.cli).
-"""
+"""What the exporters share: their settings and flags (ExportConfig, export_parser, --int8)."""
 
 import argparse
 from dataclasses import dataclass

@@ -20,7 +20,7 @@ def scene_images(count: int, size: int) -> np.ndarray:
     """The first `count` parity scenes (PARITY_SCENES) as model input, float32 N x 3 x S x S, prepared by
     hsvlt.deploy.preprocess.prepare_image as every image is."""
     if not 1 <= count <= len(PARITY_SCENES):  # 0 means no check: the callers skip it before coming here
-        raise ValueError(f"--parity-images: {count} scenes asked for, 1..{len(PARITY_SCENES)} ship")
+        raise ValueError(f"parity scenes: {count} asked for, 1..{len(PARITY_SCENES)} ship")
     return to_input(np.stack([prepare_image(read_image(path), size) for path in PARITY_SCENES[:count]]))
 
 

@@ -167,9 +167,9 @@ def export(config: CoreMLConfig) -> dict:
     package's interface (inspect_package) and, on macOS, the parity figures."""
     if config.int8 is not None and config.quantize_weights:
         raise UsageError("--int8 and --quantize-weights exclude each other (the --int8 program is already int8)")
-    out = check_output_file(config.out, ".mlpackage")
     # Load the checkpoint, and with --int8 the int8 program quantised from it (hsvlt.quant.pt2e.load_for_export).
     source = load_source(config.ckpt, config.preset, config.attention_stage)
+    out = check_output_file(config.out, ".mlpackage")
     attention_stage, quantization, fp16 = config.attention_stage, None, not config.fp32
     if config.int8 is not None:
         int8_program, attention_stage, quantization = load_for_export(config.int8, source, attention_stage)
@@ -212,9 +212,10 @@ def export(config: CoreMLConfig) -> dict:
 def parse_args(argv=None) -> CoreMLConfig:
     defaults = CoreMLConfig(ckpt=Path(), out=Path())
     parser = export_parser("python export/to_coreml.py", __doc__, "output package, e.g. HSVLT.mlpackage", defaults)
-    add_int8_argument(parser)
-    parser.add_argument("--quantize-weights", action="store_true",
-                        help="int8 weights by Core ML's weight quantisation (no QAT needed)")
+    int8 = parser.add_mutually_exclusive_group()  # the --int8 program is already int8
+    add_int8_argument(int8)
+    int8.add_argument("--quantize-weights", action="store_true",
+                      help="int8 weights by Core ML's weight quantisation (no QAT needed)")
     parser.add_argument("--fp32", action="store_true", help="compute in float32 (default: float16)")
     return CoreMLConfig(**vars(parser.parse_args(argv)))
 

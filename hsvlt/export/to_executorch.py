@@ -99,10 +99,11 @@ def format_delegation(summary: dict, backend: str) -> str:
 def export(config: ExecuTorchConfig) -> dict:
     """Write config.out (.pte) and its manifest: load, wrap, export, lower, save, check. Returns the delegation
     summary and the parity figures."""
-    out = check_output_file(config.out, ".pte")
     # Load the checkpoint (refused where it does not fit --preset or --attention-stage), and with --int8 the int8
-    # program quantised from it (hsvlt/quant), refused where it was quantised from another.
+    # program quantised from it (hsvlt/quant), refused where it was quantised from another checkpoint or with
+    # another attention stage.
     source = load_source(config.ckpt, config.preset, config.attention_stage)
+    out = check_output_file(config.out, ".pte")
     attention_stage, quantization = config.attention_stage, None
     if config.int8 is not None:
         int8_program, attention_stage, quantization = load_for_export(config.int8, source, attention_stage)

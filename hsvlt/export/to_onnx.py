@@ -35,8 +35,8 @@ def export(config: OnnxConfig) -> dict:
     the parity figures."""
     import onnx
 
-    out = check_output_file(config.out, ".onnx")
     source = load_source(config.ckpt, config.preset, config.attention_stage)
+    out = check_output_file(config.out, ".onnx")
     attention_stage = config.attention_stage
     manifest = checkpoint_manifest(source, "onnx", "fp32", attention_stage, opset=OPSET)
     # Wrap: the module to export, and the model as trained, which the check holds the file to.

@@ -38,6 +38,16 @@ def test_unwritable_output(name, checkpoint, tmp_path):
         module.main(["--ckpt", str(checkpoint), "--out", str(blocker / f"model{suffix}")])
 
 
+@pytest.mark.parametrize("name", sorted(EXPORTERS))
+def test_a_refused_checkpoint_leaves_no_output_folder(name, tmp_path):
+    module, suffix = EXPORTERS[name]
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable checkpoint"):
+        module.main(["--ckpt", str(junk), "--out", str(tmp_path / "new" / f"model{suffix}")])
+    assert not (tmp_path / "new").exists()
+
+
 def test_wrong_suffix_and_bad_attention_stage(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="must end in .pte"):
         to_executorch.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "model.onnx")])
