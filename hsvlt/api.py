@@ -7,7 +7,7 @@
 
 The model file's manifest (model.pte.json beside it; a checkpoint carries its own) gives the label names, the
 per-label thresholds and the input size. Images are decoded by hsvlt.images.read_image and prepared by
-hsvlt.deploy.preprocess, the definitions training, evaluation, the exporters and the demo use; the model runs
+hsvlt.preprocess, the definitions training, evaluation, the exporters and the demo use; the model runs
 through the runtime adapters of hsvlt.deploy.runtimes. Failures are the project's one-line errors (ValueError
 subclasses naming the file).
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hsvlt.deploy.preprocess import preprocess_image
 from hsvlt.deploy.runtimes import Model, attention_peak, open_model
 from hsvlt.images import megapixel_limit, read_image, to_uint8
+from hsvlt.preprocess import preprocess_image
 
 ImageLike = str | Path | np.ndarray
 

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -38,20 +38,35 @@ from hsvlt.models.classifier import is_backbone
 from hsvlt.models.ivla import recording_block_scales
 from hsvlt.run_log import LABEL_SCALE_EVERY, TrainingWatch
 
-if TYPE_CHECKING:
-    from hsvlt.train import TrainConfig
-
 CPU_PLACEMENT = distributed.Placement(torch.device("cpu"))
 
 
 # ---- what an optimiser trains ------------------------------------------------------------------------------
+
+class TrainSettings(Protocol):
+    """What the engine reads of a run's settings (`parameter_groups`, `Engine.for_config`), resolved: no None
+    where a recipe fills it in. hsvlt.train.TrainConfig is one; the engine names the fields instead of importing
+    it, because hsvlt.train builds on the engine."""
+
+    lr: float
+    backbone_lr_scale: float
+    weight_decay: float
+    freeze_stages: int
+    epochs: int
+    warmup_epochs: float
+    schedule: str  # "cosine" or "plateau"
+    loss: str
+    clip_grad: float
+    ema: float  # decay per step; 0: no EMA
+    no_amp: bool
+
 
 def stage_of(name: str) -> int:
     """The backbone stage (0-3) a parameter or module name belongs to; -1 outside the stages."""
     return int(name.split(".")[1]) if name.startswith("stages.") else -1
 
 
-def parameter_groups(model: torch.nn.Module, config: "TrainConfig") -> list[dict]:
+def parameter_groups(model: torch.nn.Module, config: TrainSettings) -> list[dict]:
     """AdamW groups: backbone vs the rest (own learning rates), and no weight decay on 1-D tensors
     (norms, biases, layer scales). Frozen stages' backbone weights are left out entirely."""
     groups: dict[tuple[bool, bool], list] = {}
@@ -167,7 +182,7 @@ class Engine:
         self.steps_taken = 0  # where the schedule does not count them
 
     @classmethod
-    def for_config(cls, model: torch.nn.Module, config: "TrainConfig",
+    def for_config(cls, model: torch.nn.Module, config: TrainSettings,
                    placement: distributed.Placement = CPU_PLACEMENT, steps_per_epoch: int | None = None,
                    watch: TrainingWatch | None = None) -> "Engine":
         """hsvlt.train's step for `config`: AdamW over parameter_groups, autocast unless config.no_amp, the

@@ -1,9 +1,9 @@
 """Training recipes: what `python -m hsvlt.train` uses for a dataset where a flag is not given, and what QAT
-fine-tunes with (its augmentation). Each dataset names its recipe where it registers (hsvlt.data.register_dataset);
-the two the built-in datasets share are here, so that a value changes in one place."""
+fine-tunes with (its augmentation). Each dataset names its recipe where it registers (hsvlt.data.register_dataset;
+hsvlt.data.data_defaults reads it back); the ones the built-in datasets share are here, so that a value changes in
+one place."""
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 # Scenes of the generated datasets (shapes, fashion-mosaic) unless a command says otherwise.
 TRAIN_SIZE, VAL_SIZE = 12000, 1000
@@ -39,33 +39,3 @@ SHAPES_DEFAULTS = replace(GENERATED_DATA_DEFAULTS, epochs=6, lr=3e-3, loss="asl"
 REAL_DATA_DEFAULTS = Recipe(img_size=None, train_size=None, epochs=40, batch_size=32, crop_scale=0.7, randaugment=2,
                             lr=1e-3, warmup_epochs=1.0)
 
-
-def data_defaults(name: str) -> dict:
-    """The recipe of dataset `name` (a registered name or a `module:NAME` / `file.py:NAME` dataset) as a dict."""
-    from hsvlt.data import find_dataset  # the datasets name their recipes, so they import this module first
-
-    return asdict(find_dataset(name).recipe)
-
-
-def describe_defaults(field: str, unset: str = "", names: Sequence[str] | None = None) -> str:
-    """The defaults of recipe `field` of the datasets `names` (default: the built-in ones) in words, for --help:
-    "6 for shapes and fashion-mosaic, otherwise 40" (the value most of them share comes last; None reads as
-    `unset`)."""
-    from hsvlt.data import DATASETS, find_dataset
-
-    if field not in {f.name for f in fields(Recipe)}:
-        raise ValueError(f"recipes have no field {field!r}")
-    groups: dict[object, list[str]] = {}
-    for name in DATASETS if names is None else names:
-        groups.setdefault(getattr(find_dataset(name).recipe, field), []).append(name)
-    common = max(groups, key=lambda value: len(groups[value]))
-
-    def words(value) -> str:
-        return unset if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-    parts = [f"{words(value)} for {_join(names)}" for value, names in groups.items() if value != common]
-    return ", ".join(parts + [f"otherwise {words(common)}" if parts else words(common)])
-
-
-def _join(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

@@ -36,7 +36,16 @@ from hsvlt.cli import (
     program,
     run_command,
 )
-from hsvlt.data import DATASETS, VAL_SIZE, build_data, canonical_spec, dataset_argument, find_dataset
+from hsvlt.data import (
+    DATASETS,
+    VAL_SIZE,
+    build_data,
+    canonical_spec,
+    data_defaults,
+    dataset_argument,
+    describe_defaults,
+    find_dataset,
+)
 from hsvlt.data.base import FileDataset, InMemoryDataset
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
@@ -54,7 +63,6 @@ from hsvlt.models import PRESETS, create_model
 from hsvlt.models.classifier import is_backbone
 from hsvlt.models.config import FUSIONS, LANGUAGE_UPDATES, HSVLTConfig
 from hsvlt.outputs import check_output_folder, run_folder, write_json
-from hsvlt.recipes import data_defaults, describe_defaults
 from hsvlt.run_log import RunLog, TrainingWatch, label_rms_bound
 
 

@@ -49,6 +49,7 @@ from hsvlt.bench.export_bench import build_artifacts
 from hsvlt.bench.measure import bootstrap_interval, bootstrap_samples, cpu_threads, kept_sections, time_in_turns
 from hsvlt.checkpoint import load_model
 from hsvlt.cli import UsageError, image_size, non_negative_int, positive_float, positive_int, run_command
+from hsvlt.data import data_defaults
 from hsvlt.data.base import MultiLabelDataset, to_model_input
 from hsvlt.data.loader import eval_loader
 from hsvlt.data.transforms import eval_transform
@@ -65,7 +66,6 @@ from hsvlt.metrics import (
 )
 from hsvlt.models import PRESETS
 from hsvlt.outputs import run_folder, save_figure, save_npz, write_json, write_text
-from hsvlt.recipes import data_defaults
 from hsvlt.train import TrainConfig, train
 from hsvlt.train import parse_args as parse_train_flags
 

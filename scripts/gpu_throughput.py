@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 
+from hsvlt.data import data_defaults
 from hsvlt.data.base import FileDataset, to_model_input
 from hsvlt.data.loader import train_loader
 from hsvlt.data.transforms import train_transform
@@ -39,7 +40,6 @@ from hsvlt.labels import load_label_set
 from hsvlt.machine import cpu_name, usable_cores
 from hsvlt.models import PRESETS, create_model
 from hsvlt.outputs import write_text
-from hsvlt.recipes import data_defaults
 from hsvlt.train import TrainConfig
 
 DEFAULT_CONFIGS = ("hsvlt_nano:224:32,64,128,256,512", "hsvlt_small:448:8,16,32,64,128")

@@ -5,7 +5,7 @@ nothing, and nothing else would notice (the Swift sources cannot even be built h
 What is checked, and what counts as resolving:
 - In Swift, only the comments are read: its string literals are identifiers (a dispatch queue's label), not
   citations.
-- A dotted name that starts with one of the project's packages (`hsvlt.deploy.preprocess.prepare_image`,
+- A dotted name that starts with one of the project's packages (`hsvlt.preprocess.prepare_image`,
   `python -m hsvlt.train`): its longest importable prefix is imported and the rest is looked up attribute by
   attribute.
 - A path from the repository root that starts with one of the project's folders (`docs/DESIGN.md`,
@@ -115,7 +115,7 @@ def path_exists(cited: str, paragraph: str) -> bool:
 def test_the_scan_finds_what_the_text_cites():
     """The patterns still find the citations (a pattern that matched nothing would pass everything)."""
     found = {(kind, name) for kind, name, _, _ in citations()}
-    assert ("name", "hsvlt.deploy.preprocess.prepare_image") in found  # edge_demo/ios
+    assert ("name", "hsvlt.preprocess.prepare_image") in found  # edge_demo/ios
     assert ("path", "hsvlt/models/ivla.py") in found  # README.md
     assert ("path", "docs/DESIGN.md") in found
     assert ("link", "docs/EXPORT.png") in found  # docs/EXPORT.md links it beside itself

@@ -21,8 +21,10 @@ from hsvlt.data.registry import (
     DatasetError,
     build_data,
     canonical_spec,
+    data_defaults,
     dataset_argument,
     dataset_names,
+    describe_defaults,
     find_dataset,
     label_embeddings,
     register_dataset,
@@ -36,5 +38,5 @@ from hsvlt.data import shapes, fashion_mosaic, voc, coco, nuswide, custom_csv  #
 DATASETS = dataset_names()
 
 __all__ = ["DATASETS", "TRAIN_SIZE", "VAL_SIZE", "DataBundle", "DataRequest", "DatasetEntry", "DatasetError",
-           "build_data", "canonical_spec", "dataset_argument", "dataset_names", "find_dataset", "label_embeddings",
-           "register_dataset"]
+           "build_data", "canonical_spec", "data_defaults", "dataset_argument", "dataset_names", "describe_defaults",
+           "find_dataset", "label_embeddings", "register_dataset"]

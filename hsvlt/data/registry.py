@@ -15,13 +15,13 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from hsvlt.data.base import MultiLabelDataset
-from hsvlt.recipes import REAL_DATA_DEFAULTS, Recipe
+from hsvlt.recipes import REAL_DATA_DEFAULTS, VAL_SIZE, Recipe
 
 
 class DatasetError(ValueError):
@@ -155,6 +155,33 @@ def find_dataset(spec: str) -> DatasetEntry:
     return entry
 
 
+def data_defaults(spec: str) -> dict:
+    """The recipe of dataset `spec` (a registered name or a `module:NAME` / `file.py:NAME` dataset) as a dict."""
+    return asdict(find_dataset(spec).recipe)
+
+
+def describe_defaults(field: str, unset: str = "", names: Sequence[str] | None = None) -> str:
+    """The defaults of recipe `field` of the datasets `names` (default: every registered one) in words, for --help:
+    "6 for shapes and fashion-mosaic, otherwise 40" (the value most of them share comes last; None reads as
+    `unset`)."""
+    if field not in {f.name for f in fields(Recipe)}:
+        raise ValueError(f"recipes have no field {field!r}")
+    groups: dict[object, list[str]] = {}
+    for name in _REGISTRY if names is None else names:
+        groups.setdefault(getattr(find_dataset(name).recipe, field), []).append(name)
+    common = max(groups, key=lambda value: len(groups[value]))
+
+    def words(value) -> str:
+        return unset if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    parts = [f"{words(value)} for {_join(names)}" for value, names in groups.items() if value != common]
+    return ", ".join(parts + [f"otherwise {words(common)}" if parts else words(common)])
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def canonical_spec(spec: str) -> str:
     """`spec` as a checkpoint records it: a file dataset with its absolute path (usable from any folder)."""
     if spec not in _REGISTRY and ":" in spec:
@@ -224,8 +251,6 @@ def build_data(
     embedding per class. `train_size` / `val_size` / `image_size` size a generated dataset (default: its recipe's
     train_size, and VAL_SIZE); data read from files is what is on disk. `label_file` overrides where the
     dataset's embeddings come from."""
-    from hsvlt.recipes import VAL_SIZE
-
     entry = find_dataset(name)
     request = DataRequest(name, Path(root) if root is not None else None, image_size, seed,
                           train_size or entry.recipe.train_size, val_size or VAL_SIZE)

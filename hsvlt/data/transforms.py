@@ -1,6 +1,6 @@
 """Training augmentation (albumentations, which needs no torchvision) and the evaluation resize.
 
-The evaluation transform is `hsvlt.deploy.preprocess.prepare_image`, the same function the exporters and the demo
+The evaluation transform is `hsvlt.preprocess.prepare_image`, the same function the exporters and the demo
 use, so a model is validated on exactly the pixels it will see after deployment.
 """
 
@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from hsvlt.deploy.preprocess import prepare_image
+from hsvlt.preprocess import prepare_image
 
 Transform = Callable[[np.ndarray, int], np.ndarray]
 

@@ -1,7 +1,6 @@
 """Everything a deployed model needs, shared by the exporters (hsvlt.export), the quantiser (hsvlt.quant), the
 Python API (hsvlt.api) and the demos:
 
-    preprocess.py   the model's view of an image (resize, layout)
     manifest.py     the JSON beside every exported file
     wrapper.py      the module every exporter traces (for_export: the rewritten RewrittenHSVLT, built from the
                     blocks' deployable forms, hsvlt/models/deployable.py; AsTrainedHSVLT, the model as trained)
@@ -12,6 +11,7 @@ Python API (hsvlt.api) and the demos:
     camera.py       the camera demo (edge_demo/camera.py): frames in, labels drawn, detections recorded
     web.py          the web demo's server (edge_demo/web.py), its page in web_page/; chromium.py drives it in tests
 
-Import the submodule you need: this package imports none of them, so the training transforms (which need
-preprocess) do not load the wrapper, the runtimes or the frame sources.
+Each takes images as hsvlt.preprocess prepares them, the model's view of an image that training shares. Import
+the submodule you need: this package imports none of them, so the runtimes and the frame sources load only when
+used.
 """

@@ -8,7 +8,7 @@
 
 --model is an ExecuTorch program (.pte), an ONNX file (.onnx) or a training checkpoint (.pt); the manifest
 beside an exported file (model.pte.json) gives the labels, per-label thresholds and input size. Frames are
-prepared by hsvlt.deploy.preprocess.preprocess_frame, the function the exporters use. The overlay lists every label
+prepared by hsvlt.preprocess.preprocess_frame, the function the exporters use. The overlay lists every label
 whose smoothed probability is above its threshold (with hysteresis, so labels do not flicker), FPS and
 inference latency; a model exported with --attention-stage also shows where each label was found.
 
@@ -43,11 +43,11 @@ from hsvlt.cli import (
     run_command,
 )
 from hsvlt.deploy.overlay import draw
-from hsvlt.deploy.preprocess import preprocess_frame
 from hsvlt.deploy.runtimes import attention_peak, open_model
 from hsvlt.deploy.smoothing import LabelSmoother
 from hsvlt.deploy.sources import ImageSource, Source, SourceError, open_source
 from hsvlt.outputs import OutputError, atomic_path, check_apart_from_inputs, check_output_folder, run_folder
+from hsvlt.preprocess import preprocess_frame
 
 WINDOW = "HSVLT"
 QUIT_KEYS = {ord("q"), ord("Q"), 27}  # q, Esc

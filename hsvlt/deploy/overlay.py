@@ -1,7 +1,7 @@
 """Drawing the demo's overlay: the labels shown with their probabilities, FPS and inference latency, and where
 each label was found (HSVLT's label-to-pixel attention: a heat map, or a marker at each label's peak).
 
-The model sees the whole frame squeezed to a square (hsvlt.deploy.preprocess.prepare_image), so an attention cell
+The model sees the whole frame squeezed to a square (hsvlt.preprocess.prepare_image), so an attention cell
 (row, column) of an h x w map covers the same fraction of the frame's height and width.
 """
 

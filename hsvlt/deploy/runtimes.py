@@ -2,7 +2,7 @@
 (.onnx) or a training checkpoint (.pt, PyTorch).
 
     model = open_model("model.pte")          # reads model.pte.json beside it (hsvlt.deploy.manifest.read_manifest)
-    output = model.run(batch)                # float32 N x 3 x S x S in [0, 1] (hsvlt.deploy.preprocess.to_input)
+    output = model.run(batch)                # float32 N x 3 x S x S in [0, 1] (hsvlt.preprocess.to_input)
     output.probabilities                     # N x C
     output.attention                         # N x C x h x w, or None when the file has no attention output
 
@@ -68,7 +68,7 @@ class Model:
             raise ValueError(f"{self.path.name}: input must be N x {' x '.join(map(str, expected))}, "
                              f"got {' x '.join(map(str, batch.shape))}")
         if batch.dtype != np.float32:
-            raise ValueError(f"{self.path.name}: input must be float32 in [0, 1] (hsvlt.deploy.preprocess.to_input), "
+            raise ValueError(f"{self.path.name}: input must be float32 in [0, 1] (hsvlt.preprocess.to_input), "
                              f"got {batch.dtype}")
         return np.ascontiguousarray(batch)
 

@@ -5,7 +5,7 @@
     python export/evaluate_artifact.py --model runs/hsvlt/best.pt       # PyTorch, for comparison
 
 The validation set is the one the source checkpoint was validated on (recorded in the manifest beside the
-file), unless --data / --root say otherwise; images go through hsvlt.deploy.preprocess.prepare_image, as in training
+file), unless --data / --root say otherwise; images go through hsvlt.preprocess.prepare_image, as in training
 and in the demo. Prints mAP, CP..OF1 at the manifest's per-class thresholds and at 0.5, and the throughput.
 """
 

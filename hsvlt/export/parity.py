@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from hsvlt.checkpoint import SourceCheckpoint
-from hsvlt.deploy.preprocess import prepare_image, to_input
 from hsvlt.images import read_image
+from hsvlt.preprocess import prepare_image, to_input
 
 # Realistic images of a known size, the same for every checkpoint: the first 32 validation scenes of the built-in
 # `shapes` data (seed 0, 128 px), `ShapesDataset("val", 32, 128)`, saved as JPEG (quality 92).
@@ -18,7 +18,7 @@ PARITY_SCENES = sorted((Path(__file__).parent / "parity_scenes").glob("*.jpg"))
 
 def scene_images(count: int, size: int) -> np.ndarray:
     """The first `count` parity scenes (PARITY_SCENES) as model input, float32 N x 3 x S x S, prepared by
-    hsvlt.deploy.preprocess.prepare_image as every image is."""
+    hsvlt.preprocess.prepare_image as every image is."""
     if not 1 <= count <= len(PARITY_SCENES):  # 0 means no check: the callers skip it before coming here
         raise ValueError(f"parity scenes: {count} asked for, 1..{len(PARITY_SCENES)} ship")
     return to_input(np.stack([prepare_image(read_image(path), size) for path in PARITY_SCENES[:count]]))

@@ -33,7 +33,7 @@ from hsvlt.cli import (
     run_command,
     unit_interval,
 )
-from hsvlt.data import TRAIN_SIZE, dataset_argument
+from hsvlt.data import TRAIN_SIZE, data_defaults, dataset_argument
 from hsvlt.data.loader import eval_loader, train_loader
 from hsvlt.data.transforms import eval_transform, train_transform
 from hsvlt.deploy.manifest import checkpoint_manifest
@@ -65,7 +65,6 @@ from hsvlt.quant.pt2e import (
     to_program,
     train_mode,
 )
-from hsvlt.recipes import data_defaults
 
 # The layout QAT hands images over in: the captured graph was traced with contiguous images.
 QAT_INPUT_FORMAT = torch.contiguous_format

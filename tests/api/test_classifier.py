@@ -13,10 +13,10 @@ import pytest
 from hsvlt import Classifier
 from hsvlt.command import JOBS
 from hsvlt.command import main as hsvlt_main
-from hsvlt.deploy.preprocess import preprocess_image
 from hsvlt.deploy.runtimes import open_model
 from hsvlt.images import BadImage, read_image
 from hsvlt.predict import main as predict_main
+from hsvlt.preprocess import preprocess_image
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from hsvlt.deploy import camera
-from hsvlt.deploy.preprocess import preprocess_frame
 from hsvlt.deploy.runtimes import open_model
 from hsvlt.deploy.sources import ShapesSource, read_bgr
+from hsvlt.preprocess import preprocess_frame
 
 FRAMES = 5
 SHAPES_SIZE = 120

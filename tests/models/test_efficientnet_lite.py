@@ -4,7 +4,6 @@ import torch
 from skimage import data as photos
 
 from hsvlt.checkpoint import load_model
-from hsvlt.deploy.preprocess import prepare_image, to_input
 from hsvlt.deploy.wrapper import AsTrainedHSVLT
 from hsvlt.models import create_model
 from hsvlt.models.efficientnet_lite import (
@@ -18,6 +17,7 @@ from hsvlt.models.efficientnet_lite import (
     unit_scale_stages,
 )
 from hsvlt.models.pretrained import load_pretrained
+from hsvlt.preprocess import prepare_image, to_input
 from hsvlt.train import main, parse_args
 
 torch.set_flush_denormal(True)

@@ -12,7 +12,7 @@ import cv2
 import torch
 
 from hsvlt.checkpoint import load_checkpoint
-from hsvlt.recipes import data_defaults
+from hsvlt.data import data_defaults
 from hsvlt.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[2]

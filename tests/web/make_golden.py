@@ -5,7 +5,7 @@
 From real photos (scikit-image's sample photos), made non-square and both larger and smaller than the input size,
 written as files (PNG with transparency, grayscale PNG, a JPEG with an EXIF orientation), each case holds the
 pixels a browser hands the page (RGBA, upright) and the tensor Python feeds the model: hsvlt.images.read_image,
-then hsvlt.deploy.preprocess.preprocess_image. Also: LabelSmoother's outputs over a sequence of frames,
+then hsvlt.preprocess.preprocess_image. Also: LabelSmoother's outputs over a sequence of frames,
 attention_peak on random maps, and a manifest as build_manifest writes it. tests/web/test_golden.py checks that
 the committed files are what this script writes today.
 """
@@ -24,11 +24,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from hsvlt.deploy.preprocess import preprocess_image  # noqa: E402
 from hsvlt.deploy.runtimes import attention_peak  # noqa: E402
 from hsvlt.deploy.smoothing import LabelSmoother  # noqa: E402
 from hsvlt.images import read_image  # noqa: E402
 from hsvlt.outputs import write_text  # noqa: E402
+from hsvlt.preprocess import preprocess_image  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SIZE = 48

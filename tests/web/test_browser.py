@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from hsvlt.deploy.chromium import Chromium, fake_camera_flags
-from hsvlt.deploy.preprocess import preprocess_image
 from hsvlt.deploy.runtimes import OnnxModel
 from hsvlt.deploy.smoothing import LabelSmoother
 from hsvlt.images import composite_over_white, read_image
 from hsvlt.outputs import write_bytes
+from hsvlt.preprocess import preprocess_image
 
 SCORE_TOLERANCE = 1e-3
 CAMERA_SIZE = (320, 240)

@@ -1,6 +1,6 @@
 """The golden tensors the page's JavaScript is tested against (tests/web/golden/, read by
 tests/web/hsvlt-web.test.mjs under `node --test`) are what Python's preprocessing makes today: a change to
-hsvlt.images or hsvlt.deploy.preprocess that the page does not follow fails here, until make_golden.py is rerun
+hsvlt.images or hsvlt.preprocess that the page does not follow fails here, until make_golden.py is rerun
 and the node tests say whether the page still agrees."""
 
 import base64

@@ -53,7 +53,7 @@ enum HSVLTError: LocalizedError {
 
 /// Multi-label classification with an HSVLT Core ML model: labels, per-label thresholds and input size come from
 /// the model's own metadata. Vision scales the whole frame to the model's square input (`.scaleFill`, no crop),
-/// which is what the Python demo and the exporters' preprocessing (hsvlt.deploy.preprocess.prepare_image) do.
+/// which is what the Python demo and the exporters' preprocessing (hsvlt.preprocess.prepare_image) do.
 final class HSVLTClassifier {
     let labels: [String]
     let thresholds: [Float]

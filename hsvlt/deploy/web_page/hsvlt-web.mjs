@@ -1,5 +1,5 @@
 // The web demo's view of an image and of a model's manifest: the same steps as Python's hsvlt.images.read_image
-// (alpha over white) and hsvlt.deploy.preprocess (resize rule, interpolation, [0, 1] scaling), so that the page
+// (alpha over white) and hsvlt.preprocess (resize rule, interpolation, [0, 1] scaling), so that the page
 // and `hsvlt predict` feed the model the same tensor. The browser decodes the file (EXIF orientation applied,
 // colour profile ignored, as OpenCV does) and hands over RGBA pixels; everything after that happens here.
 //
@@ -42,7 +42,7 @@ export function compositeOverWhite(rgba, width, height) {
   return rgb;
 }
 
-// The interpolation hsvlt.deploy.preprocess.prepare_image chooses for a width x height image: none at the input
+// The interpolation hsvlt.preprocess.prepare_image chooses for a width x height image: none at the input
 // size, area when both sides shrink, bilinear otherwise.
 export function chooseInterpolation(width, height, size) {
   if (width === size && height === size) return "none";
@@ -216,7 +216,7 @@ export function resizeArea(rgb, width, height, size) {
   return resizeAreaFraction(rgb, width, height, size);
 }
 
-// RGB bytes of any size -> size x size x 3 bytes, as hsvlt.deploy.preprocess.prepare_image makes them.
+// RGB bytes of any size -> size x size x 3 bytes, as hsvlt.preprocess.prepare_image makes them.
 export function prepareImage(rgb, width, height, size) {
   const interpolation = chooseInterpolation(width, height, size);
   if (interpolation === "none") return { pixels: rgb, interpolation };
@@ -224,7 +224,7 @@ export function prepareImage(rgb, width, height, size) {
   return { pixels: resize(rgb, width, height, size), interpolation };
 }
 
-// size x size x 3 bytes -> float32 3 x size x size in [0, 1] (hsvlt.deploy.preprocess.to_input).
+// size x size x 3 bytes -> float32 3 x size x size in [0, 1] (hsvlt.preprocess.to_input).
 export function toInput(pixels, size) {
   const plane = size * size;
   const input = new Float32Array(3 * plane);
