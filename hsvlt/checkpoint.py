@@ -12,6 +12,7 @@ A checkpoint is a dict of tensors and plain Python values:
 """
 
 import hashlib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from hsvlt.models.classifier import MultiLabelClassifier
 from hsvlt.models.config import HSVLTConfig
 from hsvlt.models.factory import build_model
 from hsvlt.outputs import atomic_write
-from hsvlt.untrusted import check_finite, first_line, load_untrusted
 
 FORMAT, VERSION = "hsvlt-checkpoint", 1
 
@@ -42,9 +42,43 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         torch.save({"format": FORMAT, "version": VERSION, **state}, stream)
 
 
+def load_untrusted(path: str | Path, error_type: type[ValueError] = CheckpointError, what: str = "checkpoint",
+                   missing: str = "checkpoint not found"):
+    """torch.load with weights_only=True, every failure turned into one line naming the file. The unpickler
+    raises many types for a file that is not a checkpoint (IndexError and KeyError among them); a file that
+    holds Python objects is refused without the library's advice to load it unsafely, which would run its
+    code."""
+    path = Path(path)
+    if not path.is_file():
+        raise error_type(f"{path}: {missing}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" in str(error):  # a class or function to import and call: what a malicious pickle needs
+            raise error_type(f"{path}: not a plain {what}: it holds Python objects whose loading could run code, "
+                             f"so it is not loaded") from None
+        raise error_type(f"{path}: not a readable {what} (not a file written by torch.save)") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise error_type(f"{path}: not a readable {what} ({_first_line(error)})") from None
+    except Exception:  # IndexError, KeyError, ... from deep in the unpickler: the bytes are not torch.save's
+        raise error_type(f"{path}: not a readable {what} (not a file written by torch.save)") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def check_finite(tensors: dict, path: str | Path, error_type: type[ValueError] = CheckpointError) -> None:
+    """Refuse weights holding NaN or infinity (a damaged file): every prediction would be NaN."""
+    for key, tensor in tensors.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise error_type(f"{path}: weight {key!r} holds NaN or infinite values (a damaged file?)")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
-    state = load_untrusted(path, CheckpointError)
+    state = load_untrusted(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an HSVLT checkpoint (made by hsvlt.train)")
     if not isinstance(state.get("version", 0), int) or state.get("version", 0) > VERSION:
@@ -54,7 +88,7 @@ def load_checkpoint(path: str | Path) -> dict:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
     if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
         raise CheckpointError(f"{path}: its 'model' is not a state dict of tensors")
-    check_finite(state["model"], path, CheckpointError)
+    check_finite(state["model"], path)
     return state
 
 
@@ -70,7 +104,7 @@ def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> Multi
     try:
         model = build_model(config, weights["label_embeddings"])
     except (TypeError, ValueError, KeyError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: bad model config ({first_line(error)})") from None
+        raise CheckpointError(f"{path}: bad model config ({_first_line(error)})") from None
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     if missing or unexpected:

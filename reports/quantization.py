@@ -215,8 +215,8 @@ def write_report(path: Path, command: str, rows: list[dict], studies: dict, conf
     else:
         text = ["# Int8: which layers stay float", "",
                 f"{measured} Post-training quantisation (quant/qat.py --ptq, up to 512 calibration images) with "
-                f"each group of hsvlt.quant.pt2e.FLOAT_LAYERS kept float, one at a time and all together; mAP (percent) "
-                f"of the converted model (PyTorch, quantise / dequantise graph) on the validation set.", ""]
+                f"each group of hsvlt.quant.pt2e.FLOAT_LAYERS kept float, one at a time and all together; mAP "
+                f"(percent) of the converted model (PyTorch, quantise / dequantise graph) on the validation set.", ""]
     for checkpoint, entries in studies.items():
         text += [f"## Which layers stay float ({checkpoint}, PTQ, converted model)", "",
                  "| float layers | int8 mAP | fp32 mAP |", "|---|---:|---:|"]

@@ -8,9 +8,9 @@ A measurement is hsvlt.train's training step (hsvlt.engine: autocast in the dtyp
 picks, with a gradient scaler in float16, gradient clipping, AdamW) on random batches with the 80 COCO labels,
 already in pinned memory, timed over --steps steps after --warmup. The batch recommended for a configuration is
 the largest whose images/s is within --within of the best among those whose peak reserved memory stays within
---memory-fraction of the GPU's. The workers recommended are the data-loading processes that keep up with that batch's rate x
---headroom: decoding and augmenting COCO-sized JPEGs (640 x 480) as hsvlt.train does, at most one per core less
-the training process.
+--memory-fraction of the GPU's. The workers recommended are the data-loading processes that keep up with that
+batch's rate x --headroom: decoding and augmenting COCO-sized JPEGs (640 x 480) as hsvlt.train does, at most one
+per core less the training process.
 """
 
 import argparse

@@ -138,7 +138,8 @@ def bench_preset(preset: str, config: BenchConfig, workdir: Path) -> dict:
         print(f"  {preset} {key}: p50 {result['p50_ms']:.1f} ms")
     profiles = {key: op_profile.profile(artifacts[key], config.threads) for key in ("pte", "pte_int8")}
     return {"preset": preset, "img_size": config.img_size, "gflops": gflops, "rows": results, "profiles": profiles,
-            "artifacts": artifacts, "float_layers": read_manifest(artifacts["pte_int8"].with_suffix(".pt2"))["quantization"]["float_layers"]}
+            "artifacts": artifacts,
+            "float_layers": read_manifest(artifacts["pte_int8"].with_suffix(".pt2"))["quantization"]["float_layers"]}
 
 
 def top_operator_kinds(bench: dict, count: int = 8) -> str:

@@ -88,7 +88,8 @@ class NUSWIDEDataset(FileDataset):
 
 # Concepts81.txt decides the concepts (a shorter list reads just those): their embeddings are picked by name from
 # the shipped NUS-WIDE set.
-@register_dataset("nuswide", embeddings="nuswide", root="Concepts81.txt, ImageList/, TrainTestLabels/ and Flickr/ (hsvlt/data/nuswide.py)")
+@register_dataset("nuswide", embeddings="nuswide",
+                  root="Concepts81.txt, ImageList/, TrainTestLabels/ and Flickr/ (hsvlt/data/nuswide.py)")
 def dataset(request: DataRequest) -> tuple[NUSWIDEDataset, NUSWIDEDataset]:
     """NUS-WIDE 81 concepts: Train / Test lists"""
     folder = request.folder()

@@ -128,7 +128,8 @@ def sample_scene(rng: np.random.Generator, max_objects: int = 4) -> SceneSpec:
         else:
             continue  # no room left for this object without hiding another: the scene holds fewer
         color = contrasting_color(rng, (base, second), 80)
-        objects.append(ShapeObject(int(label), float(x), float(y), size, float(rng.uniform(-MAX_TILT, MAX_TILT)), color))
+        tilt = float(rng.uniform(-MAX_TILT, MAX_TILT))
+        objects.append(ShapeObject(int(label), float(x), float(y), size, tilt, color))
     return SceneSpec(
         background=str(rng.choice(["gradient", "stripes", "noise", "checker"])),
         colors=(base, second),
@@ -178,7 +179,8 @@ def _draw_object(image: np.ndarray, obj: ShapeObject, size: int) -> None:
     rotation = np.array([[np.cos(obj.angle), -np.sin(obj.angle)], [np.sin(obj.angle), np.cos(obj.angle)]])
     scale = obj.size * size / 2 * (1 << SUBPIXEL_BITS)
     center = np.array([obj.x, obj.y]) * size * (1 << SUBPIXEL_BITS)
-    contours = [np.round(outline @ rotation.T * scale + center).astype(np.int32) for outline in OUTLINES[CLASSES[obj.label]]]
+    contours = [np.round(outline @ rotation.T * scale + center).astype(np.int32)
+                for outline in OUTLINES[CLASSES[obj.label]]]
     cv2.fillPoly(image, contours, obj.color, cv2.LINE_AA, shift=SUBPIXEL_BITS)
 
 

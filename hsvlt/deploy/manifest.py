@@ -89,7 +89,8 @@ class Quantization:
                      f"got {self.activations!r}")
         elif self.method is not None:
             _require(self.activations is None or self.activations in INT8_ACTIVATIONS,
-                     f"quantization.activations of {self.method} must be int8 or int8-dynamic, got {self.activations!r}")
+                     f"quantization.activations of {self.method} must be int8 or int8-dynamic, "
+                     f"got {self.activations!r}")
         for name in ("float_layers", "rewrites_off"):
             value = getattr(self, name)
             _require(value is None or _is_names(value), f"quantization.{name} must be a list of names")
@@ -201,7 +202,8 @@ def parse_manifest(manifest, name: str = "manifest") -> Manifest:
         _require(isinstance(manifest, dict), "not a JSON object")
         _require("manifest_version" in manifest, "manifest lacks manifest_version")
         version = manifest["manifest_version"]
-        _require(_is_int(version) and version >= 1, f"manifest_version must be a positive whole number, got {version!r}")
+        _require(_is_int(version) and version >= 1,
+                 f"manifest_version must be a positive whole number, got {version!r}")
         _require(version <= MANIFEST_VERSION, f"manifest version {version} is newer than this hsvlt reads "
                                               f"(1 to {MANIFEST_VERSION}): upgrade hsvlt")
         manifest = {key: value for key, value in manifest.items() if key != "manifest_version"}

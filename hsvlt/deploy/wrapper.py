@@ -69,9 +69,10 @@ def for_export(model: MultiLabelClassifier, attention_stage: int | None = None, 
                logits: bool = False) -> nn.Module:
     """The module every exporter and the quantiser trace: AsTrainedHSVLT's contract (images in [0, 1] ->
     probabilities, optionally attention) computed by a rewritten copy of `model` that the XNNPACK delegate
-    runs whole (RewrittenHSVLT, built by HSVLT.deployable; hsvlt/models/deployable.py: folded norms, label-only computations as
-    constants, ...). `logits` skips the final sigmoid (quantisation-aware training takes its loss on logits).
-    The ablation baselines (config.fusion other than "ivla") have no rewrites: they get AsTrainedHSVLT."""
+    runs whole (RewrittenHSVLT, built by HSVLT.deployable; hsvlt/models/deployable.py: folded norms, label-only
+    computations as constants, ...). `logits` skips the final sigmoid (quantisation-aware training takes its
+    loss on logits). The ablation baselines (config.fusion other than "ivla") have no rewrites: they get
+    AsTrainedHSVLT."""
     if not isinstance(model, HSVLT):
         return AsTrainedHSVLT(model, attention_stage, logits).eval()
     return model.deployable(attention_stage, rewrites or Rewrites(), logits).eval()

@@ -26,7 +26,6 @@ from hsvlt.models.efficientnet_lite import (
     imagenet_weights_path,
     unit_scale_stages,
 )
-from hsvlt.untrusted import check_finite, load_untrusted
 
 
 class PretrainedError(ValueError):
@@ -36,6 +35,8 @@ class PretrainedError(ValueError):
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A checkpoint file's state dict (unwrapped from "model" / "state_dict", "module." prefixes removed),
     read with weights_only=True."""
+    from hsvlt.checkpoint import check_finite, load_untrusted
+
     path = Path(path)
     state = load_untrusted(path, PretrainedError, missing="pretrained weights not found")
     for wrapper in ("model", "state_dict"):

@@ -160,8 +160,8 @@ def post_training(model: HSVLT, calibration: Iterable[torch.Tensor], float_layer
 
 def train_epoch(model, loader, optimizer, schedule, loss_fn, teacher, distill: float, max_steps: int | None,
                 desc: str) -> float:
-    """One epoch of fake-quantised training of an eager model (hsvlt/quant/eager.py) on (1 - distill) x the labels' loss +
-    distill x the binary KL to the fp32 teacher's probabilities; returns its mean loss."""
+    """One epoch of fake-quantised training of an eager model (hsvlt/quant/eager.py) on (1 - distill) x the
+    labels' loss + distill x the binary KL to the fp32 teacher's probabilities; returns its mean loss."""
     engine = quantization_engine(model, loss_fn, optimizer, schedule, teacher, distill)
     return engine.train_epoch(loader, desc, limit=max_steps).loss
 
