@@ -45,8 +45,8 @@ CPU_PLACEMENT = distributed.Placement(torch.device("cpu"))
 
 class TrainSettings(Protocol):
     """What the engine reads of a run's settings (`parameter_groups`, `Engine.for_config`), resolved: no None
-    where a recipe fills it in. hsvlt.train.TrainConfig is one; the engine names the fields instead of importing
-    it, because hsvlt.train builds on the engine."""
+    where a recipe fills it in. A resolved hsvlt.train.TrainConfig (`.resolved()`) is one; the engine names the
+    fields instead of importing it, because hsvlt.train builds on the engine."""
 
     lr: float
     backbone_lr_scale: float

@@ -13,6 +13,7 @@ A run that stops for any reason continues exactly where it stopped with `--resum
 """
 
 import argparse
+import functools
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -189,8 +190,10 @@ def parse_flags(argv=None, base: TrainConfig | None = None) -> TrainConfig:
     # holds for it, and its recipe's defaults.
     data = parser.add_argument_group("data")
     entries = [find_dataset(name) for name in DATASETS]
+    # The built-in datasets' recipe defaults, in words; a dataset of your own states its recipe in its module.
+    recipe_defaults = functools.partial(describe_defaults, names=DATASETS)
     generated = [entry.name for entry in entries if entry.generated]
-    img_sizes = describe_defaults("img_size", unset="the preset's")
+    img_sizes = recipe_defaults("img_size", unset="the preset's")
     data.add_argument("--data", default=defaults.data, type=dataset_argument, metavar="DATASET",
                       help="; ".join(f"{entry.name}: {entry.summary}" for entry in entries)
                       + "; or a dataset of your own: module:NAME or path/to/file.py:NAME (docs/DESIGN.md, Datasets) "
@@ -202,16 +205,16 @@ def parse_flags(argv=None, base: TrainConfig | None = None) -> TrainConfig:
                                            "now for csv, which needs the text extra)")
     data.add_argument("--train-size", type=positive_int,
                       help=f"{', '.join(generated)}: training scenes (default: "
-                           f"{describe_defaults('train_size', names=generated)})")
+                           f"{describe_defaults('train_size', generated)})")
     data.add_argument("--val-size", type=positive_int, default=defaults.val_size,
                       help=f"{', '.join(generated)}: validation scenes")
     data.add_argument("--img-size", type=image_size,
                       help=f"training and validation input size (default: {img_sizes})")
     data.add_argument("--crop-scale", type=float_range(0.0, 1.0, low_open=True),
                       help="random resized crop keeps this area fraction or more (default: "
-                           f"{describe_defaults('crop_scale')})")
+                           f"{recipe_defaults('crop_scale')})")
     data.add_argument("--randaugment", type=non_negative_int,
-                      help=f"RandAugment-style ops per image (default: {describe_defaults('randaugment')})")
+                      help=f"RandAugment-style ops per image (default: {recipe_defaults('randaugment')})")
     data.add_argument("--low-res-epochs", type=non_negative_int, default=defaults.low_res_epochs,
                       help="progressive resizing: train the first N epochs at --low-res-size, each costing "
                            "~(low / full size)^2 of a full one (default: 0)")
@@ -246,24 +249,24 @@ def parse_flags(argv=None, base: TrainConfig | None = None) -> TrainConfig:
                        help="freeze the backbone of the first N stages")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=positive_int, help=f"epochs (default: {describe_defaults('epochs')})")
+    optim.add_argument("--epochs", type=positive_int, help=f"epochs (default: {recipe_defaults('epochs')})")
     optim.add_argument("--batch-size", type=positive_int,
-                       help=f"images per step per process (default: {describe_defaults('batch_size')})")
+                       help=f"images per step per process (default: {recipe_defaults('batch_size')})")
     optim.add_argument("--lr", type=positive_float,
-                       help=f"peak AdamW learning rate (default from scratch: {describe_defaults('lr')}; 1e-4 with "
+                       help=f"peak AdamW learning rate (default from scratch: {recipe_defaults('lr')}; 1e-4 with "
                             "--pretrained)")
     optim.add_argument("--backbone-lr-scale", type=non_negative_float,
                        help="backbone lr = lr x this (default: 1 from scratch, 0.1 with --pretrained)")
     optim.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay,
                        help="AdamW decoupled weight decay")
     optim.add_argument("--warmup-epochs", type=non_negative_float,
-                       help=f"linear warm-up length (default: {describe_defaults('warmup_epochs')})")
+                       help=f"linear warm-up length (default: {recipe_defaults('warmup_epochs')})")
     optim.add_argument("--schedule", default=defaults.schedule, choices=["cosine", "plateau"],
                        help="after warm-up: cosine decay, or the paper's ReduceLROnPlateau on val mAP")
     optim.add_argument("--patience", type=non_negative_int, default=defaults.patience,
                        help="stop after N epochs without a better mAP (0: never; the paper used 4)")
     optim.add_argument("--loss", choices=list(LOSSES),
-                       help=f"BCE, or ASL (gamma- 1, clip 0.05) (default: {describe_defaults('loss')})")
+                       help=f"BCE, or ASL (gamma- 1, clip 0.05) (default: {recipe_defaults('loss')})")
     optim.add_argument("--clip-grad", type=non_negative_float, default=defaults.clip_grad,
                        help="gradient norm clip (0: off)")
     optim.add_argument("--ema", type=float_range(0.0, 1.0, high_open=True), default=defaults.ema,

@@ -38,7 +38,7 @@ def within(name: str, *prefixes: str) -> bool:
 
 SCRIPT_FOLDERS = ("quant", "export", "edge_demo", "reports")
 FOUNDATIONS = ("hsvlt.images", "hsvlt.outputs", "hsvlt.cli", "hsvlt.toolchain", "hsvlt.preprocess",
-               "hsvlt.labels.names")
+               "hsvlt.recipes", "hsvlt.labels.names")
 SHARED_BY_EXPORTERS = ("hsvlt.export.common", "hsvlt.export.parity")
 
 # (what the rule says, the modules it applies to, the imports they may not make)
@@ -69,6 +69,9 @@ RULES = [
      lambda module: within(module, "hsvlt.export") and module not in SHARED_BY_EXPORTERS,
      lambda imported: within(imported, "hsvlt.export", "hsvlt.bench")
      and imported != "hsvlt.export" and not within(imported, *SHARED_BY_EXPORTERS)),
+    ("the training engine imports none of the commands built on it",
+     lambda module: module == "hsvlt.engine",
+     lambda imported: within(imported, "hsvlt.train", "hsvlt.quant", "hsvlt.predict", "hsvlt.api", "hsvlt.command")),
     # The measurements run the tools end to end (train, quantise, export, time): nothing of the library but the
     # `hsvlt` command (which names its jobs' modules as text) stands on them.
     ("nothing of the library but the measurements imports them",

@@ -160,14 +160,13 @@ def data_defaults(spec: str) -> dict:
     return asdict(find_dataset(spec).recipe)
 
 
-def describe_defaults(field: str, unset: str = "", names: Sequence[str] | None = None) -> str:
-    """The defaults of recipe `field` of the datasets `names` (default: every registered one) in words, for --help:
-    "6 for shapes and fashion-mosaic, otherwise 40" (the value most of them share comes last; None reads as
-    `unset`)."""
+def describe_defaults(field: str, names: Sequence[str], unset: str = "") -> str:
+    """The defaults of recipe `field` of the datasets `names` in words, for --help: "6 for shapes, 7 for
+    fashion-mosaic, otherwise 40" (the value most of them share comes last; None reads as `unset`)."""
     if field not in {f.name for f in fields(Recipe)}:
         raise ValueError(f"recipes have no field {field!r}")
     groups: dict[object, list[str]] = {}
-    for name in _REGISTRY if names is None else names:
+    for name in names:
         groups.setdefault(getattr(find_dataset(name).recipe, field), []).append(name)
     common = max(groups, key=lambda value: len(groups[value]))
 

@@ -11,7 +11,7 @@ Python API (hsvlt.api) and the demos:
     camera.py       the camera demo (edge_demo/camera.py): frames in, labels drawn, detections recorded
     web.py          the web demo's server (edge_demo/web.py), its page in web_page/; chromium.py drives it in tests
 
-Each takes images as hsvlt.preprocess prepares them, the model's view of an image that training shares. Import
-the submodule you need: this package imports none of them, so the runtimes and the frame sources load only when
+The runtimes take images as hsvlt.preprocess prepares them, the model's view of an image that training shares.
+Import the submodule you need: this package imports none of them, so the runtimes and the frame sources load only when
 used.
 """
