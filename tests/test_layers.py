@@ -49,10 +49,13 @@ RULES = [
     ("a script stands on the library alone, not on another script",
      lambda module: within(module, *SCRIPT_FOLDERS),
      lambda imported: within(imported, *SCRIPT_FOLDERS)),
-    # Pretrained weights are read as checkpoints are (hsvlt.checkpoint.load_untrusted, imported where used).
     ("the models import nothing else of the project",
      lambda module: within(module, "hsvlt.models") and module != "hsvlt.models.pretrained",
      lambda imported: not within(imported, "hsvlt.models")),
+    # Pretrained weights are read as checkpoints are (hsvlt.checkpoint.load_untrusted, imported where used).
+    ("pretrained weights import nothing else of the project but the checkpoint reader",
+     lambda module: module == "hsvlt.models.pretrained",
+     lambda imported: not within(imported, "hsvlt.models", "hsvlt.checkpoint")),
     ("the foundations import nothing of the project",
      lambda module: module in FOUNDATIONS,
      lambda imported: True),
@@ -92,5 +95,6 @@ def test_the_rules_see_real_imports():
     assert "hsvlt.deploy.runtimes" in found["hsvlt.api"]
     assert "hsvlt.checkpoint" in found["hsvlt.export.to_executorch"]
     assert "hsvlt.labels" in found["hsvlt.data.registry"]  # imported inside a function
+    assert "hsvlt.checkpoint" in found["hsvlt.models.pretrained"]  # imported inside a function
     assert "hsvlt.bench.measure" in found["hsvlt.bench.export_bench"]
     assert "hsvlt.export.to_executorch" in found["export.to_executorch"]  # the script's call into the library
