@@ -43,6 +43,8 @@ TOOLCHAIN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     (UserWarning, r"No complete tensor found in the group", r"torch\.export\."),
     # coremltools leaves the folder it converts in to be removed when it is collected.
     (ResourceWarning, r"Implicitly cleaning up <TemporaryDirectory", r"tempfile"),
+    # The Inspector reads an ETDump made without a debug buffer (the operator profile wants timings, not tensors).
+    (UserWarning, r"Output Buffer not found\. Tensor Debug Data will not be available", r"executorch\.devtools\."),
 )
 # (logger, message pattern) of each notice the toolchain logs at WARNING; the pattern matches the start.
 TOOLCHAIN_LOG_NOTICES: tuple[tuple[str, str], ...] = (

@@ -14,7 +14,8 @@ from hsvlt.labels import __main__ as labels_command
 # (parse_args, the flags a run cannot do without, the config those alone give)
 COMMANDS = [
     (evaluate.parse_args, ["--ckpt", "best.pt"], evaluate.EvaluateConfig(ckpt="best.pt")),
-    (predict.parse_args, ["photos", "--model", "model.pte"], predict.PredictConfig(source=["photos"], model="model.pte")),
+    (predict.parse_args, ["photos", "--model", "model.pte"],
+     predict.PredictConfig(source=["photos"], model="model.pte")),
     (to_executorch.parse_args, ["--ckpt", "best.pt", "--out", "model.pte"],
      to_executorch.ExecuTorchConfig(ckpt=Path("best.pt"), out=Path("model.pte"))),
     (to_coreml.parse_args, ["--ckpt", "best.pt", "--out", "HSVLT.mlpackage"],

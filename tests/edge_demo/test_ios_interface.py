@@ -21,7 +21,8 @@ def swift_interface() -> dict:
     source = (SWIFT / "HSVLTClassifier.swift").read_text()
     body = re.search(r"enum HSVLTInterface \{(.*?)\n\}", source, re.S).group(1)
     strings = dict(re.findall(r'static let (\w+) = "([^"]*)"', body))
-    arrays = {name: re.findall(r'"([^"]*)"', items) for name, items in re.findall(r"static let (\w+) = \[([^\]]*)\]", body)}
+    arrays = {name: re.findall(r'"([^"]*)"', items)
+              for name, items in re.findall(r"static let (\w+) = \[([^\]]*)\]", body)}
     interface = {"inputs": {k: v for k, v in strings.items() if k.endswith("Input")},
                  "outputs": {k: v for k, v in strings.items() if k.endswith("Output")},
                  "keys": {k: v for k, v in strings.items() if k.endswith("Key")}, "shapes": {}}

@@ -365,8 +365,8 @@ def test_qat_steps_on_cuda_then_int8_export_on_the_cpu(checkpoint, tmp_path):
 
 
 def test_ablation_quick_on_cuda(tmp_path):
-    """`python reports/ablation.py --device cuda --quick` (two variants): trains and tests on the GPU, names it on the page,
-    and its GPU test scores are what the CPU computes from the same checkpoint."""
+    """`python reports/ablation.py --device cuda --quick` (two variants): trains and tests on the GPU, names it on the
+    page, and its GPU test scores are what the CPU computes from the same checkpoint."""
     out = tmp_path / "ablation"
     argv = ["--device", "cuda", "--quick", "--data", "shapes", "--variants", "hsvlt", "no-ivla", "--workers", "0",
             "--bootstrap", "100", "--out", str(out)]

@@ -160,7 +160,10 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, capsys):
     assert "skipped 2 unreadable images" in printed and "broken.png" in printed
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+TORCHRUN_BESIDE_PYTHON = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(TORCHRUN_BESIDE_PYTHON),
                     reason="torchrun not installed")
 def test_torchrun_two_cpu_processes_with_gloo(tmp_path):
     """DDP on 2 CPU processes: distributed sampling, validation over the whole set, only rank 0 writes."""
