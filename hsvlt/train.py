@@ -1,7 +1,7 @@
 """Train HSVLT: `python -m hsvlt.train` (one process) or `torchrun --nproc_per_node N -m hsvlt.train` (DDP).
 
-With no arguments it trains hsvlt_nano on the built-in `shapes` data on the CPU (about a quarter of an hour
-on 2 cores; the README has the measured runs) and prints the validation figures. Everything a run produces
+With no arguments it trains hsvlt_nano on the built-in `shapes` data on the CPU (10 to 25 minutes on 2 cores,
+by CPU; the README has the measured runs) and prints the validation figures. Everything a run produces
 lands in --out:
 
     last.pt        full training state, rewritten atomically every epoch and every --checkpoint-minutes

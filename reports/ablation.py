@@ -622,7 +622,7 @@ family on `{study.edge_model}` from its ImageNet weights. The from-scratch famil
 update and head norms ((j) with the paper's model as published), at a lower peak rate than hsvlt.train's
 from-scratch {data_defaults(study.data)['lr']:g} and unswept: reports/ablation.py, FAMILIES, says why. Each variant
 trains through `hsvlt.train` at its family's rate or the one its sweep chose; its best epoch by validation mAP is
-scored on test scenes built from item photos that no training or validation scene uses:
+scored on held-out test scenes (the data note above says how they are kept apart):
 
 {variants}
 
@@ -673,11 +673,12 @@ sees nothing.
 
 ## The full-size study on a GPU
 
-The defaults are sized for 2 CPU cores. On a CUDA GPU, train at the presets' full resolution with the whole
-Fashion-MNIST train split behind the scenes and a larger test set, for example:
+The defaults are sized for 2 CPU cores. On a CUDA GPU, train both families at the presets' full resolution on
+as many `fashion-mosaic` scenes as Fashion-MNIST's train split has photos, with a larger test set, for example:
 
-    python reports/ablation.py --device cuda --img-size 224 --train-size 60000 --val-size 2000 --test-size 5000 \\
-        --sweep-train-size 10000 --epochs 30 --batch-size 64 --workers 8 --out runs/ablation-gpu
+    python reports/ablation.py --device cuda --data fashion-mosaic --img-size 224 --val-size 2000 --test-size 5000 \\
+        --scratch-train-size 60000 --scratch-epochs 30 --train-size 60000 --epochs 30 --sweep-train-size 10000 \\
+        --batch-size 64 --workers 8 --out runs/ablation-gpu
 
 Training and test then run on the GPU; GFLOPs and .pte latency are still measured on the machine's CPU.
 """

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from hsvlt.bench.measure import SETTLE_S, cpu_threads
-from hsvlt.cli import positive_int
+from hsvlt.cli import positive_int, program
 from hsvlt.deploy.manifest import read_manifest
 from hsvlt.deploy.runtimes import cannot_load
 from hsvlt.toolchain import quiet_toolchain_calls
@@ -98,8 +98,8 @@ def format_profile(result: dict) -> str:
 
 def parse_args(argv=None) -> ProfileConfig:
     defaults = ProfileConfig(program=Path())
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(prog=program("python reports/op_profile.py"), description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("program", type=Path, help="an ExecuTorch program (.pte) with its manifest beside it")
     parser.add_argument("--threads", type=positive_int, default=defaults.threads, help="XNNPACK threads")
     parser.add_argument("--runs", type=positive_int, default=defaults.runs, help="runs to average over")

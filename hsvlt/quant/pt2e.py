@@ -8,9 +8,10 @@ It is the one int8 format that lowers to both XNNPACK and Core ML (docs/DESIGN.m
     save_artifact(program, "qat.pt2", manifest)           # what export/to_executorch.py --int8 takes
     program, stage, quantization = load_for_export("qat.pt2", source)   # the exporters, checked against the checkpoint
 
-Layers that stay float are chosen by name (FLOAT_LAYERS); the default, DEFAULT_FLOAT_LAYERS (the LayerNorm
-statistics), comes from the reasons written beside it; `python reports/quantization.py --float-study` measures
-each group kept float.
+Layers that stay float are chosen by name (FLOAT_LAYERS); a preset's default, default_float_layers (the
+LayerNorm statistics, DEFAULT_FLOAT_LAYERS, and where the benchmark measured it faster more groups,
+PRESET_FLOAT_LAYERS), comes from the reasons written beside it; `python reports/quantization.py --float-study`
+measures each group kept float.
 
 Why PT2E and not torchao's eager QAT (quantize_ with QATConfig, hsvlt/quant/eager.py): measured side by side by
 `python reports/quantization.py --eager-study` (docs/QUANT_EAGER.md holds the figures), the eager flow's programs
@@ -90,7 +91,8 @@ FLOAT_LAYERS = {
 # norms cost no measurable speed. `python reports/quantization.py --float-study` measures each group kept float.
 DEFAULT_FLOAT_LAYERS: tuple[str, ...] = ("norms",)
 # Where the benchmark measured a faster int8 program with more layers float, that preset keeps them float:
-# `python reports/export_bench.py --int8-study` times each choice against the fp32 program (docs/EXPORT.md).
+# `python reports/export_bench.py --int8-study` times each choice against the fp32 program, in a section of the
+# page it writes (docs/EXPORT.md).
 PRESET_FLOAT_LAYERS: dict[str, tuple[str, ...]] = {"hsvlt_nano": ("norms", "depthwise")}
 
 
